@@ -1,0 +1,141 @@
+/* event_store--0.1.0.sql: the event log */
+
+\echo Use "CREATE EXTENSION event_store" to load this file. \quit
+
+-- Every name below is schema-qualified; the script creates nothing outside
+-- the schema event_store, which CREATE EXTENSION creates and the extension owns.
+
+-- The event log.  One row per event, never updated, deleted or truncated.
+-- Identifiers use the "C" collation: byte order, fast, the same everywhere.
+CREATE TABLE event_store.events (
+    stream_id      text        COLLATE "C" NOT NULL,
+    stream_version bigint      NOT NULL,
+    event_id       uuid        NOT NULL,
+    event_type     text        COLLATE "C" NOT NULL,
+    schema_version integer     NOT NULL,
+    data           jsonb       NOT NULL,
+    metadata       jsonb       NOT NULL,
+    recorded_at    timestamptz NOT NULL,
+    CONSTRAINT events_pkey PRIMARY KEY (stream_id, stream_version),
+    CONSTRAINT events_event_id_key UNIQUE (event_id)
+);
+
+COMMENT ON TABLE event_store.events IS
+    'The event log: one row per event, append-only. Write with event_store.append(), event_store.append_events() or INSERT.';
+
+-- pg_dump keeps the events.  The filter orders the dump by stream and
+-- version, so that a restore replays every stream in order through the
+-- versioning trigger (physical order is not version order once vacuum has
+-- reused the space of rolled-back appends).
+SELECT pg_catalog.pg_extension_config_dump('event_store.events',
+                                           'WHERE true ORDER BY stream_id, stream_version');
+
+-- What every read function returns and every handler gets.
+CREATE TYPE event_store.event AS (
+    global_position bigint,
+    stream_id       text COLLATE "C",
+    stream_version  bigint,
+    event_id        uuid,
+    event_type      text COLLATE "C",
+    schema_version  integer,
+    data            jsonb,
+    metadata        jsonb,
+    recorded_at     timestamptz
+);
+
+-- Stream versioning, expected-version check and idempotency (src/versioning.c).
+CREATE FUNCTION event_store._version_events() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'event_store_version_events';
+
+CREATE TRIGGER version_events BEFORE INSERT ON event_store.events
+    FOR EACH ROW EXECUTE FUNCTION event_store._version_events();
+
+-- The append-only guard: statement-level, so it refuses even a statement that matches no row.
+CREATE FUNCTION event_store._refuse_change() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'event_store_refuse_change';
+
+CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON event_store.events
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._refuse_change();
+
+CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON event_store.events
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._refuse_change();
+
+-- Fire also under session_replication_role = replica.
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER version_events;
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only;
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only_truncate;
+
+-- Streams: one row per stream, derived from the log (no write on the append path).
+-- A loose index scan over the primary key visits each stream once.
+CREATE VIEW event_store.streams WITH (security_invoker = true) AS
+WITH RECURSIVE ids(stream_id) AS (
+    (SELECT e.stream_id FROM event_store.events e ORDER BY e.stream_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.stream_id FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.>) ids.stream_id
+             ORDER BY e.stream_id LIMIT 1)
+      FROM ids
+     WHERE ids.stream_id IS NOT NULL
+)
+SELECT ids.stream_id,
+       pg_catalog.split_part(ids.stream_id, '-', 1) AS category,
+       head.stream_version AS version,
+       first.recorded_at AS created_at,
+       head.recorded_at AS updated_at
+  FROM ids
+  CROSS JOIN LATERAL (SELECT e.stream_version, e.recorded_at FROM event_store.events e
+                       WHERE e.stream_id OPERATOR(pg_catalog.=) ids.stream_id
+                       ORDER BY e.stream_version DESC LIMIT 1) head
+  CROSS JOIN LATERAL (SELECT e.recorded_at FROM event_store.events e
+                       WHERE e.stream_id OPERATOR(pg_catalog.=) ids.stream_id
+                         AND e.stream_version OPERATOR(pg_catalog.=) 1) first
+ WHERE ids.stream_id IS NOT NULL;
+
+COMMENT ON VIEW event_store.streams IS
+    'One row per stream: its category (the part of the id before the first "-"), version and times.';
+
+-- Write side
+CREATE FUNCTION event_store.append(
+    stream_id text,
+    event_type text,
+    data jsonb,
+    metadata jsonb DEFAULT NULL,
+    expected_version bigint DEFAULT NULL,
+    event_id uuid DEFAULT NULL,
+    schema_version integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_append';
+
+CREATE FUNCTION event_store.append_events(
+    stream_id text,
+    events jsonb,
+    expected_version bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_append_events';
+
+-- Read side
+CREATE FUNCTION event_store.read_stream(
+    stream_id text,
+    from_version bigint DEFAULT NULL,
+    max_count integer DEFAULT NULL,
+    backwards boolean DEFAULT false,
+    as_of timestamptz DEFAULT NULL)
+RETURNS SETOF event_store.event
+LANGUAGE c STABLE PARALLEL SAFE ROWS 100
+AS 'MODULE_PATHNAME', 'event_store_read_stream';
+
+CREATE FUNCTION event_store.stream_version(stream_id text)
+RETURNS bigint
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'event_store_stream_version';
+
+-- Least privilege: nobody but the owner may call anything until granted
+-- (README.md, "Security" shows the writer, reader and admin roles).
+REVOKE ALL ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, uuid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.append_events(text, jsonb, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.stream_version(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store._version_events() FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store._refuse_change() FROM PUBLIC;

@@ -1,0 +1,413 @@
+/*-------------------------------------------------------------------------
+ *
+ * append.c
+ *	  append() and append_events(): the SQL write path.
+ *
+ * Both insert into event_store.events through SPI with plans prepared once
+ * per backend, so the versioning trigger (versioning.c), the caller's
+ * privileges and any other trigger apply exactly as for a plain INSERT.  The
+ * expected version travels as the stream_version of the first event
+ * (expected + 1), which the trigger checks under the stream's lock: there is
+ * one place where versions are decided.  A batch is one INSERT statement, so
+ * it is all or nothing.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+
+#include "event_store.h"
+
+PG_FUNCTION_INFO_V1(event_store_append);
+PG_FUNCTION_INFO_V1(event_store_append_events);
+
+#define INSERT_COLUMNS \
+	"INSERT INTO event_store.events " \
+	"(stream_id, stream_version, event_id, event_type, schema_version, data, metadata) "
+
+static const char *append_sql =
+INSERT_COLUMNS "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING stream_version";
+
+static const char *append_batch_sql =
+INSERT_COLUMNS
+"SELECT $1, u.v, u.i, u.t, u.s, u.d, u.m "
+"FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
+"pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
+"WITH ORDINALITY AS u(v, i, t, s, d, m, n) "
+"ORDER BY u.n RETURNING stream_version";
+
+/* parameter types, shared by both statements: $1 is the stream id */
+static Oid	append_types[7] = {TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID};
+static Oid	batch_types[7] = {TEXTOID, INT8ARRAYOID, UUIDARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+JSONBARRAYOID, JSONBARRAYOID};
+
+static SPIPlanPtr append_plan = NULL;
+static SPIPlanPtr batch_plan = NULL;
+
+/* The columns of one batch, in the order of batch_types[1..6]. */
+enum
+{
+	COL_VERSION,
+	COL_ID,
+	COL_TYPE,
+	COL_SCHEMA_VERSION,
+	COL_DATA,
+	COL_METADATA,
+	NUM_COLS
+};
+
+/*
+ * Prepare a statement once per backend and keep it.
+ */
+static SPIPlanPtr
+get_plan(SPIPlanPtr *cache, const char *sql, Oid *argtypes)
+{
+	if (*cache == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, 7, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*cache = plan;
+	}
+	return *cache;
+}
+
+/*
+ * The stream's current version as the statement's snapshot sees it.
+ */
+static int64
+current_version(text *stream_id)
+{
+	const EsCatalog *cat = es_catalog();
+	Relation	events = table_open(cat->events_relid, AccessShareLock);
+	Relation	idx = index_open(cat->stream_index, AccessShareLock);
+	int64		version = es_stream_head(events, idx, stream_id, GetActiveSnapshot(), NULL);
+
+	index_close(idx, AccessShareLock);
+	table_close(events, AccessShareLock);
+	return version;
+}
+
+/*
+ * Turn the expected_version argument into the stream_version the first of
+ * nevents events must get.  Returns false when it is NULL (any version).
+ */
+static bool
+first_version(FunctionCallInfo fcinfo, int argno, text *stream_id, int64 nevents,
+			  int64 *first)
+{
+	int64		expected;
+
+	if (PG_ARGISNULL(argno))
+		return false;
+	expected = PG_GETARG_INT64(argno);
+	if (expected < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_version must not be negative"),
+				 errdetail("Got " INT64_FORMAT ".", expected),
+				 errhint("Pass NULL for any version, 0 for a stream that must not exist yet, or the version the stream must be at.")));
+	if (expected > PG_INT64_MAX - nevents)
+		es_report_wrong_version(stream_id, current_version(stream_id), expected);
+	*first = expected + 1;
+	return true;
+}
+
+/*
+ * The version an appended event ended up with: from RETURNING when the row
+ * was inserted, else (the trigger skipped it as re-sent) the original's.
+ */
+static int64
+appended_version(bool inserted, int64 returned, Datum event_id, bool id_given)
+{
+	int64		version;
+
+	if (inserted)
+		return returned;
+	if (id_given && es_event_version(event_id, &version))
+		return version;
+	ereport(ERROR,
+			(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+			 errmsg("the event was not appended"),
+			 errdetail("A trigger on event_store.events skipped the row.")));
+	return 0;					/* not reached */
+}
+
+/*
+ * append(stream_id, event_type, data, metadata, expected_version, event_id,
+ *		  schema_version) RETURNS bigint: append one event, return the
+ * stream's new version (or, for a re-sent event, the version it has).
+ */
+Datum
+event_store_append(PG_FUNCTION_ARGS)
+{
+	Datum		values[7];
+	char		nulls[7];
+	text	   *stream_id;
+	int64		first;
+	int64		returned = 0;
+	bool		inserted;
+	int			ret;
+
+	es_require_arg(fcinfo, 0, "stream_id");
+	es_require_arg(fcinfo, 1, "event_type");
+	es_require_arg(fcinfo, 2, "data");
+	stream_id = PG_GETARG_TEXT_PP(0);
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = PointerGetDatum(stream_id);
+	if (first_version(fcinfo, 4, stream_id, 1, &first))
+		values[1] = Int64GetDatum(first);
+	else
+		nulls[1] = 'n';
+	values[2] = PG_GETARG_DATUM(5);
+	nulls[2] = PG_ARGISNULL(5) ? 'n' : ' ';
+	values[3] = PG_GETARG_DATUM(1);
+	values[4] = PG_GETARG_DATUM(6);
+	nulls[4] = PG_ARGISNULL(6) ? 'n' : ' ';
+	values[5] = PG_GETARG_DATUM(2);
+	values[6] = PG_GETARG_DATUM(3);
+	nulls[6] = PG_ARGISNULL(3) ? 'n' : ' ';
+
+	SPI_connect();
+	ret = SPI_execute_plan(get_plan(&append_plan, append_sql, append_types),
+						   values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	inserted = SPI_processed == 1;
+	if (inserted)
+	{
+		bool		isnull;
+
+		returned = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+
+	PG_RETURN_INT64(appended_version(inserted, returned, values[2], nulls[2] == ' '));
+}
+
+/* Error context: which element of the batch is being read. */
+static void
+batch_element_context(void *arg)
+{
+	errcontext("events[%d]", *(int *) arg);
+}
+
+/*
+ * Reject a key of a batch element that is of the wrong JSON type.
+ */
+static void
+wrong_type(const char *key, const char *type)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("\"%s\" of an event must be %s", key, type)));
+}
+
+/*
+ * A key of a batch element: NULL when it is absent (or JSON null, when
+ * null_ok); counts what it found in *found.
+ */
+static JsonbValue *
+element_key(JsonbContainer *obj, const char *key, bool null_ok, int *found)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(obj, key, strlen(key), NULL);
+
+	if (v == NULL)
+		return NULL;
+	(*found)++;
+	if (v->type == jbvNull && null_ok)
+		return NULL;
+	return v;
+}
+
+/*
+ * Read one batch element into column arrays.
+ */
+static void
+read_element(JsonbValue *elem, int i, Datum *cols[], bool *colnulls[])
+{
+	JsonbContainer *obj;
+	JsonbValue *v;
+	int			found = 0;
+
+	if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("each element of events must be a JSON object"),
+				 errhint("Write an event as {\"type\": ..., \"data\": {...}}.")));
+	obj = elem->val.binary.data;
+
+	v = element_key(obj, "type", false, &found);
+	if (v == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an event must have a \"type\"")));
+	if (v->type != jbvString)
+		wrong_type("type", "a string");
+	cols[COL_TYPE][i] = PointerGetDatum(cstring_to_text_with_len(v->val.string.val,
+																 v->val.string.len));
+
+	v = element_key(obj, "data", false, &found);
+	if (v == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an event must have \"data\""),
+				 errhint("Use an empty JSON object for an event without data.")));
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		wrong_type("data", "a JSON object");
+	cols[COL_DATA][i] = JsonbPGetDatum(JsonbValueToJsonb(v));
+
+	v = element_key(obj, "metadata", true, &found);
+	colnulls[COL_METADATA][i] = (v == NULL);
+	if (v != NULL)
+	{
+		if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+			wrong_type("metadata", "a JSON object");
+		cols[COL_METADATA][i] = JsonbPGetDatum(JsonbValueToJsonb(v));
+	}
+
+	v = element_key(obj, "id", true, &found);
+	colnulls[COL_ID][i] = (v == NULL);
+	if (v != NULL)
+	{
+		if (v->type != jbvString)
+			wrong_type("id", "a UUID string");
+		cols[COL_ID][i] = DirectFunctionCall1(uuid_in,
+											  CStringGetDatum(pnstrdup(v->val.string.val,
+																	   v->val.string.len)));
+	}
+
+	v = element_key(obj, "schema_version", true, &found);
+	colnulls[COL_SCHEMA_VERSION][i] = (v == NULL);
+	if (v != NULL)
+	{
+		if (v->type != jbvNumeric)
+			wrong_type("schema_version", "an integer");
+		cols[COL_SCHEMA_VERSION][i] =
+			Int32GetDatum(pg_strtoint32(DatumGetCString(DirectFunctionCall1(numeric_out,
+																			NumericGetDatum(v->val.numeric)))));
+	}
+
+	if (found != (int) JsonContainerSize(obj))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an event has an unknown key"),
+				 errdetail("The keys of an event are \"type\", \"data\", \"metadata\", \"id\" and \"schema_version\".")));
+}
+
+/*
+ * append_events(stream_id, events jsonb, expected_version) RETURNS bigint:
+ * append a JSON array of events, all or nothing; return the version of the
+ * batch's last event.  An empty batch appends nothing and returns the
+ * stream's version, after checking the expected version.
+ */
+Datum
+event_store_append_events(PG_FUNCTION_ARGS)
+{
+	text	   *stream_id;
+	Jsonb	   *batch;
+	int			n;
+	int64		first;
+	bool		versioned;
+	Datum	   *cols[NUM_COLS];
+	bool	   *colnulls[NUM_COLS];
+	Datum		values[7];
+	int			i;
+	int			ret;
+	int64		returned = 0;
+	uint64		processed;
+	ErrorContextCallback errcb;
+
+	es_require_arg(fcinfo, 0, "stream_id");
+	es_require_arg(fcinfo, 1, "events");
+	stream_id = PG_GETARG_TEXT_PP(0);
+	batch = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_ARRAY(batch) || JB_ROOT_IS_SCALAR(batch))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events must be a JSON array"),
+				 errhint("Pass [{\"type\": ..., \"data\": {...}}, ...].")));
+	n = JB_ROOT_COUNT(batch);
+	versioned = first_version(fcinfo, 2, stream_id, n, &first);
+
+	if (n == 0)
+	{
+		int64		version = current_version(stream_id);
+
+		if (versioned && first - 1 != version)
+			es_report_wrong_version(stream_id, version, first - 1);
+		PG_RETURN_INT64(version);
+	}
+
+	for (i = 0; i < NUM_COLS; i++)
+	{
+		cols[i] = palloc(sizeof(Datum) * n);
+		colnulls[i] = palloc0(sizeof(bool) * n);
+	}
+
+	errcb.callback = batch_element_context;
+	errcb.arg = &i;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	for (i = 0; i < n; i++)
+	{
+		read_element(getIthJsonbValueFromContainer(&batch->root, i), i, cols, colnulls);
+		colnulls[COL_VERSION][i] = !versioned;
+		cols[COL_VERSION][i] = versioned ? Int64GetDatum(first + i) : (Datum) 0;
+	}
+	error_context_stack = errcb.previous;
+
+	values[0] = PointerGetDatum(stream_id);
+	for (i = 0; i < NUM_COLS; i++)
+	{
+		Oid			elemtype = get_element_type(batch_types[i + 1]);
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+
+		get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+		values[i + 1] = PointerGetDatum(construct_md_array(cols[i], colnulls[i], 1, dims, lbs,
+														   elemtype, typlen, typbyval, typalign));
+	}
+
+	SPI_connect();
+	ret = SPI_execute_plan(get_plan(&batch_plan, append_batch_sql, batch_types),
+						   values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	/* RETURNING lists the inserted rows in batch order */
+	processed = SPI_processed;
+	if (processed > 0)
+	{
+		bool		isnull;
+
+		returned = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[processed - 1],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+
+	/*
+	 * The batch's version is its last event's.  When some rows were skipped as
+	 * re-sent and the last event has an id, it may be one of them: ask for it.
+	 * An event without an id is never skipped as re-sent.
+	 */
+	if (processed < (uint64) n && !colnulls[COL_ID][n - 1])
+		PG_RETURN_INT64(appended_version(false, 0, cols[COL_ID][n - 1], true));
+	PG_RETURN_INT64(appended_version(processed > 0, returned, (Datum) 0, false));
+}

@@ -1,0 +1,87 @@
+/*-------------------------------------------------------------------------
+ *
+ * event_store.h
+ *	  Shared declarations of the event_store extension.
+ *
+ * This header is installed with the extension (HEADERS_event_store) so that
+ * other C extensions can build against the public parts: the layout of
+ * event_store.events and the extension's SQLSTATEs.  Everything else here is
+ * internal to event_store.so.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EVENT_STORE_H
+#define EVENT_STORE_H
+
+#include "postgres.h"
+
+#include "access/htup.h"
+#include "fmgr.h"
+#include "utils/relcache.h"
+#include "utils/snapshot.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* Columns of event_store.events, in table order (1-based attribute numbers). */
+#define Anum_events_stream_id		1
+#define Anum_events_stream_version	2
+#define Anum_events_event_id		3
+#define Anum_events_event_type		4
+#define Anum_events_schema_version	5
+#define Anum_events_data			6
+#define Anum_events_metadata		7
+#define Anum_events_recorded_at		8
+#define Natts_events				8
+
+/*
+ * The composite type event_store.event is the table row with the commit-ordered
+ * global position in front: attribute n of the table is attribute n + 1 of
+ * the type.
+ */
+#define Natts_event					(Natts_events + 1)
+
+/* Limits on identifiers (bytes). They keep every index entry well below the btree limit. */
+#define ES_MAX_ID_BYTES				1024
+
+/*
+ * SQLSTATEs of the extension, class "VE" (implementation-defined range).
+ * Documented in README.md, "SQLSTATEs".
+ */
+#define ERRCODE_ES_WRONG_EXPECTED_VERSION	MAKE_SQLSTATE('V','E','0','0','1')
+#define ERRCODE_ES_EVENT_ID_CONFLICT		MAKE_SQLSTATE('V','E','0','0','2')
+#define ERRCODE_ES_APPEND_ONLY				MAKE_SQLSTATE('V','E','0','0','3')
+
+/* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
+#define ES_LOCKTAG_STREAM			0x4553
+
+#ifndef EVENT_STORE_PUBLIC_ONLY
+
+/* event_store.c: settings */
+extern int	es_max_stream_locks;
+extern char *es_correlation_id;
+extern char *es_causation_id;
+
+/* versioning.c: the event table and its indexes, resolved once per backend */
+typedef struct EsCatalog
+{
+	Oid			events_relid;
+	Oid			stream_index;	/* (stream_id, stream_version), the primary key */
+	Oid			event_id_index; /* unique (event_id) */
+} EsCatalog;
+
+extern const EsCatalog *es_catalog(void);
+extern void es_versioning_init(void);
+extern int64 es_stream_head(Relation events, Relation stream_index, text *stream_id,
+							Snapshot snapshot, TimestampTz *recorded_at);
+extern bool es_event_version(Datum event_id, int64 *version);
+extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expected) pg_attribute_noreturn();
+
+/* read.c */
+extern void es_check_read_access(Relation events);
+
+/* Argument checks shared by the SQL-callable functions. */
+extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
+
+#endif							/* EVENT_STORE_PUBLIC_ONLY */
+
+#endif							/* EVENT_STORE_H */

@@ -1,0 +1,670 @@
+/*-------------------------------------------------------------------------
+ *
+ * versioning.c
+ *	  The BEFORE INSERT trigger of event_store.events (stream versioning,
+ *	  expected-version check, idempotency by event_id) and the append-only
+ *	  guards.
+ *
+ * Every append, whatever its path (append(), append_events(), a plain
+ * INSERT, COPY, a logical-replication apply), goes through
+ * event_store_version_events(), which fires ALWAYS, so that
+ * session_replication_role cannot bypass it.
+ *
+ * Locking rules.  An append holds an ExclusiveLock on its stream's lock tag
+ * (advisory class, field4 = ES_LOCKTAG_STREAM, key = 64-bit hash of the
+ * stream id) until its transaction ends.  Appends to one stream serialise on
+ * that lock; appends to different streams never wait for each other (short of
+ * a hash collision, which only serialises two streams).  Under the lock the
+ * stream's head is read through the primary key (stream_id, stream_version)
+ * with a dirty snapshot: it sees every committed row and every row of the own
+ * transaction, including those the current command inserted, so a
+ * multi-row INSERT numbers its rows correctly.  No row is written besides the
+ * event itself.  The primary key remains the backstop: a bug here would raise
+ * a unique violation, never a duplicate version.
+ *
+ * A transaction that has taken event_store.max_stream_locks stream locks
+ * takes ShareRowExclusiveLock on the event table instead of further stream
+ * locks: it excludes every other appender (they hold RowExclusiveLock), so
+ * the shared lock table is not exhausted by one huge transaction.
+ *
+ * Under REPEATABLE READ and SERIALIZABLE, appending on top of a head that the
+ * transaction's snapshot cannot see is a serialization failure (40001).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "event_store.h"
+
+PG_FUNCTION_INFO_V1(event_store_version_events);
+PG_FUNCTION_INFO_V1(event_store_refuse_change);
+
+/* The event table and its indexes; reset by relcache invalidation. */
+static EsCatalog catalog;
+static bool catalog_valid = false;
+
+/* Per-transaction state, reset at transaction end. */
+static int	stream_locks_taken = 0;
+
+/* What the head probe returns. */
+typedef struct StreamHead
+{
+	int64		version;		/* 0: the stream has no event */
+	TimestampTz recorded_at;
+	TransactionId xmin;
+} StreamHead;
+
+typedef enum DuplicateCheck
+{
+	EVENT_ID_NEW,
+	EVENT_ID_SAME_EVENT,
+	EVENT_ID_OTHER_EVENT
+} DuplicateCheck;
+
+/*
+ * Forget the cached OIDs when the event table or one of its indexes changes
+ * (or when every relcache entry is invalidated).
+ */
+static void
+invalidate_catalog(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (relid == InvalidOid || relid == catalog.events_relid ||
+		relid == catalog.stream_index || relid == catalog.event_id_index)
+		catalog_valid = false;
+}
+
+/*
+ * Reset the per-transaction state when the top-level transaction ends.
+ */
+static void
+versioning_xact_callback(XactEvent event, void *arg)
+{
+	(void) arg;
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			stream_locks_taken = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Called once per process from _PG_init.
+ */
+void
+es_versioning_init(void)
+{
+	CacheRegisterRelcacheCallback(invalidate_catalog, (Datum) 0);
+	RegisterXactCallback(versioning_xact_callback, NULL);
+}
+
+/*
+ * The OIDs of the event table and its two unique indexes, looked up once per
+ * backend (and again after a relcache invalidation touching them).
+ */
+const EsCatalog *
+es_catalog(void)
+{
+	if (!catalog_valid)
+	{
+		Oid			nsp = get_namespace_oid("event_store", true);
+		EsCatalog	c;
+
+		c.events_relid = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
+		c.stream_index = OidIsValid(nsp) ? get_relname_relid("events_pkey", nsp) : InvalidOid;
+		c.event_id_index = OidIsValid(nsp) ? get_relname_relid("events_event_id_key", nsp) : InvalidOid;
+		if (!OidIsValid(c.events_relid) || !OidIsValid(c.stream_index) ||
+			!OidIsValid(c.event_id_index))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("extension \"event_store\" is not installed in this database"),
+					 errhint("Run CREATE EXTENSION event_store CASCADE.")));
+		catalog = c;
+		catalog_valid = true;
+	}
+	return &catalog;
+}
+
+/*
+ * Validate a stream id or event type: not NULL, not empty, not longer than
+ * ES_MAX_ID_BYTES.  Returns it detoasted.
+ */
+static text *
+check_identifier(Datum value, bool isnull, const char *what)
+{
+	text	   *t;
+	int			len;
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	t = DatumGetTextPP(value);
+	len = VARSIZE_ANY_EXHDR(t);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > ES_MAX_ID_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", what),
+				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
+	return t;
+}
+
+/*
+ * Validate a JSON document that must be an object.
+ */
+static Jsonb *
+check_object(Datum value, const char *what)
+{
+	Jsonb	   *jb = DatumGetJsonbP(value);
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", what),
+				 errdetail("Got a JSON %s.",
+						   JB_ROOT_IS_ARRAY(jb) && !JB_ROOT_IS_SCALAR(jb) ? "array" : "scalar")));
+	return jb;
+}
+
+/*
+ * Add event_store.correlation_id / causation_id to the metadata when they are
+ * set and the metadata does not carry its own.
+ */
+static Jsonb *
+add_trace_ids(Jsonb *metadata)
+{
+	bool		corr = es_correlation_id != NULL && es_correlation_id[0] != '\0';
+	bool		caus = es_causation_id != NULL && es_causation_id[0] != '\0';
+	StringInfoData buf;
+	Datum		ids;
+
+	if (!corr && !caus)
+		return metadata;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	if (corr)
+	{
+		escape_json(&buf, "correlation_id");
+		appendStringInfoChar(&buf, ':');
+		escape_json(&buf, es_correlation_id);
+	}
+	if (caus)
+	{
+		if (corr)
+			appendStringInfoChar(&buf, ',');
+		escape_json(&buf, "causation_id");
+		appendStringInfoChar(&buf, ':');
+		escape_json(&buf, es_causation_id);
+	}
+	appendStringInfoChar(&buf, '}');
+	ids = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	/* the right operand wins: the event's own metadata keeps its keys */
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, ids, JsonbPGetDatum(metadata)));
+}
+
+/*
+ * A new event id: a UUID version 7 (RFC 9562), so that the unique index on
+ * event_id grows at its right edge instead of being written at random.
+ */
+static Datum
+new_event_id(void)
+{
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+	uint64		unix_ms;
+	int			i;
+
+	unix_ms = (uint64) (GetCurrentTimestamp() / 1000) +
+		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+	if (!pg_strong_random(uuid->data + 6, UUID_LEN - 6))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	for (i = 0; i < 6; i++)
+		uuid->data[i] = (unsigned char) (unix_ms >> (40 - 8 * i));
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x70;	/* version 7 */
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;	/* variant RFC 9562 */
+	return UUIDPGetDatum(uuid);
+}
+
+/*
+ * Lock the stream against concurrent appends until the transaction ends, or,
+ * past event_store.max_stream_locks stream locks, the whole table.
+ */
+static void
+lock_stream(Relation events, text *stream_id)
+{
+	LOCKTAG		tag;
+	uint64		h;
+
+	if (stream_locks_taken >= es_max_stream_locks)
+	{
+		if (!CheckRelationLockedByMe(events, ShareRowExclusiveLock, true))
+			LockRelationOid(RelationGetRelid(events), ShareRowExclusiveLock);
+		return;
+	}
+	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(stream_id),
+							VARSIZE_ANY_EXHDR(stream_id), 0);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+						 ES_LOCKTAG_STREAM);
+	if (LockAcquire(&tag, ExclusiveLock, false, false) == LOCKACQUIRE_OK)
+		stream_locks_taken++;
+}
+
+/*
+ * Find the newest event of a stream visible to the snapshot.  With a dirty
+ * snapshot, a row of a transaction still in progress is waited for and the
+ * probe repeated (no appender can be in progress on a stream whose lock we
+ * hold; this only guards against rows inserted without the trigger).
+ */
+static bool
+probe_head(Relation events, Relation stream_index, text *stream_id,
+		   Snapshot snapshot, StreamHead *head)
+{
+	TupleTableSlot *slot = table_slot_create(events, NULL);
+	bool		found;
+
+	for (;;)
+	{
+		ScanKeyData key;
+		IndexScanDesc scan;
+		TransactionId wait_for = InvalidTransactionId;
+
+		if (snapshot->snapshot_type == SNAPSHOT_DIRTY)
+			InitDirtySnapshot(*snapshot);
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
+		scan = index_beginscan(events, stream_index, snapshot, 1, 0);
+		index_rescan(scan, &key, 1, NULL, 0);
+		found = index_getnext_slot(scan, BackwardScanDirection, slot);
+		if (found && snapshot->snapshot_type == SNAPSHOT_DIRTY &&
+			TransactionIdIsValid(snapshot->xmin))
+			wait_for = snapshot->xmin;
+		else if (found)
+		{
+			bool		isnull;
+			bool		should_free;
+			HeapTuple	tuple;
+
+			head->version = DatumGetInt64(slot_getattr(slot, Anum_events_stream_version, &isnull));
+			head->recorded_at = DatumGetTimestampTz(slot_getattr(slot, Anum_events_recorded_at, &isnull));
+			tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+			head->xmin = HeapTupleHeaderGetXmin(tuple->t_data);
+			if (should_free)
+				heap_freetuple(tuple);
+		}
+		index_endscan(scan);
+		if (!TransactionIdIsValid(wait_for))
+			break;
+		ExecClearTuple(slot);
+		XactLockTableWait(wait_for, events, NULL, XLTW_None);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	if (!found)
+	{
+		head->version = 0;
+		head->recorded_at = DT_NOBEGIN;
+		head->xmin = InvalidTransactionId;
+	}
+	return found;
+}
+
+/*
+ * The newest version of a stream visible to the snapshot, 0 for none.
+ * recorded_at, when not NULL, receives the newest event's time.
+ */
+int64
+es_stream_head(Relation events, Relation stream_index, text *stream_id,
+			   Snapshot snapshot, TimestampTz *recorded_at)
+{
+	StreamHead	head;
+
+	probe_head(events, stream_index, stream_id, snapshot, &head);
+	if (recorded_at)
+		*recorded_at = head.recorded_at;
+	return head.version;
+}
+
+/*
+ * Find an event by id with a dirty snapshot, waiting for a transaction still
+ * inserting it; on success the slot holds a materialised copy of the row.
+ */
+static bool
+find_event_by_id(Relation events, Datum event_id, TupleTableSlot *slot)
+{
+	Relation	idx = index_open(es_catalog()->event_id_index, AccessShareLock);
+	SnapshotData dirty;
+	bool		found;
+
+	for (;;)
+	{
+		ScanKeyData key;
+		IndexScanDesc scan;
+		TransactionId wait_for = InvalidTransactionId;
+
+		InitDirtySnapshot(dirty);
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, event_id);
+		scan = index_beginscan(events, idx, &dirty, 1, 0);
+		index_rescan(scan, &key, 1, NULL, 0);
+		found = index_getnext_slot(scan, ForwardScanDirection, slot);
+		if (found && TransactionIdIsValid(dirty.xmin))
+			wait_for = dirty.xmin;
+		else if (found)
+			ExecMaterializeSlot(slot);
+		index_endscan(scan);
+		if (!TransactionIdIsValid(wait_for))
+			break;
+		ExecClearTuple(slot);
+		XactLockTableWait(wait_for, events, NULL, XLTW_None);
+	}
+	index_close(idx, AccessShareLock);
+	return found;
+}
+
+/*
+ * Is the stored event with this id the same event (stream, type, schema
+ * version and data) as the one being appended?  Metadata is not compared: a
+ * retry may carry other tracing metadata.
+ */
+static DuplicateCheck
+check_event_id(Relation events, Datum event_id, text *stream_id, text *event_type,
+			   int32 schema_version, Jsonb *data)
+{
+	TupleTableSlot *slot = table_slot_create(events, NULL);
+	DuplicateCheck result = EVENT_ID_NEW;
+
+	if (find_event_by_id(events, event_id, slot))
+	{
+		Datum	   *v;
+
+		slot_getallattrs(slot);
+		v = slot->tts_values;
+		if (DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
+												 v[Anum_events_stream_id - 1],
+												 PointerGetDatum(stream_id))) &&
+			DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
+												 v[Anum_events_event_type - 1],
+												 PointerGetDatum(event_type))) &&
+			DatumGetInt32(v[Anum_events_schema_version - 1]) == schema_version &&
+			DatumGetBool(DirectFunctionCall2(jsonb_eq, v[Anum_events_data - 1],
+											 JsonbPGetDatum(data))))
+			result = EVENT_ID_SAME_EVENT;
+		else
+			result = EVENT_ID_OTHER_EVENT;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return result;
+}
+
+/*
+ * The stream version of the stored event with this id, committed or written
+ * by this transaction, whatever the transaction's snapshot sees.  append()
+ * and append_events() use it to answer for an event the trigger skipped as
+ * re-sent.
+ */
+bool
+es_event_version(Datum event_id, int64 *version)
+{
+	Relation	events = table_open(es_catalog()->events_relid, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(events, NULL);
+	bool		found = find_event_by_id(events, event_id, slot);
+
+	if (found)
+	{
+		bool		isnull;
+
+		*version = DatumGetInt64(slot_getattr(slot, Anum_events_stream_version, &isnull));
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(events, AccessShareLock);
+	return found;
+}
+
+/*
+ * Raise the optimistic-concurrency error: the stream is not at the version
+ * the caller expected.
+ */
+void
+es_report_wrong_version(text *stream_id, int64 actual, int64 expected)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
+			 errmsg("wrong expected version for stream \"%s\"", text_to_cstring(stream_id)),
+			 errdetail("Stream \"%s\" is at version " INT64_FORMAT ", but version " INT64_FORMAT " was expected.",
+					   text_to_cstring(stream_id), actual, expected),
+			 errhint("Load the stream again, decide again, and retry with the version you loaded.")));
+}
+
+/*
+ * BEFORE INSERT FOR EACH ROW on event_store.events: validate the event, fill
+ * in what the INSERT left out, skip a re-sent event, check the expected
+ * version and assign the stream version.
+ */
+Datum
+event_store_version_events(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	events;
+	TupleDesc	tupdesc;
+	Datum		values[Natts_events];
+	bool		nulls[Natts_events];
+	text	   *stream_id;
+	text	   *event_type;
+	Jsonb	   *data;
+	int32		schema_version;
+	Relation	stream_index;
+	SnapshotData dirty;
+	StreamHead	head;
+	bool		exists;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("event_store._version_events() must be fired BEFORE INSERT FOR EACH ROW")));
+
+	events = trigdata->tg_relation;
+	tupdesc = RelationGetDescr(events);
+	if (RelationGetRelid(events) != es_catalog()->events_relid || tupdesc->natts != Natts_events)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("event_store._version_events() fired on relation \"%s\"",
+						RelationGetRelationName(events)),
+				 errdetail("It versions the rows of event_store.events only.")));
+
+	heap_deform_tuple(trigdata->tg_trigtuple, tupdesc, values, nulls);
+
+	/* validate and complete the event */
+	stream_id = check_identifier(values[Anum_events_stream_id - 1],
+								 nulls[Anum_events_stream_id - 1], "stream_id");
+	event_type = check_identifier(values[Anum_events_event_type - 1],
+								  nulls[Anum_events_event_type - 1], "event_type");
+	values[Anum_events_stream_id - 1] = PointerGetDatum(stream_id);
+	values[Anum_events_event_type - 1] = PointerGetDatum(event_type);
+
+	if (nulls[Anum_events_data - 1])
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event data must not be null"),
+				 errhint("Use an empty JSON object for an event without data.")));
+	data = check_object(values[Anum_events_data - 1], "event data");
+	values[Anum_events_data - 1] = JsonbPGetDatum(data);
+
+	if (nulls[Anum_events_metadata - 1])
+	{
+		values[Anum_events_metadata - 1] =
+			DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		nulls[Anum_events_metadata - 1] = false;
+	}
+	values[Anum_events_metadata - 1] =
+		JsonbPGetDatum(add_trace_ids(check_object(values[Anum_events_metadata - 1],
+												  "event metadata")));
+
+	if (nulls[Anum_events_schema_version - 1])
+	{
+		values[Anum_events_schema_version - 1] = Int32GetDatum(1);
+		nulls[Anum_events_schema_version - 1] = false;
+	}
+	schema_version = DatumGetInt32(values[Anum_events_schema_version - 1]);
+	if (schema_version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema_version must be at least 1"),
+				 errdetail("Got %d.", schema_version)));
+
+	if (!nulls[Anum_events_stream_version - 1] &&
+		DatumGetInt64(values[Anum_events_stream_version - 1]) < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream_version must be at least 1"),
+				 errdetail("Got " INT64_FORMAT ".",
+						   DatumGetInt64(values[Anum_events_stream_version - 1])),
+				 errhint("A stream's first event has version 1; leave stream_version out to append at the end.")));
+
+	/* from here on, the stream is ours until the transaction ends */
+	lock_stream(events, stream_id);
+
+	if (nulls[Anum_events_event_id - 1])
+	{
+		values[Anum_events_event_id - 1] = new_event_id();
+		nulls[Anum_events_event_id - 1] = false;
+	}
+	else
+	{
+		switch (check_event_id(events, values[Anum_events_event_id - 1], stream_id,
+							   event_type, schema_version, data))
+		{
+			case EVENT_ID_NEW:
+				break;
+			case EVENT_ID_SAME_EVENT:
+				/* re-sent: keep the original, insert nothing */
+				return PointerGetDatum(NULL);
+			case EVENT_ID_OTHER_EVENT:
+				ereport(ERROR,
+						(errcode(ERRCODE_ES_EVENT_ID_CONFLICT),
+						 errmsg("event id %s is already used by a different event",
+								DatumGetCString(DirectFunctionCall1(uuid_out,
+																	values[Anum_events_event_id - 1]))),
+						 errdetail("An event may be re-sent with its id only with the same stream, type, schema version and data."),
+						 errhint("Give a new event a new id.")));
+		}
+	}
+
+	stream_index = index_open(es_catalog()->stream_index, AccessShareLock);
+	InitDirtySnapshot(dirty);
+	exists = probe_head(events, stream_index, stream_id, &dirty, &head);
+	index_close(stream_index, AccessShareLock);
+
+	if (!nulls[Anum_events_stream_version - 1])
+	{
+		int64		wanted = DatumGetInt64(values[Anum_events_stream_version - 1]);
+
+		if (wanted != head.version + 1)
+			es_report_wrong_version(stream_id, head.version, wanted - 1);
+	}
+
+	if (exists && IsolationUsesXactSnapshot() &&
+		!TransactionIdIsCurrentTransactionId(head.xmin) &&
+		XidInMVCCSnapshot(head.xmin, GetTransactionSnapshot()))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent append to stream \"%s\"",
+						text_to_cstring(stream_id)),
+				 errdetail("Version " INT64_FORMAT " of the stream was committed after this transaction's snapshot was taken.",
+						   head.version),
+				 errhint("The transaction might succeed if retried.")));
+
+	/*
+	 * The recorded time: the transaction's start, never earlier than the
+	 * stream's previous event, so that "as of" reads see a prefix of the
+	 * stream.  A supplied time (an import, a restore) must keep that order.
+	 */
+	if (nulls[Anum_events_recorded_at - 1])
+	{
+		TimestampTz ts = GetCurrentTransactionStartTimestamp();
+
+		values[Anum_events_recorded_at - 1] = TimestampTzGetDatum(Max(ts, head.recorded_at));
+		nulls[Anum_events_recorded_at - 1] = false;
+	}
+	else if (exists &&
+			 DatumGetTimestampTz(values[Anum_events_recorded_at - 1]) < head.recorded_at)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("recorded_at of an event must not be earlier than that of the previous event in its stream"),
+				 errdetail("Stream \"%s\" version " INT64_FORMAT " was recorded at %s.",
+						   text_to_cstring(stream_id), head.version,
+						   timestamptz_to_str(head.recorded_at))));
+
+	values[Anum_events_stream_version - 1] = Int64GetDatum(head.version + 1);
+	nulls[Anum_events_stream_version - 1] = false;
+
+	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/*
+ * BEFORE UPDATE OR DELETE OR TRUNCATE FOR EACH STATEMENT on
+ * event_store.events: the log is append-only.
+ */
+Datum
+event_store_refuse_change(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const char *op;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("event_store._refuse_change() must be called as a trigger")));
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		op = "UPDATE";
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		op = "DELETE";
+	else if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		op = "TRUNCATE";
+	else
+		op = "this operation";
+
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_APPEND_ONLY),
+			 errmsg("%s on event_store.%s is not allowed", op,
+					RelationGetRelationName(trigdata->tg_relation)),
+			 errdetail("The event log is append-only: events are never updated, deleted or truncated."),
+			 errhint("Append an event that corrects or compensates instead.")));
+	PG_RETURN_NULL();			/* not reached */
+}
