@@ -8,8 +8,9 @@
  * privileges and any other trigger apply exactly as for a plain INSERT.  The
  * expected version travels as the stream_version of the first event
  * (expected + 1), which the trigger checks under the stream's lock: there is
- * one place where versions are decided.  A batch is one INSERT statement, so
- * it is all or nothing.
+ * one place where versions are decided; it also reports them back through an
+ * EsAppendFrame, so the caller needs no SELECT privilege (RETURNING would).
+ * A batch is one INSERT statement, so it is all or nothing.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,7 +37,7 @@ PG_FUNCTION_INFO_V1(event_store_append_events);
 	"(stream_id, stream_version, event_id, event_type, schema_version, data, metadata) "
 
 static const char *append_sql =
-INSERT_COLUMNS "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING stream_version";
+INSERT_COLUMNS "VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 static const char *append_batch_sql =
 INSERT_COLUMNS
@@ -44,7 +45,7 @@ INSERT_COLUMNS
 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
 "pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
 "WITH ORDINALITY AS u(v, i, t, s, d, m, n) "
-"ORDER BY u.n RETURNING stream_version";
+"ORDER BY u.n";
 
 /* parameter types, shared by both statements: $1 is the stream id */
 static Oid	append_types[7] = {TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID};
@@ -126,23 +127,78 @@ first_version(FunctionCallInfo fcinfo, int argno, text *stream_id, int64 nevents
 }
 
 /*
- * The version an appended event ended up with: from RETURNING when the row
- * was inserted, else (the trigger skipped it as re-sent) the original's.
+ * Drop the "SQL statement" context line SPI adds for our internal INSERT: the
+ * caller did not write that statement, and the error says all there is.
+ */
+static void
+drop_statement_context(ErrorData *edata)
+{
+	const char *ours = "SQL statement \"" INSERT_COLUMNS;
+	int			ours_len = strlen(ours);
+	StringInfoData buf;
+	char	   *line;
+	char	   *next;
+
+	if (edata->context == NULL)
+		return;
+	initStringInfo(&buf);
+	for (line = edata->context; line != NULL && *line != '\0'; line = next)
+	{
+		int			len;
+
+		next = strchr(line, '\n');
+		len = next ? next - line : (int) strlen(line);
+		if (next)
+			next++;
+		if (len >= ours_len && strncmp(line, ours, ours_len) == 0)
+			continue;
+		if (buf.len > 0)
+			appendStringInfoChar(&buf, '\n');
+		appendBinaryStringInfo(&buf, line, len);
+	}
+	edata->context = buf.len > 0 ? buf.data : NULL;
+}
+
+/*
+ * Run one of our INSERTs with a frame for the trigger to report the versions
+ * in (see EsAppendFrame), and return the version of the last event.  Errors
+ * pass through unchanged but for the context line of our own statement.
  */
 static int64
-appended_version(bool inserted, int64 returned, Datum event_id, bool id_given)
+execute_insert(SPIPlanPtr plan, Datum *values, const char *nulls, int64 rows)
 {
-	int64		version;
+	EsAppendFrame frame = {rows, 0, 0};
+	EsAppendFrame *saved = es_append_frame;
+	MemoryContext cxt = CurrentMemoryContext;
+	int			ret = 0;
 
-	if (inserted)
-		return returned;
-	if (id_given && es_event_version(event_id, &version))
-		return version;
-	ereport(ERROR,
-			(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
-			 errmsg("the event was not appended"),
-			 errdetail("A trigger on event_store.events skipped the row.")));
-	return 0;					/* not reached */
+	es_append_frame = &frame;
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		es_append_frame = saved;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		drop_statement_context(edata);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	es_append_frame = saved;
+
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	if (frame.seen != rows)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("the events were not appended"),
+				 errdetail("Another trigger on event_store.events skipped or added rows.")));
+	return frame.version;
 }
 
 /*
@@ -157,9 +213,7 @@ event_store_append(PG_FUNCTION_ARGS)
 	char		nulls[7];
 	text	   *stream_id;
 	int64		first;
-	int64		returned = 0;
-	bool		inserted;
-	int			ret;
+	int64		version;
 
 	es_require_arg(fcinfo, 0, "stream_id");
 	es_require_arg(fcinfo, 1, "event_type");
@@ -182,21 +236,9 @@ event_store_append(PG_FUNCTION_ARGS)
 	nulls[6] = PG_ARGISNULL(3) ? 'n' : ' ';
 
 	SPI_connect();
-	ret = SPI_execute_plan(get_plan(&append_plan, append_sql, append_types),
-						   values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	inserted = SPI_processed == 1;
-	if (inserted)
-	{
-		bool		isnull;
-
-		returned = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	version = execute_insert(get_plan(&append_plan, append_sql, append_types), values, nulls, 1);
 	SPI_finish();
-
-	PG_RETURN_INT64(appended_version(inserted, returned, values[2], nulls[2] == ' '));
+	PG_RETURN_INT64(version);
 }
 
 /* Error context: which element of the batch is being read. */
@@ -327,9 +369,7 @@ event_store_append_events(PG_FUNCTION_ARGS)
 	bool	   *colnulls[NUM_COLS];
 	Datum		values[7];
 	int			i;
-	int			ret;
-	int64		returned = 0;
-	uint64		processed;
+	int64		version;
 	ErrorContextCallback errcb;
 
 	es_require_arg(fcinfo, 0, "stream_id");
@@ -387,27 +427,7 @@ event_store_append_events(PG_FUNCTION_ARGS)
 	}
 
 	SPI_connect();
-	ret = SPI_execute_plan(get_plan(&batch_plan, append_batch_sql, batch_types),
-						   values, NULL, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	/* RETURNING lists the inserted rows in batch order */
-	processed = SPI_processed;
-	if (processed > 0)
-	{
-		bool		isnull;
-
-		returned = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[processed - 1],
-											   SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	version = execute_insert(get_plan(&batch_plan, append_batch_sql, batch_types), values, NULL, n);
 	SPI_finish();
-
-	/*
-	 * The batch's version is its last event's.  When some rows were skipped as
-	 * re-sent and the last event has an id, it may be one of them: ask for it.
-	 * An event without an id is never skipped as re-sent.
-	 */
-	if (processed < (uint64) n && !colnulls[COL_ID][n - 1])
-		PG_RETURN_INT64(appended_version(false, 0, cols[COL_ID][n - 1], true));
-	PG_RETURN_INT64(appended_version(processed > 0, returned, (Datum) 0, false));
+	PG_RETURN_INT64(version);
 }

@@ -73,7 +73,22 @@ extern const EsCatalog *es_catalog(void);
 extern void es_versioning_init(void);
 extern int64 es_stream_head(Relation events, Relation stream_index, text *stream_id,
 							Snapshot snapshot, TimestampTz *recorded_at);
-extern bool es_event_version(Datum event_id, int64 *version);
+
+/*
+ * What append() and append_events() learn from the trigger: while one of them
+ * runs its INSERT, es_append_frame points at its frame, and the trigger
+ * records the version of each of the first `rows` events it sees there (the
+ * new version, or a re-sent event's original one).  Events inserted later in
+ * the same statement by other triggers (AFTER triggers) are not recorded.
+ */
+typedef struct EsAppendFrame
+{
+	int64		rows;			/* events the statement inserts */
+	int64		seen;			/* events the trigger has recorded */
+	int64		version;		/* version of the last one recorded */
+} EsAppendFrame;
+
+extern EsAppendFrame *es_append_frame;
 extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expected) pg_attribute_noreturn();
 
 /* read.c */

@@ -69,6 +69,9 @@ static bool catalog_valid = false;
 /* Per-transaction state, reset at transaction end. */
 static int	stream_locks_taken = 0;
 
+/* The frame of the append() or append_events() call running its INSERT. */
+EsAppendFrame *es_append_frame = NULL;
+
 /* What the head probe returns. */
 typedef struct StreamHead
 {
@@ -112,6 +115,7 @@ versioning_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			stream_locks_taken = 0;
+			es_append_frame = NULL;
 			break;
 		default:
 			break;
@@ -401,7 +405,7 @@ find_event_by_id(Relation events, Datum event_id, TupleTableSlot *slot)
  */
 static DuplicateCheck
 check_event_id(Relation events, Datum event_id, text *stream_id, text *event_type,
-			   int32 schema_version, Jsonb *data)
+			   int32 schema_version, Jsonb *data, int64 *stored_version)
 {
 	TupleTableSlot *slot = table_slot_create(events, NULL);
 	DuplicateCheck result = EVENT_ID_NEW;
@@ -412,6 +416,7 @@ check_event_id(Relation events, Datum event_id, text *stream_id, text *event_typ
 
 		slot_getallattrs(slot);
 		v = slot->tts_values;
+		*stored_version = DatumGetInt64(v[Anum_events_stream_version - 1]);
 		if (DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
 												 v[Anum_events_stream_id - 1],
 												 PointerGetDatum(stream_id))) &&
@@ -430,27 +435,18 @@ check_event_id(Relation events, Datum event_id, text *stream_id, text *event_typ
 }
 
 /*
- * The stream version of the stored event with this id, committed or written
- * by this transaction, whatever the transaction's snapshot sees.  append()
- * and append_events() use it to answer for an event the trigger skipped as
- * re-sent.
+ * Tell the running append() or append_events() the version an event got.
  */
-bool
-es_event_version(Datum event_id, int64 *version)
+static inline void
+record_version(int64 version)
 {
-	Relation	events = table_open(es_catalog()->events_relid, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(events, NULL);
-	bool		found = find_event_by_id(events, event_id, slot);
+	EsAppendFrame *frame = es_append_frame;
 
-	if (found)
+	if (frame != NULL && frame->seen < frame->rows)
 	{
-		bool		isnull;
-
-		*version = DatumGetInt64(slot_getattr(slot, Anum_events_stream_version, &isnull));
+		frame->seen++;
+		frame->version = version;
 	}
-	ExecDropSingleTupleTableSlot(slot);
-	table_close(events, AccessShareLock);
-	return found;
 }
 
 /*
@@ -566,13 +562,16 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	}
 	else
 	{
+		int64		stored_version = 0;
+
 		switch (check_event_id(events, values[Anum_events_event_id - 1], stream_id,
-							   event_type, schema_version, data))
+							   event_type, schema_version, data, &stored_version))
 		{
 			case EVENT_ID_NEW:
 				break;
 			case EVENT_ID_SAME_EVENT:
 				/* re-sent: keep the original, insert nothing */
+				record_version(stored_version);
 				return PointerGetDatum(NULL);
 			case EVENT_ID_OTHER_EVENT:
 				ereport(ERROR,
@@ -632,6 +631,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	values[Anum_events_stream_version - 1] = Int64GetDatum(head.version + 1);
 	nulls[Anum_events_stream_version - 1] = false;
+	record_version(head.version + 1);
 
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }

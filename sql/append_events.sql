@@ -1,0 +1,106 @@
+-- append_events: all-or-nothing batches.
+\set SHOW_CONTEXT errors
+
+SELECT event_store.append_events('account-201', '[
+  {"type": "AccountCreated", "data": {"owner": "Carol"}},
+  {"type": "Deposited", "data": {"amount": 50}, "metadata": {"source": "atm"}},
+  {"type": "Withdrawn", "data": {"amount": 20}, "schema_version": 2, "id": "00000000-0000-4000-8000-00000000a001"}
+]', expected_version => 0);
+SELECT stream_version, event_type, schema_version, data, metadata FROM event_store.read_stream('account-201');
+SELECT event_id FROM event_store.read_stream('account-201', from_version => 3);
+
+-- expected version checked for the whole batch
+SELECT event_store.append_events('account-201', '[{"type": "Deposited", "data": {"amount": 1}}]', expected_version => 2);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('account-201', '[{"type": "Deposited", "data": {"amount": 1}}, {"type": "Deposited", "data": {"amount": 2}}]', expected_version => 3);
+SELECT event_store.append_events('account-201', '[{"type": "Deposited", "data": {"amount": 3}}]');
+
+-- all or nothing: a bad element anywhere writes nothing, and says which one
+SELECT event_store.append_events('account-201', '[{"type": "Deposited", "data": {"amount": 4}}, {"type": "Deposited", "data": [4]}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('account-201', '[{"type": "Deposited", "data": {"amount": 4}}, {"type": "Deposited", "data": {}, "id": "00000000-0000-4000-8000-00000000a001"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.stream_version('account-201');
+
+-- an empty batch appends nothing, checks the expected version and returns the version
+SELECT event_store.append_events('account-201', '[]');
+SELECT event_store.append_events('account-201', '[]', expected_version => 6);
+SELECT event_store.append_events('account-201', '[]', expected_version => 5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('nobody-1', '[]', expected_version => 0);
+
+-- re-sent batch: nothing duplicated, the version of its last event returned
+SELECT event_store.append_events('order-301', '[
+  {"type": "OrderPlaced", "data": {"total": 5}, "id": "00000000-0000-4000-8000-00000000b001"},
+  {"type": "OrderPaid", "data": {"total": 5}, "id": "00000000-0000-4000-8000-00000000b002"}
+]', expected_version => 0);
+SELECT event_store.append_events('order-301', '[
+  {"type": "OrderPlaced", "data": {"total": 5}, "id": "00000000-0000-4000-8000-00000000b001"},
+  {"type": "OrderPaid", "data": {"total": 5}, "id": "00000000-0000-4000-8000-00000000b002"}
+]', expected_version => 0);
+-- a retry that carries one more event: the known ones are skipped, the new one appended after them
+SELECT event_store.append_events('order-301', '[
+  {"type": "OrderPlaced", "data": {"total": 5}, "id": "00000000-0000-4000-8000-00000000b001"},
+  {"type": "OrderPaid", "data": {"total": 5}, "id": "00000000-0000-4000-8000-00000000b002"},
+  {"type": "OrderShipped", "data": {}, "id": "00000000-0000-4000-8000-00000000b003"}
+]', expected_version => 0);
+-- a batch whose last event is known returns that event's version
+SELECT event_store.append_events('order-301', '[{"type": "OrderPaid", "data": {"total": 5}, "id": "00000000-0000-4000-8000-00000000b002"}]');
+-- the same id twice in one batch: the second is the re-sent first
+SELECT event_store.append_events('order-302', '[
+  {"type": "OrderPlaced", "data": {}, "id": "00000000-0000-4000-8000-00000000c001"},
+  {"type": "OrderPlaced", "data": {}, "id": "00000000-0000-4000-8000-00000000c001"}
+]');
+SELECT stream_id, stream_version, event_type FROM event_store.events WHERE stream_id LIKE 'order-30%' ORDER BY 1, 2;
+
+-- malformed elements
+SELECT event_store.append_events('bad-1', '{"type": "A", "data": {}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '"A"');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[1]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[[]]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"data": {}}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": 7, "data": {}}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": null, "data": {}}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "", "data": {}}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": null}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": "x"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": {}, "metadata": [1]}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": {}, "id": "not-a-uuid"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": {}, "id": 5}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": {}, "schema_version": 1.5}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": {}, "schema_version": "2"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": {}, "schema_version": 0}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": {}, "schema_version": 99999999999}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('bad-1', '[{"type": "A", "data": {}, "Type": "B"}]');
+\echo :LAST_ERROR_SQLSTATE
+-- null metadata, id and schema_version mean "not given"
+SELECT event_store.append_events('ok-1', '[{"type": "A", "data": {}, "metadata": null, "id": null, "schema_version": null}]');
+SELECT stream_version, schema_version, metadata FROM event_store.read_stream('ok-1');
+SELECT count(*) FROM event_store.events WHERE stream_id = 'bad-1';
+
+-- 10,000 events in one batch, numbered 1..10000 in batch order
+SELECT event_store.append_events('big-1',
+       (SELECT jsonb_agg(jsonb_build_object('type', 'Tick', 'data', jsonb_build_object('i', i)) ORDER BY i)
+          FROM generate_series(1, 10000) i));
+SELECT count(*), min(stream_version), max(stream_version),
+       bool_and((data->>'i')::bigint = stream_version) AS in_order
+  FROM event_store.read_stream('big-1');

@@ -1,0 +1,97 @@
+-- Least privilege: a stranger can do nothing; the README's writer, reader and
+-- admin roles can do exactly what they are for.
+\set SHOW_CONTEXT never
+SELECT event_store.append('priv-1', 'Secret', '{"n": 1}');
+
+-- nothing is granted to PUBLIC
+SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+  FROM pg_proc p WHERE p.pronamespace = 'event_store'::regnamespace ORDER BY 1;
+SELECT c.relname, c.relacl IS NULL OR NOT EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = 0) AS nothing_for_public
+  FROM pg_class c WHERE c.relnamespace = 'event_store'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1;
+SELECT has_schema_privilege('public', 'event_store', 'USAGE') AS public_usage,
+       has_schema_privilege('public', 'event_store', 'CREATE') AS public_create;
+
+-- a stranger
+CREATE ROLE regress_stranger;
+SET ROLE regress_stranger;
+SELECT event_store.append('priv-1', 'Forged', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_stream('priv-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.events;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT USAGE ON SCHEMA event_store TO regress_stranger;
+SET ROLE regress_stranger;
+SELECT event_store.append('priv-1', 'Forged', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append_events('priv-1', '[]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_stream('priv-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.stream_version('priv-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.events;
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.streams;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.events (stream_id, event_type, data) VALUES ('priv-1', 'Forged', '{}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+REVOKE USAGE ON SCHEMA event_store FROM regress_stranger;
+DROP ROLE regress_stranger;
+
+-- The roles of README.md, "Security", granted exactly as written there.
+CREATE ROLE regress_writer NOLOGIN;
+GRANT USAGE ON SCHEMA event_store TO regress_writer;
+GRANT INSERT ON event_store.events TO regress_writer;
+GRANT EXECUTE ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, uuid, integer),
+                          event_store.append_events(text, jsonb, bigint) TO regress_writer;
+
+CREATE ROLE regress_reader NOLOGIN;
+GRANT USAGE ON SCHEMA event_store TO regress_reader;
+GRANT SELECT ON event_store.events, event_store.streams TO regress_reader;
+GRANT EXECUTE ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz),
+                          event_store.stream_version(text) TO regress_reader;
+
+CREATE ROLE regress_admin NOLOGIN;
+GRANT regress_writer, regress_reader TO regress_admin;
+
+-- the writer appends by every path, and reads nothing
+SET ROLE regress_writer;
+SELECT event_store.append('priv-2', 'Written', '{}');
+SELECT event_store.append('priv-2', 'Written', '{}', expected_version => 1, event_id => '00000000-0000-4000-8000-00000000d001');
+SELECT event_store.append('priv-2', 'Written', '{}', expected_version => 1, event_id => '00000000-0000-4000-8000-00000000d001');
+SELECT event_store.append_events('priv-2', '[{"type": "Written", "data": {}}]', expected_version => 2);
+INSERT INTO event_store.events (stream_id, event_type, data) VALUES ('priv-2', 'Written', '{}');
+SELECT event_store.append('priv-2', 'Written', '{}', expected_version => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_stream('priv-2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM event_store.events;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM event_store.events;
+\echo :LAST_ERROR_SQLSTATE
+
+-- the reader reads, and writes nothing
+SET ROLE regress_reader;
+SELECT stream_version, event_type FROM event_store.read_stream('priv-2');
+SELECT event_store.stream_version('priv-2');
+SELECT stream_id, version FROM event_store.streams WHERE stream_id = 'priv-2';
+SELECT event_store.append('priv-2', 'Read', '{}');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.events (stream_id, event_type, data) VALUES ('priv-2', 'Read', '{}');
+\echo :LAST_ERROR_SQLSTATE
+
+-- the admin does both, and still cannot rewrite history
+SET ROLE regress_admin;
+SELECT event_store.append('priv-2', 'Administered', '{}', expected_version => 4);
+SELECT count(*) FROM event_store.read_stream('priv-2');
+UPDATE event_store.events SET data = '{}';
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE event_store.events DISABLE TRIGGER append_only;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+DROP OWNED BY regress_writer, regress_reader, regress_admin;
+DROP ROLE regress_admin, regress_writer, regress_reader;

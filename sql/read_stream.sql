@@ -1,0 +1,85 @@
+-- read_stream: forwards, backwards, from a version, up to a count, as of a time.
+\set SHOW_CONTEXT never
+
+SELECT event_store.append_events('read-1',
+       (SELECT jsonb_agg(jsonb_build_object('type', 'Step', 'data', jsonb_build_object('n', n)) ORDER BY n)
+          FROM generate_series(1, 10) n));
+
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('read-1');
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('read-1', from_version => 4);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('read-1', from_version => 4, max_count => 3);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('read-1', backwards => true);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('read-1', backwards => true, max_count => 2);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('read-1', from_version => 4, backwards => true);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('read-1', from_version => 11);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('read-1', from_version => 11, backwards => true, max_count => 1);
+SELECT count(*) FROM event_store.read_stream('read-1', max_count => 0);
+SELECT count(*) FROM event_store.read_stream('no-such-stream');
+-- rows come back in version order without an ORDER BY, and as a composite
+SELECT (e).stream_version, (e).data FROM event_store.read_stream('read-1', max_count => 2) e;
+SELECT e.stream_version FROM event_store.read_stream('read-1', from_version => 9) AS e ORDER BY e.stream_version DESC;
+-- in the select list too
+SELECT (event_store.read_stream('read-1', max_count => 1)).event_type;
+
+-- Time travel: the events recorded up to a time.  recorded_at may be given by
+-- an INSERT (an import), in stream order.
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES
+  ('account-501', 'AccountCreated', '{"owner": "Dan"}', '2026-01-01 10:00+00'),
+  ('account-501', 'Deposited', '{"amount": 100}', '2026-01-02 10:00+00'),
+  ('account-501', 'Withdrawn', '{"amount": 30}', '2026-01-03 10:00+00'),
+  ('account-501', 'Withdrawn', '{"amount": 50}', '2026-01-04 10:00+00');
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('account-501', as_of => '2026-01-02 10:00+00');
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('account-501', as_of => '2026-01-03 09:59+00');
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('account-501', as_of => '2025-12-31');
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('account-501', as_of => '2026-01-03 12:00+00', backwards => true);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('account-501', as_of => '2026-01-03 12:00+00', backwards => true, max_count => 1);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream('account-501', as_of => '2026-01-03 12:00+00', from_version => 2);
+-- the balance last Tuesday
+SELECT sum(CASE event_type WHEN 'Deposited' THEN (data->>'amount')::int
+                           WHEN 'Withdrawn' THEN -(data->>'amount')::int ELSE 0 END) AS balance
+  FROM event_store.read_stream('account-501', as_of => '2026-01-03 23:59+00');
+-- an earlier recorded_at than the stream's last event is refused
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES ('account-501', 'Late', '{}', '2026-01-02 00:00+00');
+\echo :LAST_ERROR_SQLSTATE
+-- the default never goes backwards either: an event after a future-dated one shares its time
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES ('future-1', 'A', '{}', now() + interval '1 day');
+SELECT event_store.append('future-1', 'B', '{}');
+SELECT count(DISTINCT recorded_at) FROM event_store.read_stream('future-1');
+-- all events of one transaction share its time
+BEGIN;
+SELECT event_store.append('same-1', 'A', '{}');
+SELECT pg_sleep(0.01);
+SELECT event_store.append('same-1', 'B', '{}');
+COMMIT;
+SELECT count(DISTINCT recorded_at) FROM event_store.read_stream('same-1');
+
+-- Large events: a 1 MB payload comes back whole.
+SELECT event_store.append('large-1', 'Blob', jsonb_build_object('s', repeat('x', 1000000)));
+SELECT length(data->>'s') FROM event_store.read_stream('large-1');
+
+-- The read functions need SELECT on the event table; row-level security is refused, not ignored.
+CREATE ROLE regress_nosel;
+GRANT USAGE ON SCHEMA event_store TO regress_nosel;
+GRANT EXECUTE ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz),
+                          event_store.stream_version(text) TO regress_nosel;
+SET ROLE regress_nosel;
+SELECT count(*) FROM event_store.read_stream('read-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.stream_version('read-1');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT SELECT ON event_store.events TO regress_nosel;
+ALTER TABLE event_store.events ENABLE ROW LEVEL SECURITY;
+SET ROLE regress_nosel;
+SELECT count(*) FROM event_store.read_stream('read-1');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+ALTER TABLE event_store.events DISABLE ROW LEVEL SECURITY;
+SET ROLE regress_nosel;
+SELECT count(*) FROM event_store.read_stream('read-1');
+RESET ROLE;
+REVOKE ALL ON event_store.events FROM regress_nosel;
+REVOKE ALL ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz),
+                       event_store.stream_version(text) FROM regress_nosel;
+REVOKE ALL ON SCHEMA event_store FROM regress_nosel;
+DROP ROLE regress_nosel;
