@@ -16,6 +16,7 @@
 #include "postgres.h"
 
 #include "access/htup.h"
+#include "access/sdir.h"
 #include "fmgr.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
@@ -91,8 +92,27 @@ typedef struct EsAppendFrame
 extern EsAppendFrame *es_append_frame;
 extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expected) pg_attribute_noreturn();
 
-/* read.c */
+/* read.c: the stream scan behind every read path */
+typedef struct EsStreamScan
+{
+	Relation	events;
+	Relation	index;
+	struct IndexScanDescData *scan;
+	struct TupleTableSlot *slot;
+	ScanDirection dir;
+	bool		has_as_of;
+	TimestampTz as_of;
+	int64		remaining;		/* events still to return; -1: no limit */
+	Datum		values[Natts_event];	/* the current event_store.event */
+	bool		nulls[Natts_event];
+} EsStreamScan;
+
 extern void es_check_read_access(Relation events);
+extern EsStreamScan *es_stream_scan_begin(text *stream_id, int64 lower, int64 upper,
+										  bool backwards, const TimestampTz *as_of,
+										  int64 max_count, Snapshot snapshot);
+extern bool es_stream_scan_next(EsStreamScan *s);
+extern void es_stream_scan_end(EsStreamScan *s);
 
 /* Argument checks shared by the SQL-callable functions. */
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);

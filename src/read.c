@@ -52,6 +52,84 @@ es_check_read_access(Relation events)
 }
 
 /*
+ * Start reading a stream's events visible to the snapshot, in version order
+ * (descending when backwards), with versions in [lower, upper] (0: no bound),
+ * recorded at or before *as_of (NULL: any time), at most max_count of them
+ * (-1: all).  Checks the caller's right to read.  Every read path (read
+ * functions, aggregates) goes through here, so that what it hands out is
+ * the same everywhere.
+ */
+EsStreamScan *
+es_stream_scan_begin(text *stream_id, int64 lower, int64 upper, bool backwards,
+					 const TimestampTz *as_of, int64 max_count, Snapshot snapshot)
+{
+	const EsCatalog *cat = es_catalog();
+	EsStreamScan *s = palloc0(sizeof(EsStreamScan));
+	ScanKeyData keys[3];
+	int			nkeys = 0;
+
+	s->events = table_open(cat->events_relid, AccessShareLock);
+	es_check_read_access(s->events);
+	s->index = index_open(cat->stream_index, AccessShareLock);
+
+	ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
+	if (lower > 0)
+		ScanKeyInit(&keys[nkeys++], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lower));
+	if (upper > 0)
+		ScanKeyInit(&keys[nkeys++], 2, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(upper));
+	s->scan = index_beginscan(s->events, s->index, snapshot, nkeys, 0);
+	index_rescan(s->scan, keys, nkeys, NULL, 0);
+	s->slot = table_slot_create(s->events, NULL);
+	s->dir = backwards ? BackwardScanDirection : ForwardScanDirection;
+	s->has_as_of = (as_of != NULL);
+	s->as_of = as_of ? *as_of : 0;
+	s->remaining = max_count;
+	/* the global position is assigned by the decoding pipeline; NULL until then */
+	s->nulls[0] = true;
+	return s;
+}
+
+/*
+ * The next event into s->values/s->nulls (an event_store.event), or false at
+ * the end.  The values point into the scan's current tuple: valid until the
+ * next call.
+ */
+bool
+es_stream_scan_next(EsStreamScan *s)
+{
+	if (s->remaining == 0)
+		return false;
+	while (index_getnext_slot(s->scan, s->dir, s->slot))
+	{
+		slot_getallattrs(s->slot);
+		if (s->has_as_of &&
+			DatumGetTimestampTz(s->slot->tts_values[Anum_events_recorded_at - 1]) > s->as_of)
+		{
+			/* recorded_at never decreases along a stream: forwards, we are done */
+			if (ScanDirectionIsForward(s->dir))
+				return false;
+			continue;
+		}
+		memcpy(&s->values[1], s->slot->tts_values, sizeof(Datum) * Natts_events);
+		memcpy(&s->nulls[1], s->slot->tts_isnull, sizeof(bool) * Natts_events);
+		if (s->remaining > 0)
+			s->remaining--;
+		return true;
+	}
+	return false;
+}
+
+void
+es_stream_scan_end(EsStreamScan *s)
+{
+	ExecDropSingleTupleTableSlot(s->slot);
+	index_endscan(s->scan);
+	index_close(s->index, AccessShareLock);
+	table_close(s->events, AccessShareLock);
+	pfree(s);
+}
+
+/*
  * read_stream(stream_id, from_version, max_count, backwards, as_of)
  * RETURNS SETOF event_store.event
  *
@@ -65,29 +143,14 @@ Datum
 event_store_read_stream(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	const EsCatalog *cat;
-	text	   *stream_id;
-	bool		has_from = !PG_ARGISNULL(1);
 	int64		from = 0;
 	int64		max_count = -1;
-	bool		backwards;
-	bool		has_as_of = !PG_ARGISNULL(4);
 	TimestampTz as_of = 0;
-	Relation	events;
-	Relation	idx;
-	ScanKeyData keys[2];
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
-	ScanDirection dir;
-	Datum		values[Natts_event];
-	bool		nulls[Natts_event];
-	int64		count = 0;
+	EsStreamScan *s;
 
 	es_require_arg(fcinfo, 0, "stream_id");
 	es_require_arg(fcinfo, 3, "backwards");
-	stream_id = PG_GETARG_TEXT_PP(0);
-	backwards = PG_GETARG_BOOL(3);
-	if (has_from)
+	if (!PG_ARGISNULL(1))
 	{
 		from = PG_GETARG_INT64(1);
 		if (from < 1)
@@ -107,53 +170,22 @@ event_store_read_stream(PG_FUNCTION_ARGS)
 					 errdetail("Got " INT64_FORMAT ".", max_count),
 					 errhint("Pass NULL to read every event.")));
 	}
-	if (has_as_of)
+	if (!PG_ARGISNULL(4))
 		as_of = PG_GETARG_TIMESTAMPTZ(4);
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (max_count == 0)
 		return (Datum) 0;
 
-	cat = es_catalog();
-	events = table_open(cat->events_relid, AccessShareLock);
-	es_check_read_access(events);
-	idx = index_open(cat->stream_index, AccessShareLock);
-
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
-	if (has_from)
-		ScanKeyInit(&keys[1], 2,
-					backwards ? BTLessEqualStrategyNumber : BTGreaterEqualStrategyNumber,
-					backwards ? F_INT8LE : F_INT8GE, Int64GetDatum(from));
-	dir = backwards ? BackwardScanDirection : ForwardScanDirection;
-
-	scan = index_beginscan(events, idx, GetActiveSnapshot(), has_from ? 2 : 1, 0);
-	index_rescan(scan, keys, has_from ? 2 : 1, NULL, 0);
-	slot = table_slot_create(events, NULL);
-
-	/* the global position is assigned by the decoding pipeline; NULL until then */
-	values[0] = (Datum) 0;
-	nulls[0] = true;
-	while (index_getnext_slot(scan, dir, slot))
-	{
-		slot_getallattrs(slot);
-		if (has_as_of &&
-			DatumGetTimestampTz(slot->tts_values[Anum_events_recorded_at - 1]) > as_of)
-		{
-			if (!backwards)
-				break;
-			continue;
-		}
-		memcpy(&values[1], slot->tts_values, sizeof(Datum) * Natts_events);
-		memcpy(&nulls[1], slot->tts_isnull, sizeof(bool) * Natts_events);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		if (++count == max_count)
-			break;
-	}
-
-	ExecDropSingleTupleTableSlot(slot);
-	index_endscan(scan);
-	index_close(idx, AccessShareLock);
-	table_close(events, AccessShareLock);
+	if (PG_GETARG_BOOL(3))
+		s = es_stream_scan_begin(PG_GETARG_TEXT_PP(0), 0, from, true,
+								 PG_ARGISNULL(4) ? NULL : &as_of, max_count, GetActiveSnapshot());
+	else
+		s = es_stream_scan_begin(PG_GETARG_TEXT_PP(0), from, 0, false,
+								 PG_ARGISNULL(4) ? NULL : &as_of, max_count, GetActiveSnapshot());
+	while (es_stream_scan_next(s))
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, s->values, s->nulls);
+	es_stream_scan_end(s);
 	return (Datum) 0;
 }
 
