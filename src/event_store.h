@@ -108,6 +108,7 @@ typedef struct EsStreamScan
 } EsStreamScan;
 
 extern void es_check_read_access(Relation events);
+extern void es_present_event(Datum *values, bool *nulls);
 extern EsStreamScan *es_stream_scan_begin(text *stream_id, int64 lower, int64 upper,
 										  bool backwards, const TimestampTz *as_of,
 										  int64 max_count, Snapshot snapshot);

@@ -52,6 +52,22 @@ es_check_read_access(Relation events)
 }
 
 /*
+ * Turn a stored event into what readers are handed: the one place every read
+ * path (read_stream, aggregates, read_all, projections, the output plugin
+ * when asked) passes each event through.  values/nulls are an
+ * event_store.event (Natts_event attributes); the function may replace any
+ * of them with newly palloc'd datums.  Transformations of the stored event
+ * (upcasting to the newest schema, decrypting protected fields) go here, in
+ * that order; an event they do not concern must pay close to nothing.
+ */
+void
+es_present_event(Datum *values, bool *nulls)
+{
+	(void) values;
+	(void) nulls;
+}
+
+/*
  * Start reading a stream's events visible to the snapshot, in version order
  * (descending when backwards), with versions in [lower, upper] (0: no bound),
  * recorded at or before *as_of (NULL: any time), at most max_count of them
@@ -90,9 +106,9 @@ es_stream_scan_begin(text *stream_id, int64 lower, int64 upper, bool backwards,
 }
 
 /*
- * The next event into s->values/s->nulls (an event_store.event), or false at
- * the end.  The values point into the scan's current tuple: valid until the
- * next call.
+ * The next event into s->values/s->nulls (an event_store.event, as
+ * es_present_event hands it out), or false at the end.  The values may point
+ * into the scan's current tuple: valid until the next call.
  */
 bool
 es_stream_scan_next(EsStreamScan *s)
@@ -112,6 +128,7 @@ es_stream_scan_next(EsStreamScan *s)
 		}
 		memcpy(&s->values[1], s->slot->tts_values, sizeof(Datum) * Natts_events);
 		memcpy(&s->nulls[1], s->slot->tts_isnull, sizeof(bool) * Natts_events);
+		es_present_event(s->values, s->nulls);
 		if (s->remaining > 0)
 			s->remaining--;
 		return true;

@@ -2,7 +2,9 @@
 # running as the postgres user (PostgreSQL refuses to run as root).
 
 PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# ES_PG_BIN points at another PostgreSQL 15 installation's bin directory
+# (e.g. a relocated copy of the Debian one); default: the system's.
+PG_BIN=${ES_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 export PATH="$PG_BIN:$PATH"
 
 # Debian packages the build and the suites need.
