@@ -139,3 +139,61 @@ REVOKE ALL ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, t
 REVOKE ALL ON FUNCTION event_store.stream_version(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store._version_events() FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store._refuse_change() FROM PUBLIC;
+
+-- Schema evolution (src/upcast.c) -------------------------------------------
+
+-- The upcaster registry: the step from schema_version n to n + 1 of an event
+-- type, optionally renaming it.  Read like a catalog (also from inside logical
+-- decoding, hence user_catalog_table); change it only with add_upcaster() and
+-- drop_upcaster(), which keep chains free of holes and tell every backend.
+CREATE TABLE event_store.upcasters (
+    event_type          text COLLATE "C" NOT NULL,
+    from_schema_version integer NOT NULL CHECK (from_schema_version >= 1),
+    upcaster            regprocedure NOT NULL,
+    to_event_type       text COLLATE "C",
+    PRIMARY KEY (event_type, from_schema_version)
+) WITH (user_catalog_table = true);
+
+SELECT pg_catalog.pg_extension_config_dump('event_store.upcasters', '');
+
+CREATE FUNCTION event_store.add_upcaster(
+    event_type text,
+    from_schema_version integer,
+    upcaster regprocedure,
+    to_event_type text DEFAULT NULL)
+RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'event_store_add_upcaster';
+
+CREATE FUNCTION event_store.drop_upcaster(event_type text, from_schema_version integer)
+RETURNS boolean
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'event_store_drop_upcaster';
+
+CREATE FUNCTION event_store.current_schema_version(event_type text)
+RETURNS integer
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'event_store_current_schema_version';
+
+-- Every type that has upcasters (or is renamed into), its current version and its chain.
+CREATE VIEW event_store.event_schemas WITH (security_invoker = true) AS
+WITH types(event_type) AS (
+    SELECT u.event_type FROM event_store.upcasters u
+    UNION
+    SELECT u.to_event_type FROM event_store.upcasters u WHERE u.to_event_type IS NOT NULL
+)
+SELECT t.event_type,
+       event_store.current_schema_version(t.event_type) AS current_version,
+       ARRAY(SELECT pg_catalog.format('%s -> %s%s: %s', u.from_schema_version,
+                                      u.from_schema_version OPERATOR(pg_catalog.+) 1,
+                                      CASE WHEN u.to_event_type IS NOT NULL
+                                           THEN pg_catalog.format(' as %s', u.to_event_type) ELSE '' END,
+                                      u.upcaster)
+               FROM event_store.upcasters u
+              WHERE u.event_type OPERATOR(pg_catalog.=) t.event_type
+              ORDER BY u.from_schema_version) AS steps
+  FROM types t;
+
+REVOKE ALL ON FUNCTION event_store.add_upcaster(text, integer, regprocedure, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.drop_upcaster(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.current_schema_version(text) FROM PUBLIC;

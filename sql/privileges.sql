@@ -4,10 +4,13 @@
 SELECT event_store.append('priv-1', 'Secret', '{"n": 1}');
 
 -- nothing is granted to PUBLIC
-SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
-  FROM pg_proc p WHERE p.pronamespace = 'event_store'::regnamespace ORDER BY 1;
-SELECT c.relname, c.relacl IS NULL OR NOT EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = 0) AS nothing_for_public
-  FROM pg_class c WHERE c.relnamespace = 'event_store'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1;
+SELECT count(*) > 5 AS has_functions,
+       coalesce(string_agg(p.proname, ', ') FILTER (WHERE has_function_privilege('public', p.oid, 'EXECUTE')),
+                'none') AS executable_by_public
+  FROM pg_proc p WHERE p.pronamespace = 'event_store'::regnamespace;
+SELECT coalesce(string_agg(c.relname, ', '), 'none') AS granted_to_public
+  FROM pg_class c, aclexplode(c.relacl) a
+ WHERE c.relnamespace = 'event_store'::regnamespace AND a.grantee = 0;
 SELECT has_schema_privilege('public', 'event_store', 'USAGE') AS public_usage,
        has_schema_privilege('public', 'event_store', 'CREATE') AS public_create;
 
@@ -46,19 +49,26 @@ CREATE ROLE regress_writer NOLOGIN;
 GRANT USAGE ON SCHEMA event_store TO regress_writer;
 GRANT INSERT ON event_store.events TO regress_writer;
 GRANT EXECUTE ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, uuid, integer),
-                          event_store.append_events(text, jsonb, bigint) TO regress_writer;
+                          event_store.append_events(text, jsonb, bigint),
+                          event_store.current_schema_version(text) TO regress_writer;
 
 CREATE ROLE regress_reader NOLOGIN;
 GRANT USAGE ON SCHEMA event_store TO regress_reader;
 GRANT SELECT ON event_store.events, event_store.streams TO regress_reader;
 GRANT EXECUTE ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz),
-                          event_store.stream_version(text) TO regress_reader;
+                          event_store.stream_version(text),
+                          event_store.current_schema_version(text) TO regress_reader;
 
 CREATE ROLE regress_admin NOLOGIN;
 GRANT regress_writer, regress_reader TO regress_admin;
+GRANT SELECT, INSERT, DELETE ON event_store.upcasters TO regress_admin;
+GRANT SELECT ON event_store.event_schemas TO regress_admin;
+GRANT EXECUTE ON FUNCTION event_store.add_upcaster(text, integer, regprocedure, text),
+                          event_store.drop_upcaster(text, integer) TO regress_admin;
 
 -- the writer appends by every path, and reads nothing
 SET ROLE regress_writer;
+SELECT event_store.current_schema_version('Written');
 SELECT event_store.append('priv-2', 'Written', '{}');
 SELECT event_store.append('priv-2', 'Written', '{}', expected_version => 1, event_id => '00000000-0000-4000-8000-00000000d001');
 SELECT event_store.append('priv-2', 'Written', '{}', expected_version => 1, event_id => '00000000-0000-4000-8000-00000000d001');
@@ -80,13 +90,18 @@ SELECT event_store.stream_version('priv-2');
 SELECT stream_id, version FROM event_store.streams WHERE stream_id = 'priv-2';
 SELECT event_store.append('priv-2', 'Read', '{}');
 \echo :LAST_ERROR_SQLSTATE
+SELECT event_store.add_upcaster('Read', 1, 'pg_catalog.jsonb_strip_nulls(jsonb)');
+\echo :LAST_ERROR_SQLSTATE
 INSERT INTO event_store.events (stream_id, event_type, data) VALUES ('priv-2', 'Read', '{}');
 \echo :LAST_ERROR_SQLSTATE
 
--- the admin does both, and still cannot rewrite history
+-- the admin does both, manages upcasters, and still cannot rewrite history
 SET ROLE regress_admin;
 SELECT event_store.append('priv-2', 'Administered', '{}', expected_version => 4);
 SELECT count(*) FROM event_store.read_stream('priv-2');
+SELECT event_store.add_upcaster('Administered', 1, 'pg_catalog.jsonb_strip_nulls(jsonb)');
+SELECT event_type, current_version FROM event_store.event_schemas WHERE event_type = 'Administered';
+SELECT event_store.drop_upcaster('Administered', 1);
 UPDATE event_store.events SET data = '{}';
 \echo :LAST_ERROR_SQLSTATE
 ALTER TABLE event_store.events DISABLE TRIGGER append_only;

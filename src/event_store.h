@@ -5,8 +5,9 @@
  *
  * This header is installed with the extension (HEADERS_event_store) so that
  * other C extensions can build against the public parts: the layout of
- * event_store.events and the extension's SQLSTATEs.  Everything else here is
- * internal to event_store.so.
+ * event_store.events, the extension's SQLSTATEs and the upcast hook.  The
+ * rest is internal to event_store.so, visible only with EVENT_STORE_INTERNAL
+ * defined (the Makefile does so for the extension's own files).
  *
  *-------------------------------------------------------------------------
  */
@@ -18,6 +19,7 @@
 #include "access/htup.h"
 #include "access/sdir.h"
 #include "fmgr.h"
+#include "utils/jsonb.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
@@ -51,11 +53,36 @@
 #define ERRCODE_ES_WRONG_EXPECTED_VERSION	MAKE_SQLSTATE('V','E','0','0','1')
 #define ERRCODE_ES_EVENT_ID_CONFLICT		MAKE_SQLSTATE('V','E','0','0','2')
 #define ERRCODE_ES_APPEND_ONLY				MAKE_SQLSTATE('V','E','0','0','3')
+#define ERRCODE_ES_UPCASTER_CONFLICT		MAKE_SQLSTATE('V','E','0','0','4')
+#define ERRCODE_ES_UPCASTER_SIGNATURE		MAKE_SQLSTATE('V','E','0','0','5')
+#define ERRCODE_ES_UPCASTER_RESULT			MAKE_SQLSTATE('V','E','0','0','6')
 
 /* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
 #define ES_LOCKTAG_STREAM			0x4553
 
-#ifndef EVENT_STORE_PUBLIC_ONLY
+/*
+ * The upcast hook.  Another C extension can upcast events too: it saves the
+ * previous value of event_store_upcast_hook in its _PG_init, installs its own
+ * function and calls the previous one from it, as with Postgres's own hooks
+ * (event_store must be loaded first: preload it, or list it first).  The
+ * hook is called for every event a reader is handed, after the registered
+ * SQL upcasters ran, and may replace event_type, schema_version and data
+ * (palloc'd in the current memory context; data must stay a JSON object).
+ */
+typedef struct EventStoreUpcastEvent
+{
+	text	   *stream_id;		/* read-only */
+	int64		stream_version; /* read-only */
+	text	   *event_type;
+	int32		schema_version;
+	Jsonb	   *data;
+} EventStoreUpcastEvent;
+
+typedef void (*event_store_upcast_hook_type) (EventStoreUpcastEvent *event);
+extern PGDLLIMPORT event_store_upcast_hook_type event_store_upcast_hook;
+
+/* Everything below is internal to event_store.so (built with -DEVENT_STORE_INTERNAL). */
+#ifdef EVENT_STORE_INTERNAL
 
 /* event_store.c: settings */
 extern int	es_max_stream_locks;
@@ -118,6 +145,12 @@ extern void es_stream_scan_end(EsStreamScan *s);
 /* Argument checks shared by the SQL-callable functions. */
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 
-#endif							/* EVENT_STORE_PUBLIC_ONLY */
+/* upcast.c */
+extern void es_upcast_init(void);
+extern void es_upcast_event(Datum *values, bool *nulls);
+extern int32 es_current_schema_version(text *event_type);
+extern uint64 es_upcast_fingerprint(void);
+
+#endif							/* EVENT_STORE_INTERNAL */
 
 #endif							/* EVENT_STORE_H */

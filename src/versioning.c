@@ -533,7 +533,8 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	if (nulls[Anum_events_schema_version - 1])
 	{
-		values[Anum_events_schema_version - 1] = Int32GetDatum(1);
+		/* the type's current version: where its upcaster chain ends */
+		values[Anum_events_schema_version - 1] = Int32GetDatum(es_current_schema_version(event_type));
 		nulls[Anum_events_schema_version - 1] = false;
 	}
 	schema_version = DatumGetInt32(values[Anum_events_schema_version - 1]);

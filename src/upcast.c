@@ -1,0 +1,620 @@
+/*-------------------------------------------------------------------------
+ *
+ * upcast.c
+ *	  Schema evolution: the upcaster registry, its per-backend cache, the
+ *	  upcasting of events on every read path, and the C hook.
+ *
+ * An upcaster turns the data of an event of type T at schema version n into
+ * version n + 1, optionally renaming the type; steps chain.  The registry
+ * (event_store.upcasters) is read like a catalog: with the catalog snapshot
+ * (the historic one inside logical decoding, which is why the table is a
+ * user_catalog_table), into a per-backend hash table keyed by event type.
+ * add_upcaster() and drop_upcaster() send a relcache invalidation for the
+ * table, which every backend receives at commit; the cache is then rebuilt
+ * on its next use.  With an empty registry and no hook, upcasting an event
+ * costs one test of a flag.
+ *
+ * Locking: add_upcaster() and drop_upcaster() take ShareRowExclusiveLock on
+ * the registry, so that two sessions cannot both check and extend a chain.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "event_store.h"
+
+PG_FUNCTION_INFO_V1(event_store_add_upcaster);
+PG_FUNCTION_INFO_V1(event_store_drop_upcaster);
+PG_FUNCTION_INFO_V1(event_store_current_schema_version);
+
+/* The public hook (event_store.h). */
+event_store_upcast_hook_type event_store_upcast_hook = NULL;
+
+/* Columns of event_store.upcasters. */
+#define Anum_upcasters_event_type		1
+#define Anum_upcasters_from_version		2
+#define Anum_upcasters_upcaster			3
+#define Anum_upcasters_to_event_type	4
+#define Natts_upcasters					4
+
+/* One step of a chain. */
+typedef struct UpcastStep
+{
+	int32		from_version;
+	FmgrInfo	flinfo;
+	char	   *to_type;		/* NULL: the type stays */
+} UpcastStep;
+
+/* Everything known about one event type, the hash table's entry. */
+typedef struct TypeEntry
+{
+	char		event_type[ES_MAX_ID_BYTES + 1];	/* key */
+	int32		current_version;	/* the newest schema version of the type */
+	int32		first_from;		/* from_version of steps[0] */
+	int			nsteps;			/* steps[i] upcasts first_from + i; NULL-free */
+	UpcastStep *steps;
+} TypeEntry;
+
+static MemoryContext registry_context = NULL;
+static HTAB *registry = NULL;
+static bool registry_valid = false;
+static bool registry_empty = true;
+static Oid	registry_relid = InvalidOid;
+static uint64 registry_fingerprint = 0;
+
+/* The entry of the last type looked up: streams repeat their types. */
+static TypeEntry *last_entry = NULL;
+static char last_type[ES_MAX_ID_BYTES + 1];
+static int	last_type_len = -1;
+
+/*
+ * Drop the cache when the registry changes (or every relcache entry is
+ * invalidated).  The rebuild is lazy: a chain being applied right now keeps
+ * the steps it started with.
+ */
+static void
+invalidate_registry(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (relid == InvalidOid || relid == registry_relid)
+		registry_valid = false;
+}
+
+/*
+ * Called once per process from _PG_init.
+ */
+void
+es_upcast_init(void)
+{
+	CacheRegisterRelcacheCallback(invalidate_registry, (Datum) 0);
+}
+
+/*
+ * The registry table's OID; InvalidOid when the extension is not installed.
+ */
+static Oid
+lookup_registry_relid(void)
+{
+	Oid			nsp = get_namespace_oid("event_store", true);
+
+	return OidIsValid(nsp) ? get_relname_relid("upcasters", nsp) : InvalidOid;
+}
+
+/*
+ * The entry of a type, created empty when absent.
+ */
+static TypeEntry *
+type_entry(const char *event_type, bool create)
+{
+	bool		found;
+	TypeEntry  *e = hash_search(registry, event_type, create ? HASH_ENTER : HASH_FIND, &found);
+
+	if (create && !found)
+	{
+		e->current_version = 1;
+		e->first_from = 0;
+		e->nsteps = 0;
+		e->steps = NULL;
+	}
+	return e;
+}
+
+/*
+ * (Re)build the cache from the registry, read with the catalog snapshot.
+ */
+static void
+load_registry(void)
+{
+	HASHCTL		ctl;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	MemoryContext old;
+	HASH_SEQ_STATUS seq;
+	TypeEntry  *e;
+
+	if (registry_context == NULL)
+		registry_context = AllocSetContextCreate(CacheMemoryContext, "event_store upcasters",
+												 ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(registry_context);
+	registry = NULL;
+	last_entry = NULL;
+	last_type_len = -1;
+	registry_empty = true;
+	registry_fingerprint = 0;
+
+	registry_relid = lookup_registry_relid();
+	if (!OidIsValid(registry_relid))
+	{
+		registry_valid = true;
+		return;
+	}
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = ES_MAX_ID_BYTES + 1;
+	ctl.entrysize = sizeof(TypeEntry);
+	ctl.hcxt = registry_context;
+	registry = hash_create("event_store upcasters", 16, &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	old = MemoryContextSwitchTo(registry_context);
+	rel = table_open(registry_relid, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		Datum		v[Natts_upcasters];
+		bool		n[Natts_upcasters];
+		char	   *type;
+		int32		from;
+		Oid			fn;
+
+		heap_deform_tuple(tuple, RelationGetDescr(rel), v, n);
+		type = TextDatumGetCString(v[Anum_upcasters_event_type - 1]);
+		from = DatumGetInt32(v[Anum_upcasters_from_version - 1]);
+		fn = DatumGetObjectId(v[Anum_upcasters_upcaster - 1]);
+
+		e = type_entry(type, true);
+		/* steps arrive in any order: grow the array to cover from */
+		if (e->nsteps == 0)
+		{
+			e->first_from = from;
+			e->nsteps = 1;
+			e->steps = palloc0(sizeof(UpcastStep));
+		}
+		else
+		{
+			int			lo = Min(e->first_from, from);
+			int			hi = Max(e->first_from + e->nsteps - 1, from);
+			UpcastStep *steps = palloc0(sizeof(UpcastStep) * (hi - lo + 1));
+
+			memcpy(steps + (e->first_from - lo), e->steps, sizeof(UpcastStep) * e->nsteps);
+			e->steps = steps;
+			e->first_from = lo;
+			e->nsteps = hi - lo + 1;
+		}
+		e->steps[from - e->first_from].from_version = from;
+		fmgr_info_cxt(fn, &e->steps[from - e->first_from].flinfo, registry_context);
+		if (!n[Anum_upcasters_to_event_type - 1])
+			e->steps[from - e->first_from].to_type =
+				TextDatumGetCString(v[Anum_upcasters_to_event_type - 1]);
+		e->current_version = Max(e->current_version, from + 1);
+
+		/* a renaming step also makes from + 1 a version of the new type */
+		if (!n[Anum_upcasters_to_event_type - 1])
+		{
+			TypeEntry  *t = type_entry(e->steps[from - e->first_from].to_type, true);
+
+			t->current_version = Max(t->current_version, from + 1);
+		}
+
+		registry_fingerprint = hash_combine64(registry_fingerprint,
+											  hash_bytes_uint32_extended((uint32) fn, from) ^
+											  hash_bytes_extended((const unsigned char *) type,
+																  strlen(type), 0));
+		registry_empty = false;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	MemoryContextSwitchTo(old);
+
+	/* the step array is dense by construction of add_upcaster; mark holes anyway */
+	hash_seq_init(&seq, registry);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		int			i;
+
+		for (i = 0; i < e->nsteps; i++)
+			if (e->steps[i].flinfo.fn_addr == NULL)
+				e->steps[i].from_version = 0;
+	}
+	registry_valid = true;
+}
+
+static inline void
+ensure_registry(void)
+{
+	if (!registry_valid)
+		load_registry();
+}
+
+/*
+ * The cached entry of a type given as bytes, or NULL when no upcaster
+ * concerns it.
+ */
+static TypeEntry *
+find_type(const char *type, int len)
+{
+	if (len > ES_MAX_ID_BYTES)
+		return NULL;
+	if (len == last_type_len && memcmp(type, last_type, len) == 0)
+		return last_entry;
+	memcpy(last_type, type, len);
+	last_type[len] = '\0';
+	last_type_len = len;
+	last_entry = hash_search(registry, last_type, HASH_FIND, NULL);
+	return last_entry;
+}
+
+/*
+ * The current (newest) schema version of an event type: where its upcaster
+ * chain ends, or 1.  This is what an append without schema_version records.
+ */
+int32
+es_current_schema_version(text *event_type)
+{
+	TypeEntry  *e;
+
+	ensure_registry();
+	if (registry_empty)
+		return 1;
+	e = find_type(VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
+	return e ? e->current_version : 1;
+}
+
+/*
+ * A fingerprint of the registry's content: state folded from events depends
+ * on it (snapshots record it, and are ignored when it changed).
+ */
+uint64
+es_upcast_fingerprint(void)
+{
+	ensure_registry();
+	return registry_fingerprint;
+}
+
+/* Error context while an upcaster runs: the event it works on. */
+typedef struct UpcastContext
+{
+	EventStoreUpcastEvent *event;
+	int32		from_version;
+} UpcastContext;
+
+static void
+upcast_error_context(void *arg)
+{
+	UpcastContext *c = arg;
+
+	errcontext("upcasting event %s version " INT64_FORMAT " (type %s, schema version %d)",
+			   text_to_cstring(c->event->stream_id), c->event->stream_version,
+			   text_to_cstring(c->event->event_type), c->from_version);
+}
+
+/*
+ * Run the registered chain, then the hook, on one event.
+ */
+static void
+upcast(EventStoreUpcastEvent *ev)
+{
+	TypeEntry  *e;
+	UpcastContext ctx;
+	ErrorContextCallback errcb;
+
+	if (registry_empty)
+		e = NULL;
+	else
+		e = find_type(VARDATA_ANY(ev->event_type), VARSIZE_ANY_EXHDR(ev->event_type));
+
+	ctx.event = ev;
+	errcb.callback = upcast_error_context;
+	errcb.arg = &ctx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	/* versions strictly increase, one step at a time: the loop ends */
+	while (e != NULL &&
+		   ev->schema_version >= e->first_from &&
+		   ev->schema_version < e->first_from + e->nsteps &&
+		   e->steps[ev->schema_version - e->first_from].from_version != 0)
+	{
+		UpcastStep *step = &e->steps[ev->schema_version - e->first_from];
+		Datum		result;
+		Jsonb	   *jb;
+
+		ctx.from_version = ev->schema_version;
+		result = FunctionCall1Coll(&step->flinfo, InvalidOid, JsonbPGetDatum(ev->data));
+		jb = DatumGetJsonbP(result);
+		if (!JB_ROOT_IS_OBJECT(jb))
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_UPCASTER_RESULT),
+					 errmsg("upcaster %s returned a JSON %s, not an object",
+							format_procedure(step->flinfo.fn_oid),
+							JB_ROOT_IS_SCALAR(jb) ? "scalar" : "array"),
+					 errhint("An upcaster returns the event's data in the next schema version.")));
+		ev->data = jb;
+		ev->schema_version++;
+		if (step->to_type != NULL)
+		{
+			ev->event_type = cstring_to_text(step->to_type);
+			e = find_type(step->to_type, strlen(step->to_type));
+		}
+	}
+
+	if (event_store_upcast_hook != NULL)
+	{
+		ctx.from_version = ev->schema_version;
+		(*event_store_upcast_hook) (ev);
+	}
+	error_context_stack = errcb.previous;
+}
+
+/*
+ * Upcast an event_store.event (values/nulls, Natts_event attributes) in
+ * place: the first step of es_present_event().
+ */
+void
+es_upcast_event(Datum *values, bool *nulls)
+{
+	EventStoreUpcastEvent ev;
+
+	ensure_registry();
+	if (registry_empty && event_store_upcast_hook == NULL)
+		return;
+
+	ev.stream_id = DatumGetTextPP(values[Anum_events_stream_id]);
+	ev.stream_version = DatumGetInt64(values[Anum_events_stream_version]);
+	ev.event_type = DatumGetTextPP(values[Anum_events_event_type]);
+	ev.schema_version = DatumGetInt32(values[Anum_events_schema_version]);
+	ev.data = DatumGetJsonbP(values[Anum_events_data]);
+	upcast(&ev);
+	values[Anum_events_event_type] = PointerGetDatum(ev.event_type);
+	values[Anum_events_schema_version] = Int32GetDatum(ev.schema_version);
+	values[Anum_events_data] = JsonbPGetDatum(ev.data);
+	(void) nulls;
+}
+
+/*
+ * Check that a function is (jsonb) RETURNS jsonb, and that the caller may
+ * execute it.
+ */
+static void
+check_upcaster_function(Oid fn)
+{
+	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	AclResult	acl;
+
+	if (!HeapTupleIsValid(tp))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tp);
+	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID ||
+		proc->prorettype != JSONBOID || proc->proretset || proc->prokind != PROKIND_FUNCTION)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_UPCASTER_SIGNATURE),
+				 errmsg("upcaster %s must take one jsonb argument and return jsonb",
+						format_procedure(fn)),
+				 errhint("Write it as CREATE FUNCTION f(data jsonb) RETURNS jsonb.")));
+	ReleaseSysCache(tp);
+
+	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
+}
+
+/* Validate an event type argument: not NULL, not empty, not too long. */
+static text *
+type_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	text	   *t;
+	int			len;
+
+	es_require_arg(fcinfo, argno, name);
+	t = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(t);
+	if (len == 0 || len > ES_MAX_ID_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be 1 to %d bytes long", name, ES_MAX_ID_BYTES),
+				 errdetail("It has %d bytes.", len)));
+	return t;
+}
+
+/*
+ * Run a query on the registry through SPI and return the first column of its
+ * first row as an int8 (or -1 when there is none).
+ */
+static int64
+registry_probe(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	int64		result = -1;
+
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not query event_store.upcasters");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			result = DatumGetInt64(d);
+	}
+	return result;
+}
+
+/*
+ * add_upcaster(event_type, from_schema_version, upcaster, to_event_type)
+ * registers the step from version n to n + 1 of a type.  It must extend a
+ * chain without a hole: n = 1, or version n of the type exists (a step to
+ * it, of the type or renamed into it).  A step already registered for (type,
+ * n) is a conflict: drop it first to replace it.
+ */
+Datum
+event_store_add_upcaster(PG_FUNCTION_ARGS)
+{
+	text	   *type;
+	int32		from;
+	Oid			fn;
+	bool		renames = !PG_ARGISNULL(3);
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		args[2];
+	Oid			ins_types[4] = {TEXTOID, INT4OID, OIDOID, TEXTOID};
+	Datum		ins[4];
+	char		ins_nulls[4] = {' ', ' ', ' ', ' '};
+	Relation	rel;
+	int64		current;
+
+	type = type_arg(fcinfo, 0, "event_type");
+	es_require_arg(fcinfo, 1, "from_schema_version");
+	es_require_arg(fcinfo, 2, "upcaster");
+	from = PG_GETARG_INT32(1);
+	fn = PG_GETARG_OID(2);
+	if (renames)
+		(void) type_arg(fcinfo, 3, "to_event_type");
+	if (from < 1 || from == PG_INT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_schema_version must be between 1 and %d", PG_INT32_MAX - 1),
+				 errdetail("Got %d.", from)));
+	check_upcaster_function(fn);
+
+	if (!OidIsValid(lookup_registry_relid()))
+		(void) es_catalog();	/* says the extension is not installed */
+	rel = table_open(lookup_registry_relid(), ShareRowExclusiveLock);
+
+	SPI_connect();
+	args[0] = PointerGetDatum(type);
+	args[1] = Int32GetDatum(from);
+	if (registry_probe("SELECT 1::int8 FROM event_store.upcasters "
+					   "WHERE event_type OPERATOR(pg_catalog.=) $1 "
+					   "AND from_schema_version OPERATOR(pg_catalog.=) $2",
+					   2, types, args) >= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_UPCASTER_CONFLICT),
+				 errmsg("an upcaster from schema version %d of event type \"%s\" is already registered",
+						from, text_to_cstring(type)),
+				 errhint("Drop it with event_store.drop_upcaster() first to replace it.")));
+
+	/* the newest version of the type so far: where its steps, and renames into it, lead */
+	current = registry_probe("SELECT coalesce(max(from_schema_version) OPERATOR(pg_catalog.+) 1, 1)::int8 "
+							 "FROM event_store.upcasters "
+							 "WHERE event_type OPERATOR(pg_catalog.=) $1 "
+							 "OR to_event_type OPERATOR(pg_catalog.=) $1",
+							 1, types, args);
+	if (from > current)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_UPCASTER_CONFLICT),
+				 errmsg("upcaster from schema version %d of event type \"%s\" would leave a hole in its chain",
+						from, text_to_cstring(type)),
+				 errdetail("The chain of \"%s\" reaches schema version " INT64_FORMAT ".",
+						   text_to_cstring(type), current),
+				 errhint("Register the step from version " INT64_FORMAT " first.", current)));
+
+	ins[0] = PointerGetDatum(type);
+	ins[1] = Int32GetDatum(from);
+	ins[2] = ObjectIdGetDatum(fn);
+	ins[3] = renames ? PG_GETARG_DATUM(3) : (Datum) 0;
+	ins_nulls[3] = renames ? ' ' : 'n';
+	if (SPI_execute_with_args("INSERT INTO event_store.upcasters "
+							  "(event_type, from_schema_version, upcaster, to_event_type) "
+							  "VALUES ($1, $2, $3, $4)",
+							  4, ins_types, ins, ins_nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert into event_store.upcasters");
+	SPI_finish();
+
+	CacheInvalidateRelcache(rel);
+	table_close(rel, NoLock);
+	PG_RETURN_VOID();
+}
+
+/*
+ * drop_upcaster(event_type, from_schema_version): remove a step.  Only the
+ * last step of a chain can go (removing another would leave a hole).
+ * Returns whether there was one.
+ */
+Datum
+event_store_drop_upcaster(PG_FUNCTION_ARGS)
+{
+	text	   *type = type_arg(fcinfo, 0, "event_type");
+	int32		from;
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		args[2];
+	Relation	rel;
+	int64		later;
+	bool		dropped;
+
+	es_require_arg(fcinfo, 1, "from_schema_version");
+	from = PG_GETARG_INT32(1);
+	if (!OidIsValid(lookup_registry_relid()))
+		(void) es_catalog();
+	rel = table_open(lookup_registry_relid(), ShareRowExclusiveLock);
+
+	SPI_connect();
+	args[0] = PointerGetDatum(type);
+	args[1] = Int32GetDatum(from);
+	/* a later step of the type, or of a type this step renames into, would be cut off */
+	later = registry_probe("SELECT 1::int8 FROM event_store.upcasters u, event_store.upcasters s "
+						   "WHERE s.event_type OPERATOR(pg_catalog.=) $1 "
+						   "AND s.from_schema_version OPERATOR(pg_catalog.=) $2 "
+						   "AND u.event_type OPERATOR(pg_catalog.=) coalesce(s.to_event_type, s.event_type) "
+						   "AND u.from_schema_version OPERATOR(pg_catalog.=) ($2 OPERATOR(pg_catalog.+) 1)",
+						   2, types, args);
+	if (later >= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_UPCASTER_CONFLICT),
+				 errmsg("upcaster from schema version %d of event type \"%s\" is not the last step of its chain",
+						from, text_to_cstring(type)),
+				 errhint("Drop the later steps first.")));
+	if (SPI_execute_with_args("DELETE FROM event_store.upcasters "
+							  "WHERE event_type OPERATOR(pg_catalog.=) $1 "
+							  "AND from_schema_version OPERATOR(pg_catalog.=) $2",
+							  2, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete from event_store.upcasters");
+	dropped = SPI_processed > 0;
+	SPI_finish();
+
+	CacheInvalidateRelcache(rel);
+	table_close(rel, NoLock);
+	PG_RETURN_BOOL(dropped);
+}
+
+/*
+ * current_schema_version(event_type) RETURNS integer
+ */
+Datum
+event_store_current_schema_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(es_current_schema_version(type_arg(fcinfo, 0, "event_type")));
+}
