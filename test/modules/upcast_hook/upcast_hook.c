@@ -15,7 +15,6 @@
 #include <limits.h>
 
 #include "fmgr.h"
-#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -31,36 +30,38 @@ static char *hook_event_type = NULL;
 static int	hook_from_version = 1;
 
 /*
- * Rename "amount" to "amount_cents" with jsonb operators.
+ * Rename the key "amount" to "amount_cents", in one pass over the object.
  */
 static void
 upcast_amount(EventStoreUpcastEvent *event)
 {
+	JsonbParseState *state = NULL;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+	JsonbValue *result = NULL;
+	int			len = hook_event_type ? strlen(hook_event_type) : 0;
+
 	if (prev_hook)
 		prev_hook(event);
 
-	if (hook_event_type == NULL || hook_event_type[0] == '\0' ||
-		event->schema_version != hook_from_version ||
-		strcmp(text_to_cstring(event->event_type), hook_event_type) != 0)
+	if (len == 0 || event->schema_version != hook_from_version ||
+		VARSIZE_ANY_EXHDR(event->event_type) != len ||
+		memcmp(VARDATA_ANY(event->event_type), hook_event_type, len) != 0)
 		return;
 
+	it = JsonbIteratorInit(&event->data->root);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
 	{
-		Jsonb	   *data = event->data;
-		JsonbValue *amount = getKeyJsonValueFromContainer(&data->root, "amount", 6, NULL);
-		StringInfoData added;
-		Datum		rest;
-
-		if (amount == NULL)
-			return;
-		initStringInfo(&added);
-		appendStringInfoString(&added, "{\"amount_cents\": ");
-		appendStringInfoString(&added, JsonbToCString(NULL, &JsonbValueToJsonb(amount)->root, 0));
-		appendStringInfoChar(&added, '}');
-		rest = DirectFunctionCall2(jsonb_delete, JsonbPGetDatum(data), CStringGetTextDatum("amount"));
-		event->data = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, rest,
-														 DirectFunctionCall1(jsonb_in, CStringGetDatum(added.data))));
-		event->schema_version++;
+		if (tok == WJB_KEY && v.val.string.len == 6 && memcmp(v.val.string.val, "amount", 6) == 0)
+		{
+			v.val.string.val = "amount_cents";
+			v.val.string.len = 12;
+		}
+		result = pushJsonbValue(&state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
 	}
+	event->data = JsonbValueToJsonb(result);
+	event->schema_version++;
 }
 
 void
