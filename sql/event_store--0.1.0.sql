@@ -123,7 +123,7 @@ CREATE FUNCTION event_store.read_stream(
     backwards boolean DEFAULT false,
     as_of timestamptz DEFAULT NULL)
 RETURNS SETOF event_store.event
-LANGUAGE c STABLE PARALLEL SAFE ROWS 100
+LANGUAGE c STABLE PARALLEL RESTRICTED ROWS 100
 AS 'MODULE_PATHNAME', 'event_store_read_stream';
 
 CREATE FUNCTION event_store.stream_version(stream_id text)

@@ -34,6 +34,11 @@ SELECT event_store.add_upcaster('OrderSubmitted', 3, 'public.order_add_channel(j
 SELECT event_store.append('order-1', 'OrderSubmitted', '{"amount": 30, "currency": "GBP", "channel": "app"}');
 SELECT event_store.current_schema_version('OrderPlaced'), event_store.current_schema_version('OrderSubmitted');
 SELECT stream_version, event_type, schema_version, data FROM event_store.read_stream('order-1');
+-- a legacy writer still appending OrderPlaced gets its last version before the
+-- rename, and its events read as OrderSubmitted
+SELECT event_store.append('order-2', 'OrderPlaced', '{"total": 5, "currency": "CHF"}');
+SELECT e.schema_version AS stored, r.event_type, r.schema_version, r.data
+  FROM event_store.events e, event_store.read_stream('order-2') r WHERE e.stream_id = 'order-2';
 SELECT * FROM event_store.event_schemas ORDER BY event_type;
 
 -- Invalid registrations
@@ -110,6 +115,24 @@ SELECT * FROM event_store.read_stream('bad-2');
 \set SHOW_CONTEXT never
 SELECT event_store.drop_upcaster('Fails', 1), event_store.drop_upcaster('Arrays', 1);
 SELECT stream_id, data FROM event_store.read_stream('bad-1');
+
+-- Replacing an upcaster's body takes effect at once; dropping its function
+-- breaks only the reads that need it, with an error that says what to do.
+CREATE FUNCTION public.tag_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"tag": "first"}' $$;
+SELECT event_store.append('tag-1', 'Tagged', '{}', schema_version => 1);
+SELECT event_store.add_upcaster('Tagged', 1, 'public.tag_v1(jsonb)');
+SELECT data FROM event_store.read_stream('tag-1');
+CREATE OR REPLACE FUNCTION public.tag_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"tag": "second"}' $$;
+SELECT data FROM event_store.read_stream('tag-1');
+DROP FUNCTION public.tag_v1(jsonb);
+SELECT data FROM event_store.read_stream('tag-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT stream_version, data FROM event_store.read_stream('customer-1', max_count => 1);
+SELECT event_store.append('tag-1', 'Tagged', '{"tag": "new"}');
+SELECT event_store.drop_upcaster('Tagged', 1);
+SELECT stream_version, schema_version, data FROM event_store.read_stream('tag-1');
 
 -- Registering needs EXECUTE on the upcaster, and the right to call add_upcaster.
 CREATE ROLE regress_upcast_admin;

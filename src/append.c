@@ -161,13 +161,14 @@ drop_statement_context(ErrorData *edata)
 
 /*
  * Run one of our INSERTs with a frame for the trigger to report the versions
- * in (see EsAppendFrame), and return the version of the last event.  Errors
+ * in (see EsAppendFrame), and return the highest: the stream's version after
+ * the append (for a re-sent event, the version it has).  Errors
  * pass through unchanged but for the context line of our own statement.
  */
 static int64
-execute_insert(SPIPlanPtr plan, Datum *values, const char *nulls, int64 rows)
+execute_insert(SPIPlanPtr plan, Datum *values, const char *nulls, text *stream_id, int64 rows)
 {
-	EsAppendFrame frame = {rows, 0, 0};
+	EsAppendFrame frame = {stream_id, rows, 0, 0};
 	EsAppendFrame *saved = es_append_frame;
 	MemoryContext cxt = CurrentMemoryContext;
 	int			ret = 0;
@@ -236,7 +237,8 @@ event_store_append(PG_FUNCTION_ARGS)
 	nulls[6] = PG_ARGISNULL(3) ? 'n' : ' ';
 
 	SPI_connect();
-	version = execute_insert(get_plan(&append_plan, append_sql, append_types), values, nulls, 1);
+	version = execute_insert(get_plan(&append_plan, append_sql, append_types), values, nulls,
+							 stream_id, 1);
 	SPI_finish();
 	PG_RETURN_INT64(version);
 }
@@ -353,8 +355,9 @@ read_element(JsonbValue *elem, int i, Datum *cols[], bool *colnulls[])
 
 /*
  * append_events(stream_id, events jsonb, expected_version) RETURNS bigint:
- * append a JSON array of events, all or nothing; return the version of the
- * batch's last event.  An empty batch appends nothing and returns the
+ * append a JSON array of events, all or nothing; return the highest version
+ * among its events (the stream's version after it; for a re-sent batch, the
+ * version of its last event).  An empty batch appends nothing and returns the
  * stream's version, after checking the expected version.
  */
 Datum
@@ -427,7 +430,8 @@ event_store_append_events(PG_FUNCTION_ARGS)
 	}
 
 	SPI_connect();
-	version = execute_insert(get_plan(&batch_plan, append_batch_sql, batch_types), values, NULL, n);
+	version = execute_insert(get_plan(&batch_plan, append_batch_sql, batch_types), values, NULL,
+							 stream_id, n);
 	SPI_finish();
 	PG_RETURN_INT64(version);
 }

@@ -39,7 +39,7 @@ _PG_init(void)
 							"rather than filling the shared lock table with one lock per stream.",
 							&es_max_stream_locks,
 							1000, 1, INT_MAX,
-							PGC_USERSET, 0,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("event_store.correlation_id",

@@ -14,8 +14,6 @@
 #ifndef EVENT_STORE_H
 #define EVENT_STORE_H
 
-#include "postgres.h"
-
 #include "access/htup.h"
 #include "access/sdir.h"
 #include "fmgr.h"
@@ -105,15 +103,17 @@ extern int64 es_stream_head(Relation events, Relation stream_index, text *stream
 /*
  * What append() and append_events() learn from the trigger: while one of them
  * runs its INSERT, es_append_frame points at its frame, and the trigger
- * records the version of each of the first `rows` events it sees there (the
- * new version, or a re-sent event's original one).  Events inserted later in
- * the same statement by other triggers (AFTER triggers) are not recorded.
+ * records there the version of each of the first `rows` events of the frame's
+ * stream it sees (the new version, or a re-sent event's original one).
+ * Events of other streams, and events inserted later in the same statement by
+ * other triggers (AFTER triggers), are not recorded.
  */
 typedef struct EsAppendFrame
 {
+	text	   *stream_id;		/* the stream the statement appends to */
 	int64		rows;			/* events the statement inserts */
-	int64		seen;			/* events the trigger has recorded */
-	int64		version;		/* version of the last one recorded */
+	int64		seen;			/* events of the stream the trigger has recorded */
+	int64		version;		/* the highest version recorded */
 } EsAppendFrame;
 
 extern EsAppendFrame *es_append_frame;
@@ -130,6 +130,7 @@ typedef struct EsStreamScan
 	bool		has_as_of;
 	TimestampTz as_of;
 	int64		remaining;		/* events still to return; -1: no limit */
+	MemoryContext row_context;	/* what presenting the current event allocated */
 	Datum		values[Natts_event];	/* the current event_store.event */
 	bool		nulls[Natts_event];
 } EsStreamScan;

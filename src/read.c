@@ -23,6 +23,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
@@ -99,6 +100,8 @@ es_stream_scan_begin(text *stream_id, int64 lower, int64 upper, bool backwards,
 	s->has_as_of = (as_of != NULL);
 	s->as_of = as_of ? *as_of : 0;
 	s->remaining = max_count;
+	s->row_context = AllocSetContextCreate(CurrentMemoryContext, "event_store stream scan",
+										   ALLOCSET_DEFAULT_SIZES);
 	/* the global position is assigned by the decoding pipeline; NULL until then */
 	s->nulls[0] = true;
 	return s;
@@ -112,6 +115,8 @@ es_stream_scan_begin(text *stream_id, int64 lower, int64 upper, bool backwards,
 bool
 es_stream_scan_next(EsStreamScan *s)
 {
+	MemoryContext old;
+
 	if (s->remaining == 0)
 		return false;
 	while (index_getnext_slot(s->scan, s->dir, s->slot))
@@ -127,7 +132,11 @@ es_stream_scan_next(EsStreamScan *s)
 		}
 		memcpy(&s->values[1], s->slot->tts_values, sizeof(Datum) * Natts_events);
 		memcpy(&s->nulls[1], s->slot->tts_isnull, sizeof(bool) * Natts_events);
+		/* what presenting an event allocates lives until the next one */
+		MemoryContextReset(s->row_context);
+		old = MemoryContextSwitchTo(s->row_context);
 		es_present_event(s->values, s->nulls);
+		MemoryContextSwitchTo(old);
 		if (s->remaining > 0)
 			s->remaining--;
 		return true;
@@ -135,9 +144,13 @@ es_stream_scan_next(EsStreamScan *s)
 	return false;
 }
 
+/*
+ * Finish a stream scan: release the scan, its relations and its memory.
+ */
 void
 es_stream_scan_end(EsStreamScan *s)
 {
+	MemoryContextDelete(s->row_context);
 	ExecDropSingleTupleTableSlot(s->slot);
 	index_endscan(s->scan);
 	index_close(s->index, AccessShareLock);

@@ -40,6 +40,7 @@
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "event_store.h"
@@ -61,7 +62,9 @@ event_store_upcast_hook_type event_store_upcast_hook = NULL;
 /* One step of a chain. */
 typedef struct UpcastStep
 {
-	int32		from_version;
+	int32		from_version;	/* 0: no step here */
+	Oid			fn;
+	bool		broken;			/* the function no longer fits (dropped, changed) */
 	FmgrInfo	flinfo;
 	char	   *to_type;		/* NULL: the type stays */
 } UpcastStep;
@@ -76,9 +79,18 @@ typedef struct TypeEntry
 	UpcastStep *steps;
 } TypeEntry;
 
+/*
+ * The cache lives in registry_context.  A rebuild makes a new context; the old
+ * one is freed at once unless a chain is being applied (registry_pins > 0),
+ * in which case it waits in retired_contexts until the last pin goes: an
+ * upcaster may itself cause a rebuild while its FmgrInfo is in use.
+ */
 static MemoryContext registry_context = NULL;
+static MemoryContext retired_contexts = NULL;
+static int	registry_pins = 0;
 static HTAB *registry = NULL;
 static bool registry_valid = false;
+static uint64 registry_invalidations = 0;
 static bool registry_empty = true;
 static Oid	registry_relid = InvalidOid;
 static uint64 registry_fingerprint = 0;
@@ -98,7 +110,26 @@ invalidate_registry(Datum arg, Oid relid)
 {
 	(void) arg;
 	if (relid == InvalidOid || relid == registry_relid)
+	{
 		registry_valid = false;
+		registry_invalidations++;
+	}
+}
+
+/*
+ * A function changed (CREATE OR REPLACE, DROP, ALTER): recheck the steps.
+ */
+static void
+invalidate_registry_functions(Datum arg, int cacheid, uint32 hashvalue)
+{
+	(void) arg;
+	(void) cacheid;
+	(void) hashvalue;
+	if (!registry_empty)
+	{
+		registry_valid = false;
+		registry_invalidations++;
+	}
 }
 
 /*
@@ -108,6 +139,7 @@ void
 es_upcast_init(void)
 {
 	CacheRegisterRelcacheCallback(invalidate_registry, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, invalidate_registry_functions, (Datum) 0);
 }
 
 /*
@@ -141,24 +173,61 @@ type_entry(const char *event_type, bool create)
 }
 
 /*
+ * Is fn still a function (jsonb) RETURNS jsonb?
+ */
+static bool
+upcaster_fits(Oid fn)
+{
+	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	bool		fits;
+
+	if (!HeapTupleIsValid(tp))
+		return false;
+	proc = (Form_pg_proc) GETSTRUCT(tp);
+	fits = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
+		proc->prorettype == JSONBOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION;
+	ReleaseSysCache(tp);
+	return fits;
+}
+
+/*
+ * Give up the cache's memory, now or when the last pin goes.
+ */
+static void
+retire_registry_context(void)
+{
+	if (registry_context == NULL)
+		return;
+	if (registry_pins == 0)
+		MemoryContextDelete(registry_context);
+	else
+	{
+		if (retired_contexts == NULL)
+			retired_contexts = AllocSetContextCreate(CacheMemoryContext,
+													 "event_store retired upcasters",
+													 ALLOCSET_SMALL_SIZES);
+		MemoryContextSetParent(registry_context, retired_contexts);
+	}
+	registry_context = NULL;
+}
+
+/*
  * (Re)build the cache from the registry, read with the catalog snapshot.
+ * A function that no longer fits marks its step broken (an error when an
+ * event needs it) rather than failing every read.
  */
 static void
 load_registry(void)
 {
+	uint64		invalidations = registry_invalidations;
 	HASHCTL		ctl;
 	Relation	rel;
 	SysScanDesc scan;
 	HeapTuple	tuple;
 	MemoryContext old;
-	HASH_SEQ_STATUS seq;
-	TypeEntry  *e;
 
-	if (registry_context == NULL)
-		registry_context = AllocSetContextCreate(CacheMemoryContext, "event_store upcasters",
-												 ALLOCSET_SMALL_SIZES);
-	else
-		MemoryContextReset(registry_context);
+	retire_registry_context();
 	registry = NULL;
 	last_entry = NULL;
 	last_type_len = -1;
@@ -168,10 +237,12 @@ load_registry(void)
 	registry_relid = lookup_registry_relid();
 	if (!OidIsValid(registry_relid))
 	{
-		registry_valid = true;
+		registry_valid = (invalidations == registry_invalidations);
 		return;
 	}
 
+	registry_context = AllocSetContextCreate(CacheMemoryContext, "event_store upcasters",
+											 ALLOCSET_SMALL_SIZES);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = ES_MAX_ID_BYTES + 1;
 	ctl.entrysize = sizeof(TypeEntry);
@@ -187,13 +258,18 @@ load_registry(void)
 		Datum		v[Natts_upcasters];
 		bool		n[Natts_upcasters];
 		char	   *type;
+		char	   *to_type = NULL;
 		int32		from;
 		Oid			fn;
+		TypeEntry  *e;
+		UpcastStep *step;
 
 		heap_deform_tuple(tuple, RelationGetDescr(rel), v, n);
 		type = TextDatumGetCString(v[Anum_upcasters_event_type - 1]);
 		from = DatumGetInt32(v[Anum_upcasters_from_version - 1]);
 		fn = DatumGetObjectId(v[Anum_upcasters_upcaster - 1]);
+		if (!n[Anum_upcasters_to_event_type - 1])
+			to_type = TextDatumGetCString(v[Anum_upcasters_to_event_type - 1]);
 
 		e = type_entry(type, true);
 		/* steps arrive in any order: grow the array to cover from */
@@ -203,7 +279,7 @@ load_registry(void)
 			e->nsteps = 1;
 			e->steps = palloc0(sizeof(UpcastStep));
 		}
-		else
+		else if (from < e->first_from || from >= e->first_from + e->nsteps)
 		{
 			int			lo = Min(e->first_from, from);
 			int			hi = Max(e->first_from + e->nsteps - 1, from);
@@ -214,42 +290,43 @@ load_registry(void)
 			e->first_from = lo;
 			e->nsteps = hi - lo + 1;
 		}
-		e->steps[from - e->first_from].from_version = from;
-		fmgr_info_cxt(fn, &e->steps[from - e->first_from].flinfo, registry_context);
-		if (!n[Anum_upcasters_to_event_type - 1])
-			e->steps[from - e->first_from].to_type =
-				TextDatumGetCString(v[Anum_upcasters_to_event_type - 1]);
-		e->current_version = Max(e->current_version, from + 1);
+		step = &e->steps[from - e->first_from];
+		step->from_version = from;
+		step->fn = fn;
+		step->to_type = to_type;
+		step->broken = !upcaster_fits(fn);
+		if (!step->broken)
+			fmgr_info_cxt(fn, &step->flinfo, registry_context);
 
-		/* a renaming step also makes from + 1 a version of the new type */
-		if (!n[Anum_upcasters_to_event_type - 1])
+		/*
+		 * The current version of a type: where its own steps lead, or where a
+		 * rename delivers it; a type renamed away stays at the version it had
+		 * before the rename (its new events are renamed on read).
+		 */
+		if (to_type == NULL)
+			e->current_version = Max(e->current_version, from + 1);
+		else
 		{
-			TypeEntry  *t = type_entry(e->steps[from - e->first_from].to_type, true);
+			TypeEntry  *t;
 
+			e->current_version = Max(e->current_version, from);
+			t = type_entry(to_type, true);
 			t->current_version = Max(t->current_version, from + 1);
 		}
 
-		registry_fingerprint = hash_combine64(registry_fingerprint,
-											  hash_bytes_uint32_extended((uint32) fn, from) ^
-											  hash_bytes_extended((const unsigned char *) type,
-																  strlen(type), 0));
+		/* order-insensitive: heap order must not matter */
+		registry_fingerprint +=
+			hash_bytes_extended((const unsigned char *) type, strlen(type), from) ^
+			hash_bytes_uint32_extended((uint32) fn, 0) ^
+			(to_type ? hash_bytes_extended((const unsigned char *) to_type, strlen(to_type), 1) : 0);
 		registry_empty = false;
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	MemoryContextSwitchTo(old);
 
-	/* the step array is dense by construction of add_upcaster; mark holes anyway */
-	hash_seq_init(&seq, registry);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		int			i;
-
-		for (i = 0; i < e->nsteps; i++)
-			if (e->steps[i].flinfo.fn_addr == NULL)
-				e->steps[i].from_version = 0;
-	}
-	registry_valid = true;
+	/* valid unless the registry changed while we read it */
+	registry_valid = (invalidations == registry_invalidations);
 }
 
 static inline void
@@ -337,6 +414,7 @@ upcast(EventStoreUpcastEvent *ev)
 		e = find_type(VARDATA_ANY(ev->event_type), VARSIZE_ANY_EXHDR(ev->event_type));
 
 	ctx.event = ev;
+	ctx.from_version = ev->schema_version;
 	errcb.callback = upcast_error_context;
 	errcb.arg = &ctx;
 	errcb.previous = error_context_stack;
@@ -353,6 +431,12 @@ upcast(EventStoreUpcastEvent *ev)
 		Jsonb	   *jb;
 
 		ctx.from_version = ev->schema_version;
+		if (step->broken)
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_UPCASTER_SIGNATURE),
+					 errmsg("the upcaster from schema version %d of event type \"%s\" is missing or no longer takes and returns jsonb",
+							step->from_version, text_to_cstring(ev->event_type)),
+					 errhint("Register a working step with event_store.drop_upcaster() and event_store.add_upcaster().")));
 		result = FunctionCall1Coll(&step->flinfo, InvalidOid, JsonbPGetDatum(ev->data));
 		jb = DatumGetJsonbP(result);
 		if (!JB_ROOT_IS_OBJECT(jb))
@@ -381,7 +465,7 @@ upcast(EventStoreUpcastEvent *ev)
 
 /*
  * Upcast an event_store.event (values/nulls, Natts_event attributes) in
- * place: the first step of es_present_event().
+ * place: a step of es_present_event().
  */
 void
 es_upcast_event(Datum *values, bool *nulls)
@@ -397,7 +481,22 @@ es_upcast_event(Datum *values, bool *nulls)
 	ev.event_type = DatumGetTextPP(values[Anum_events_event_type]);
 	ev.schema_version = DatumGetInt32(values[Anum_events_schema_version]);
 	ev.data = DatumGetJsonbP(values[Anum_events_data]);
-	upcast(&ev);
+
+	/* the cache stays alive while the chain runs, even if it is rebuilt meanwhile */
+	registry_pins++;
+	PG_TRY();
+	{
+		upcast(&ev);
+	}
+	PG_FINALLY();
+	{
+		if (--registry_pins == 0 && retired_contexts != NULL)
+		{
+			MemoryContextDelete(retired_contexts);
+			retired_contexts = NULL;
+		}
+	}
+	PG_END_TRY();
 	values[Anum_events_event_type] = PointerGetDatum(ev.event_type);
 	values[Anum_events_schema_version] = Int32GetDatum(ev.schema_version);
 	values[Anum_events_data] = JsonbPGetDatum(ev.data);
@@ -454,14 +553,21 @@ type_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 
 /*
  * Run a query on the registry through SPI and return the first column of its
- * first row as an int8 (or -1 when there is none).
+ * first row as an int8 (or -1 when there is none).  It reads with a snapshot
+ * taken now, after the caller locked the registry, so that a change another
+ * session committed while we waited for the lock is seen, whatever the
+ * isolation level.
  */
 static int64
 registry_probe(const char *sql, int nargs, Oid *types, Datum *values)
 {
 	int64		result = -1;
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
 
-	if (SPI_execute_with_args(sql, nargs, types, values, NULL, true, 1) != SPI_OK_SELECT)
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not query event_store.upcasters");
 	if (SPI_processed > 0)
 	{
@@ -517,7 +623,7 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 	SPI_connect();
 	args[0] = PointerGetDatum(type);
 	args[1] = Int32GetDatum(from);
-	if (registry_probe("SELECT 1::int8 FROM event_store.upcasters "
+	if (registry_probe("SELECT 1::pg_catalog.int8 FROM event_store.upcasters "
 					   "WHERE event_type OPERATOR(pg_catalog.=) $1 "
 					   "AND from_schema_version OPERATOR(pg_catalog.=) $2",
 					   2, types, args) >= 0)
@@ -528,7 +634,7 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 				 errhint("Drop it with event_store.drop_upcaster() first to replace it.")));
 
 	/* the newest version of the type so far: where its steps, and renames into it, lead */
-	current = registry_probe("SELECT coalesce(max(from_schema_version) OPERATOR(pg_catalog.+) 1, 1)::int8 "
+	current = registry_probe("SELECT coalesce(pg_catalog.max(from_schema_version) OPERATOR(pg_catalog.+) 1, 1)::pg_catalog.int8 "
 							 "FROM event_store.upcasters "
 							 "WHERE event_type OPERATOR(pg_catalog.=) $1 "
 							 "OR to_event_type OPERATOR(pg_catalog.=) $1",
@@ -585,7 +691,7 @@ event_store_drop_upcaster(PG_FUNCTION_ARGS)
 	args[0] = PointerGetDatum(type);
 	args[1] = Int32GetDatum(from);
 	/* a later step of the type, or of a type this step renames into, would be cut off */
-	later = registry_probe("SELECT 1::int8 FROM event_store.upcasters u, event_store.upcasters s "
+	later = registry_probe("SELECT 1::pg_catalog.int8 FROM event_store.upcasters u, event_store.upcasters s "
 						   "WHERE s.event_type OPERATOR(pg_catalog.=) $1 "
 						   "AND s.from_schema_version OPERATOR(pg_catalog.=) $2 "
 						   "AND u.event_type OPERATOR(pg_catalog.=) coalesce(s.to_event_type, s.event_type) "

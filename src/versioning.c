@@ -435,17 +435,21 @@ check_event_id(Relation events, Datum event_id, text *stream_id, text *event_typ
 }
 
 /*
- * Tell the running append() or append_events() the version an event got.
+ * Tell the running append() or append_events() the version an event of its
+ * stream got.
  */
 static inline void
-record_version(int64 version)
+record_version(text *stream_id, int64 version)
 {
 	EsAppendFrame *frame = es_append_frame;
 
-	if (frame != NULL && frame->seen < frame->rows)
+	if (frame != NULL && frame->seen < frame->rows &&
+		VARSIZE_ANY_EXHDR(frame->stream_id) == VARSIZE_ANY_EXHDR(stream_id) &&
+		memcmp(VARDATA_ANY(frame->stream_id), VARDATA_ANY(stream_id),
+			   VARSIZE_ANY_EXHDR(stream_id)) == 0)
 	{
 		frame->seen++;
-		frame->version = version;
+		frame->version = Max(frame->version, version);
 	}
 }
 
@@ -572,7 +576,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 				break;
 			case EVENT_ID_SAME_EVENT:
 				/* re-sent: keep the original, insert nothing */
-				record_version(stored_version);
+				record_version(stream_id, stored_version);
 				return PointerGetDatum(NULL);
 			case EVENT_ID_OTHER_EVENT:
 				ereport(ERROR,
@@ -590,14 +594,11 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	exists = probe_head(events, stream_index, stream_id, &dirty, &head);
 	index_close(stream_index, AccessShareLock);
 
-	if (!nulls[Anum_events_stream_version - 1])
-	{
-		int64		wanted = DatumGetInt64(values[Anum_events_stream_version - 1]);
-
-		if (wanted != head.version + 1)
-			es_report_wrong_version(stream_id, head.version, wanted - 1);
-	}
-
+	/*
+	 * Under REPEATABLE READ and SERIALIZABLE, a head the snapshot cannot see
+	 * is a serialization failure, checked first: a retry of the whole
+	 * transaction is what helps, not reloading in the same snapshot.
+	 */
 	if (exists && IsolationUsesXactSnapshot() &&
 		!TransactionIdIsCurrentTransactionId(head.xmin) &&
 		XidInMVCCSnapshot(head.xmin, GetTransactionSnapshot()))
@@ -608,6 +609,14 @@ event_store_version_events(PG_FUNCTION_ARGS)
 				 errdetail("Version " INT64_FORMAT " of the stream was committed after this transaction's snapshot was taken.",
 						   head.version),
 				 errhint("The transaction might succeed if retried.")));
+
+	if (!nulls[Anum_events_stream_version - 1])
+	{
+		int64		wanted = DatumGetInt64(values[Anum_events_stream_version - 1]);
+
+		if (wanted != head.version + 1)
+			es_report_wrong_version(stream_id, head.version, wanted - 1);
+	}
 
 	/*
 	 * The recorded time: the transaction's start, never earlier than the
@@ -632,7 +641,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	values[Anum_events_stream_version - 1] = Int64GetDatum(head.version + 1);
 	nulls[Anum_events_stream_version - 1] = false;
-	record_version(head.version + 1);
+	record_version(stream_id, head.version + 1);
 
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
