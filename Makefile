@@ -4,7 +4,8 @@ PG_CONFIG ?= pg_config
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = event_store
-OBJS = src/event_store.o src/versioning.o src/append.o src/read.o
+OBJS = src/event_store.o src/versioning.o src/append.o src/read.o \
+       src/aggregate.o src/snapshot.o src/command.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
