@@ -16,10 +16,11 @@ PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\" -isystem $(shell $(PG_CONFIG) --inc
 PG_CFLAGS   = -Wall -Wextra
 
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
-REGRESS      = event_log append_events read_stream bad_input append_only privileges
+REGRESS      = event_log append_events read_stream bad_input append_only privileges \
+               aggregates execute aggregate_property
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
-ISOLATION      = append_conflict append_no_expected
+ISOLATION      = append_conflict append_no_expected execute_conflict
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

@@ -193,8 +193,9 @@ event_store_execute(PG_FUNCTION_ARGS)
 			if (attempt >= attempts)
 				ereport(ERROR,
 						(errcode(ERRCODE_ES_EXECUTE_GAVE_UP),
-						 errmsg("execute gave up on stream \"%s\" after %d attempts",
-								text_to_cstring(stream_id), attempts),
+						 errmsg_plural("execute gave up on stream \"%s\" after %d attempt",
+										"execute gave up on stream \"%s\" after %d attempts",
+										attempts, text_to_cstring(stream_id), attempts),
 						 errdetail("Every attempt was overtaken by a concurrent append to the stream. Last: %s",
 								   edata->detail ? edata->detail : edata->message),
 						 errhint("Retry the command later, or raise event_store.execute_retries.")));
