@@ -174,6 +174,14 @@ SELECT event_store.append_events('aggbig-1', (SELECT jsonb_agg(jsonb_build_objec
           'data', jsonb_build_object('blob', repeat(md5(i::text), 10000)))) FROM generate_series(1, 5) i));
 SELECT version, state FROM event_store.load_aggregate('aggbig-1', 'collect');
 SELECT version, state FROM event_store.load_aggregate('aggbig-1', 'collect');
+-- incompressible data, stored out of line
+SELECT event_store.append_events('aggbig-1', (SELECT jsonb_agg(jsonb_build_object('type', 'Blob',
+          'data', jsonb_build_object('blob', (SELECT string_agg(md5(random()::text || j || i), '') FROM generate_series(1, 4000) j))))
+          FROM generate_series(1, 3) i));
+SELECT count(*) AS out_of_line FROM event_store.events    -- bigger than a page: TOASTed out of line
+ WHERE stream_id = 'aggbig-1' AND pg_column_size(data) > 8192;
+SELECT version, state FROM event_store.load_aggregate('aggbig-1', 'collect');
+SELECT pg_column_size(state) > 0 AS stored, version FROM event_store.snapshots WHERE stream_id = 'aggbig-1' ORDER BY version;
 
 -- Bad inputs.
 -- NULLs
