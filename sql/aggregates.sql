@@ -218,6 +218,16 @@ SELECT event_store.save_snapshot('', 'account', 1, '{}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT event_store.save_snapshot(repeat('s', 1025), 'account', 1, '{}');
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.load_snapshot('acct-1', '');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.delete_snapshots(aggregate => '');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.delete_snapshots('acct-1', repeat('a', 1025));
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.load_aggregate('acct-1', repeat('a', 100000));
+\echo :LAST_ERROR_SQLSTATE
+-- deleting the snapshots of a stream nobody has is no error
+SELECT event_store.delete_snapshots(repeat('s', 5000));
 -- a stream id no event can have simply has no events
 SELECT * FROM event_store.load_aggregate('', 'account');
 -- unknown aggregate
