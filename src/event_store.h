@@ -106,8 +106,9 @@ extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expecte
 /* append.c: append_events() for C callers */
 extern int64 es_append_events(text *stream_id, Jsonb *batch, const int64 *expected);
 
-/* aggregate.c: aggregates, snapshots and execute() (declared in aggregate.h) */
+/* aggregate.c, snapshot.c: aggregates, snapshots and execute() (more in aggregate.h) */
 extern void es_aggregate_init(void);
+extern int64 es_delete_snapshots(text *stream_id, text *aggregate);
 
 /* read.c: the stream scan behind every read path */
 typedef struct EsStreamScan

@@ -260,6 +260,35 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Delete the snapshots of a stream, of an aggregate, of both, or (both NULL)
+ * all, with the caller's rights; returns how many.  For other modules too:
+ * whatever changes the events readers are handed (a new upcaster, a
+ * forgotten subject) must delete the snapshots derived from them, or
+ * "snapshot + later events = full replay" no longer holds.
+ */
+int64
+es_delete_snapshots(text *stream_id, text *aggregate)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	char		nulls[2];
+	int			ret;
+	uint64		deleted;
+
+	values[0] = PointerGetDatum(stream_id);
+	nulls[0] = stream_id ? ' ' : 'n';
+	values[1] = PointerGetDatum(aggregate);
+	nulls[1] = aggregate ? ' ' : 'n';
+	SPI_connect();
+	ret = SPI_execute_plan(get_plan(&delete_plan, delete_sql, 2, types), values, nulls, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	deleted = SPI_processed;
+	SPI_finish();
+	return (int64) deleted;
+}
+
+/*
  * delete_snapshots(stream_id, aggregate) RETURNS bigint: delete the
  * snapshots of a stream, of an aggregate, of both, or (both NULL) all;
  * returns how many.  Naming an unknown aggregate is an error (a typo would
@@ -268,30 +297,14 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 Datum
 event_store_delete_snapshots(PG_FUNCTION_ARGS)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {0, 0};
-	char		nulls[2] = {'n', 'n'};
-	int			ret;
-	uint64		deleted;
+	text	   *aggregate = NULL;
 
-	if (!PG_ARGISNULL(0))
-	{
-		values[0] = PG_GETARG_DATUM(0);
-		nulls[0] = ' ';
-	}
 	if (!PG_ARGISNULL(1))
 	{
 		EsAggregate agg;
 
-		values[1] = PointerGetDatum(es_check_name(fcinfo, 1, "aggregate"));
-		nulls[1] = ' ';
-		es_lookup_aggregate(DatumGetTextPP(values[1]), GetActiveSnapshot(), false, &agg);
+		aggregate = es_check_name(fcinfo, 1, "aggregate");
+		es_lookup_aggregate(aggregate, GetActiveSnapshot(), false, &agg);
 	}
-	SPI_connect();
-	ret = SPI_execute_plan(get_plan(&delete_plan, delete_sql, 2, types), values, nulls, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	deleted = SPI_processed;
-	SPI_finish();
-	PG_RETURN_INT64((int64) deleted);
+	PG_RETURN_INT64(es_delete_snapshots(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), aggregate));
 }
