@@ -4,7 +4,8 @@ PG_CONFIG ?= pg_config
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = event_store
-OBJS = src/event_store.o src/versioning.o src/append.o src/read.o src/upcast.o
+OBJS = src/event_store.o src/versioning.o src/append.o src/read.o src/upcast.o \
+       src/aggregate.o src/snapshot.o src/command.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
@@ -15,10 +16,11 @@ PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\" -DEVENT_STORE_INTERNAL -isystem $(s
 PG_CFLAGS   = -Wall -Wextra
 
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
-REGRESS      = event_log append_events read_stream bad_input append_only privileges upcasting
+REGRESS      = event_log append_events read_stream bad_input append_only privileges upcasting \
+               aggregates execute aggregate_property upcasting_paths
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
-ISOLATION      = append_conflict append_no_expected upcaster_cache
+ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

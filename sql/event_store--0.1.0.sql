@@ -146,10 +146,13 @@ REVOKE ALL ON FUNCTION event_store._refuse_change() FROM PUBLIC;
 -- type, optionally renaming it.  Read like a catalog (also from inside logical
 -- decoding, hence user_catalog_table); change it only with add_upcaster() and
 -- drop_upcaster(), which keep chains free of holes and tell every backend.
+-- The upcaster is stored by its schema-qualified signature, not its OID, so
+-- that the registry survives pg_dump and pg_upgrade (which refuses reg*
+-- columns in user tables).
 CREATE TABLE event_store.upcasters (
     event_type          text COLLATE "C" NOT NULL,
-    from_schema_version integer NOT NULL CHECK (from_schema_version >= 1),
-    upcaster            regprocedure NOT NULL,
+    from_schema_version integer NOT NULL CHECK (from_schema_version OPERATOR(pg_catalog.>=) 1),
+    upcaster            text NOT NULL,
     to_event_type       text COLLATE "C",
     PRIMARY KEY (event_type, from_schema_version)
 ) WITH (user_catalog_table = true);
@@ -188,7 +191,8 @@ SELECT t.event_type,
                                       u.from_schema_version OPERATOR(pg_catalog.+) 1,
                                       CASE WHEN u.to_event_type IS NOT NULL
                                            THEN pg_catalog.format(' as %s', u.to_event_type) ELSE '' END,
-                                      u.upcaster)
+                                      coalesce(pg_catalog.to_regprocedure(u.upcaster)::pg_catalog.text,
+                                               u.upcaster OPERATOR(pg_catalog.||) ' (missing)'))
                FROM event_store.upcasters u
               WHERE u.event_type OPERATOR(pg_catalog.=) t.event_type
               ORDER BY u.from_schema_version) AS steps
@@ -197,3 +201,115 @@ SELECT t.event_type,
 REVOKE ALL ON FUNCTION event_store.add_upcaster(text, integer, regprocedure, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.drop_upcaster(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.current_schema_version(text) FROM PUBLIC;
+
+-- Aggregates and snapshots (src/aggregate.c, src/snapshot.c) and command
+-- handling (src/command.c).
+
+-- The registry.  The reducer is stored by its schema-qualified signature, not
+-- its OID, so that a definition survives pg_dump and pg_upgrade (which
+-- refuses reg* columns in user tables).  Every redefinition bumps the
+-- generation; only snapshots of the current generation are used.
+CREATE TABLE event_store.aggregates (
+    name           text        COLLATE "C" NOT NULL,
+    reducer        text        NOT NULL,
+    initial_state  jsonb       NOT NULL,
+    snapshot_every integer,
+    generation     bigint      NOT NULL,
+    defined_at     timestamptz NOT NULL,
+    CONSTRAINT aggregates_pkey PRIMARY KEY (name),
+    CONSTRAINT aggregates_snapshot_every_check CHECK (snapshot_every OPERATOR(pg_catalog.>=) 0),
+    CONSTRAINT aggregates_generation_check CHECK (generation OPERATOR(pg_catalog.>=) 1)
+);
+
+COMMENT ON TABLE event_store.aggregates IS
+    'Aggregates: a reducer folded over a stream''s events. Write with event_store.define_aggregate().';
+
+-- Definitions are configuration: pg_dump keeps them.
+SELECT pg_catalog.pg_extension_config_dump('event_store.aggregates', '');
+
+-- Snapshots: an aggregate's state after the first `version` events of a
+-- stream, computed under `generation` from events upcast by the registry
+-- whose fingerprint is `upcasters` (0: no upcasters).  Only snapshots of the
+-- current generation and registry are used, so neither a redefinition nor a
+-- new upcaster can mix with state built from older code or shapes.  Derived
+-- data, deletable at any time, and not dumped (a restore rebuilds them on the
+-- first loads).  One backward probe of either index finds the newest valid
+-- snapshot at or before a version (the primary key) or a time
+-- (snapshots_time_idx).
+CREATE TABLE event_store.snapshots (
+    stream_id   text        COLLATE "C" NOT NULL,
+    aggregate   text        COLLATE "C" NOT NULL,
+    generation  bigint      NOT NULL,
+    upcasters   bigint      NOT NULL DEFAULT 0,
+    version     bigint      NOT NULL,
+    state       jsonb       NOT NULL,
+    recorded_at timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT snapshots_pkey PRIMARY KEY (stream_id, aggregate, generation, upcasters, version),
+    CONSTRAINT snapshots_aggregate_fkey FOREIGN KEY (aggregate)
+        REFERENCES event_store.aggregates (name) ON DELETE CASCADE,
+    CONSTRAINT snapshots_version_check CHECK (version OPERATOR(pg_catalog.>=) 1)
+);
+
+CREATE INDEX snapshots_time_idx ON event_store.snapshots
+    (stream_id, aggregate, generation, upcasters, recorded_at, version);
+
+COMMENT ON TABLE event_store.snapshots IS
+    'Snapshots of aggregates (derived data: deleting rows changes no result). Written by event_store.load_aggregate() and event_store.save_snapshot().';
+
+CREATE FUNCTION event_store.define_aggregate(
+    name text,
+    reducer regprocedure,
+    initial_state jsonb DEFAULT '{}',
+    snapshot_every integer DEFAULT NULL)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_define_aggregate';
+
+CREATE FUNCTION event_store.load_aggregate(
+    stream_id text,
+    aggregate text,
+    as_of timestamptz DEFAULT NULL,
+    at_version bigint DEFAULT NULL)
+RETURNS TABLE(version bigint, state jsonb)
+LANGUAGE c VOLATILE PARALLEL UNSAFE ROWS 1
+AS 'MODULE_PATHNAME', 'event_store_load_aggregate';
+
+CREATE FUNCTION event_store.save_snapshot(
+    stream_id text,
+    aggregate text,
+    version bigint,
+    state jsonb)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_save_snapshot';
+
+CREATE FUNCTION event_store.load_snapshot(
+    stream_id text,
+    aggregate text)
+RETURNS TABLE(version bigint, state jsonb)
+LANGUAGE c STABLE PARALLEL SAFE ROWS 1
+AS 'MODULE_PATHNAME', 'event_store_load_snapshot';
+
+CREATE FUNCTION event_store.delete_snapshots(
+    stream_id text DEFAULT NULL,
+    aggregate text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_delete_snapshots';
+
+CREATE FUNCTION event_store.execute(
+    stream_id text,
+    aggregate text,
+    decider regprocedure,
+    command jsonb)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_execute';
+
+REVOKE ALL ON FUNCTION event_store.define_aggregate(text, regprocedure, jsonb, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.load_aggregate(text, text, timestamptz, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.save_snapshot(text, text, bigint, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.load_snapshot(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.delete_snapshots(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.execute(text, text, regprocedure, jsonb) FROM PUBLIC;

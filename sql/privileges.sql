@@ -1,5 +1,5 @@
--- Least privilege: a stranger can do nothing; the README's writer, reader and
--- admin roles can do exactly what they are for.
+-- Least privilege: a stranger can do nothing; the README's writer, reader,
+-- handler and admin roles can do exactly what they are for.
 \set SHOW_CONTEXT never
 SELECT event_store.append('priv-1', 'Secret', '{"n": 1}');
 
@@ -13,6 +13,13 @@ SELECT coalesce(string_agg(c.relname, ', '), 'none') AS granted_to_public
  WHERE c.relnamespace = 'event_store'::regnamespace AND a.grantee = 0;
 SELECT has_schema_privilege('public', 'event_store', 'USAGE') AS public_usage,
        has_schema_privilege('public', 'event_store', 'CREATE') AS public_create;
+
+-- an aggregate for the roles below (functions are executable by PUBLIC by default)
+CREATE FUNCTION priv_count(state jsonb, e event_store.event) RETURNS jsonb
+LANGUAGE sql AS $$ SELECT jsonb_build_object('n', (state->>'n')::int + 1) $$;
+CREATE FUNCTION priv_decide(state jsonb, command jsonb) RETURNS jsonb
+LANGUAGE sql AS $$ SELECT '[{"type": "Counted", "data": {}}]'::jsonb $$;
+SELECT event_store.define_aggregate('priv_counter', 'priv_count(jsonb, event_store.event)', '{"n": 0}', 1);
 
 -- a stranger
 CREATE ROLE regress_stranger;
@@ -33,6 +40,10 @@ SELECT event_store.append_events('priv-1', '[]');
 SELECT * FROM event_store.read_stream('priv-1');
 \echo :LAST_ERROR_SQLSTATE
 SELECT event_store.stream_version('priv-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.load_aggregate('priv-1', 'priv_counter');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.execute('priv-1', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM event_store.events;
 \echo :LAST_ERROR_SQLSTATE
@@ -55,15 +66,28 @@ GRANT EXECUTE ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, u
 CREATE ROLE regress_reader NOLOGIN;
 GRANT USAGE ON SCHEMA event_store TO regress_reader;
 GRANT SELECT ON event_store.events, event_store.streams TO regress_reader;
+GRANT SELECT ON event_store.aggregates, event_store.snapshots TO regress_reader;
 GRANT EXECUTE ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz),
                           event_store.stream_version(text),
-                          event_store.current_schema_version(text) TO regress_reader;
+                          event_store.current_schema_version(text),
+                          event_store.load_aggregate(text, text, timestamptz, bigint),
+                          event_store.load_snapshot(text, text) TO regress_reader;
+
+CREATE ROLE regress_handler NOLOGIN;
+GRANT regress_writer, regress_reader TO regress_handler;
+GRANT INSERT ON event_store.snapshots TO regress_handler;
+GRANT EXECUTE ON FUNCTION event_store.execute(text, text, regprocedure, jsonb) TO regress_handler;
 
 CREATE ROLE regress_admin NOLOGIN;
-GRANT regress_writer, regress_reader TO regress_admin;
+GRANT regress_handler TO regress_admin;
+GRANT INSERT, UPDATE ON event_store.aggregates TO regress_admin;
+GRANT UPDATE, DELETE ON event_store.snapshots TO regress_admin;
 GRANT SELECT, INSERT, DELETE ON event_store.upcasters TO regress_admin;
 GRANT SELECT ON event_store.event_schemas TO regress_admin;
-GRANT EXECUTE ON FUNCTION event_store.add_upcaster(text, integer, regprocedure, text),
+GRANT EXECUTE ON FUNCTION event_store.define_aggregate(text, regprocedure, jsonb, integer),
+                          event_store.save_snapshot(text, text, bigint, jsonb),
+                          event_store.delete_snapshots(text, text),
+                          event_store.add_upcaster(text, integer, regprocedure, text),
                           event_store.drop_upcaster(text, integer) TO regress_admin;
 
 -- the writer appends by every path, and reads nothing
@@ -108,5 +132,57 @@ ALTER TABLE event_store.events DISABLE TRIGGER append_only;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
-DROP OWNED BY regress_writer, regress_reader, regress_admin;
-DROP ROLE regress_admin, regress_writer, regress_reader;
+-- aggregates: the writer loads nothing; the reader loads but writes no
+-- snapshot and handles no command
+SET ROLE regress_writer;
+SELECT * FROM event_store.load_aggregate('priv-2', 'priv_counter');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE regress_reader;
+SELECT * FROM event_store.load_aggregate('priv-2', 'priv_counter');
+SELECT count(*) AS snapshots FROM event_store.snapshots WHERE stream_id = 'priv-2';
+SELECT * FROM event_store.load_snapshot('priv-2', 'priv_counter');
+SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.save_snapshot('priv-2', 'priv_counter', 1, '{"n": 99}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.delete_snapshots();
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.define_aggregate('priv_counter', 'priv_count(jsonb, event_store.event)');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.snapshots (stream_id, aggregate, generation, version, state, recorded_at)
+  VALUES ('priv-2', 'priv_counter', 1, 1, '{"n": 99}', now());
+\echo :LAST_ERROR_SQLSTATE
+-- the handler executes commands, and its loads write snapshots
+SET ROLE regress_handler;
+SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
+SELECT * FROM event_store.load_aggregate('priv-2', 'priv_counter');
+SELECT version, state FROM event_store.snapshots WHERE stream_id = 'priv-2' ORDER BY version;
+SELECT event_store.save_snapshot('priv-2', 'priv_counter', 1, '{"n": 99}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.delete_snapshots('priv-2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.define_aggregate('priv_counter', 'priv_count(jsonb, event_store.event)');
+\echo :LAST_ERROR_SQLSTATE
+-- the admin defines aggregates and manages snapshots
+SET ROLE regress_admin;
+SELECT event_store.save_snapshot('priv-2', 'priv_counter', 1, '{"n": 1}');
+SELECT event_store.delete_snapshots('priv-2');
+SELECT event_store.define_aggregate('priv_counter', 'priv_count(jsonb, event_store.event)', '{"n": 0}', 1);
+SELECT generation FROM event_store.aggregates WHERE name = 'priv_counter';
+-- nobody may call a reducer or decider they may not execute
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION priv_count(jsonb, event_store.event), priv_decide(jsonb, jsonb) FROM PUBLIC;
+SET ROLE regress_reader;
+SELECT * FROM event_store.load_aggregate('priv-2', 'priv_counter');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE regress_handler;
+SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+DROP OWNED BY regress_writer, regress_reader, regress_handler, regress_admin;
+DROP ROLE regress_admin, regress_handler, regress_writer, regress_reader;
+DELETE FROM event_store.aggregates WHERE name = 'priv_counter';
+DROP FUNCTION priv_count(jsonb, event_store.event), priv_decide(jsonb, jsonb);

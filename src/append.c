@@ -102,18 +102,12 @@ current_version(text *stream_id)
 }
 
 /*
- * Turn the expected_version argument into the stream_version the first of
- * nevents events must get.  Returns false when it is NULL (any version).
+ * The stream_version the first of nevents events must get when the stream
+ * is expected to be at `expected` (not negative).
  */
-static bool
-first_version(FunctionCallInfo fcinfo, int argno, text *stream_id, int64 nevents,
-			  int64 *first)
+static int64
+first_version_of(text *stream_id, int64 expected, int64 nevents)
 {
-	int64		expected;
-
-	if (PG_ARGISNULL(argno))
-		return false;
-	expected = PG_GETARG_INT64(argno);
 	if (expected < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -122,7 +116,20 @@ first_version(FunctionCallInfo fcinfo, int argno, text *stream_id, int64 nevents
 				 errhint("Pass NULL for any version, 0 for a stream that must not exist yet, or the version the stream must be at.")));
 	if (expected > PG_INT64_MAX - nevents)
 		es_report_wrong_version(stream_id, current_version(stream_id), expected);
-	*first = expected + 1;
+	return expected + 1;
+}
+
+/*
+ * Turn the expected_version argument into the stream_version the first of
+ * nevents events must get.  Returns false when it is NULL (any version).
+ */
+static bool
+first_version(FunctionCallInfo fcinfo, int argno, text *stream_id, int64 nevents,
+			  int64 *first)
+{
+	if (PG_ARGISNULL(argno))
+		return false;
+	*first = first_version_of(stream_id, PG_GETARG_INT64(argno), nevents);
 	return true;
 }
 
@@ -363,10 +370,27 @@ read_element(JsonbValue *elem, int i, Datum *cols[], bool *colnulls[])
 Datum
 event_store_append_events(PG_FUNCTION_ARGS)
 {
-	text	   *stream_id;
-	Jsonb	   *batch;
+	int64		expected = 0;
+
+	es_require_arg(fcinfo, 0, "stream_id");
+	es_require_arg(fcinfo, 1, "events");
+	if (!PG_ARGISNULL(2))
+		expected = PG_GETARG_INT64(2);
+	PG_RETURN_INT64(es_append_events(PG_GETARG_TEXT_PP(0), PG_GETARG_JSONB_P(1),
+									 PG_ARGISNULL(2) ? NULL : &expected));
+}
+
+/*
+ * The body of append_events(), for C callers (execute() in command.c):
+ * append the JSON array of events `batch` to the stream, all or nothing,
+ * expecting the stream at *expected (NULL: any version); return the version
+ * of the batch's last event, or for an empty batch the stream's version.
+ */
+int64
+es_append_events(text *stream_id, Jsonb *batch, const int64 *expected)
+{
 	int			n;
-	int64		first;
+	int64		first = 0;
 	bool		versioned;
 	Datum	   *cols[NUM_COLS];
 	bool	   *colnulls[NUM_COLS];
@@ -375,17 +399,15 @@ event_store_append_events(PG_FUNCTION_ARGS)
 	int64		version;
 	ErrorContextCallback errcb;
 
-	es_require_arg(fcinfo, 0, "stream_id");
-	es_require_arg(fcinfo, 1, "events");
-	stream_id = PG_GETARG_TEXT_PP(0);
-	batch = PG_GETARG_JSONB_P(1);
 	if (!JB_ROOT_IS_ARRAY(batch) || JB_ROOT_IS_SCALAR(batch))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("events must be a JSON array"),
 				 errhint("Pass [{\"type\": ..., \"data\": {...}}, ...].")));
 	n = JB_ROOT_COUNT(batch);
-	versioned = first_version(fcinfo, 2, stream_id, n, &first);
+	versioned = (expected != NULL);
+	if (versioned)
+		first = first_version_of(stream_id, *expected, n);
 
 	if (n == 0)
 	{
@@ -393,7 +415,7 @@ event_store_append_events(PG_FUNCTION_ARGS)
 
 		if (versioned && first - 1 != version)
 			es_report_wrong_version(stream_id, version, first - 1);
-		PG_RETURN_INT64(version);
+		return version;
 	}
 
 	for (i = 0; i < NUM_COLS; i++)
@@ -433,5 +455,5 @@ event_store_append_events(PG_FUNCTION_ARGS)
 	version = execute_insert(get_plan(&batch_plan, append_batch_sql, batch_types), values, NULL,
 							 stream_id, n);
 	SPI_finish();
-	PG_RETURN_INT64(version);
+	return version;
 }

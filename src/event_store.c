@@ -62,6 +62,7 @@ _PG_init(void)
 
 	es_versioning_init();
 	es_upcast_init();
+	es_aggregate_init();
 }
 
 /*

@@ -55,6 +55,16 @@
 #define ERRCODE_ES_UPCASTER_SIGNATURE		MAKE_SQLSTATE('V','E','0','0','5')
 #define ERRCODE_ES_UPCASTER_RESULT			MAKE_SQLSTATE('V','E','0','0','6')
 
+/* Aggregates, snapshots and execute() (aggregate.c, snapshot.c, command.c). */
+#define ERRCODE_ES_UNKNOWN_AGGREGATE		MAKE_SQLSTATE('V','E','0','1','0')
+#define ERRCODE_ES_WRONG_REDUCER			MAKE_SQLSTATE('V','E','0','1','1')
+#define ERRCODE_ES_INVALID_STATE			MAKE_SQLSTATE('V','E','0','1','2')
+#define ERRCODE_ES_WRONG_DECIDER			MAKE_SQLSTATE('V','E','0','1','3')
+#define ERRCODE_ES_INVALID_DECISION			MAKE_SQLSTATE('V','E','0','1','4')
+#define ERRCODE_ES_EXECUTE_GAVE_UP			MAKE_SQLSTATE('V','E','0','1','5')
+#define ERRCODE_ES_SNAPSHOT_BEYOND_STREAM	MAKE_SQLSTATE('V','E','0','1','6')
+#define ERRCODE_ES_REDUCER_MISSING			MAKE_SQLSTATE('V','E','0','1','7')
+
 /* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
 #define ES_LOCKTAG_STREAM			0x4553
 
@@ -119,6 +129,13 @@ typedef struct EsAppendFrame
 extern EsAppendFrame *es_append_frame;
 extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expected) pg_attribute_noreturn();
 
+/* append.c: append_events() for C callers */
+extern int64 es_append_events(text *stream_id, Jsonb *batch, const int64 *expected);
+
+/* aggregate.c, snapshot.c: aggregates, snapshots and execute() (more in aggregate.h) */
+extern void es_aggregate_init(void);
+extern int64 es_delete_snapshots(text *stream_id, text *aggregate);
+
 /* read.c: the stream scan behind every read path */
 typedef struct EsStreamScan
 {
@@ -130,6 +147,7 @@ typedef struct EsStreamScan
 	bool		has_as_of;
 	TimestampTz as_of;
 	int64		remaining;		/* events still to return; -1: no limit */
+	MemoryContext cxt;			/* where the scan lives (the index AM's state) */
 	MemoryContext row_context;	/* what presenting the current event allocated */
 	Datum		values[Natts_event];	/* the current event_store.event */
 	bool		nulls[Natts_event];

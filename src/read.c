@@ -100,6 +100,7 @@ es_stream_scan_begin(text *stream_id, int64 lower, int64 upper, bool backwards,
 	s->has_as_of = (as_of != NULL);
 	s->as_of = as_of ? *as_of : 0;
 	s->remaining = max_count;
+	s->cxt = CurrentMemoryContext;
 	s->row_context = AllocSetContextCreate(CurrentMemoryContext, "event_store stream scan",
 										   ALLOCSET_DEFAULT_SIZES);
 	/* the global position is assigned by the decoding pipeline; NULL until then */
@@ -110,18 +111,31 @@ es_stream_scan_begin(text *stream_id, int64 lower, int64 upper, bool backwards,
 /*
  * The next event into s->values/s->nulls (an event_store.event, as
  * es_present_event hands it out), or false at the end.  The values may point
- * into the scan's current tuple: valid until the next call.
+ * into the scan's current tuple: valid until the next call.  The caller may
+ * call this in a short-lived memory context that it resets between events
+ * (the fold of load_aggregate does): the index scan keeps its own state in
+ * the context the scan began in, and only what es_present_event allocates
+ * goes into the caller's.
  */
 bool
 es_stream_scan_next(EsStreamScan *s)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext old;
 
 	if (s->remaining == 0)
 		return false;
-	while (index_getnext_slot(s->scan, s->dir, s->slot))
+	for (;;)
 	{
-		slot_getallattrs(s->slot);
+		bool		found;
+
+		MemoryContextSwitchTo(s->cxt);
+		found = index_getnext_slot(s->scan, s->dir, s->slot);
+		if (found)
+			slot_getallattrs(s->slot);
+		MemoryContextSwitchTo(caller);
+		if (!found)
+			break;
 		if (s->has_as_of &&
 			DatumGetTimestampTz(s->slot->tts_values[Anum_events_recorded_at - 1]) > s->as_of)
 		{

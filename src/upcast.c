@@ -192,6 +192,23 @@ upcaster_fits(Oid fn)
 }
 
 /*
+ * The function a stored signature names now, or InvalidOid (to_regprocedure,
+ * which returns NULL rather than failing for a function that is gone).
+ */
+static Oid
+resolve_signature(Datum signature)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = signature;
+	fcinfo->args[0].isnull = false;
+	result = to_regprocedure(fcinfo);
+	return fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
+}
+
+/*
  * Give up the cache's memory, now or when the last pin goes.
  */
 static void
@@ -267,7 +284,8 @@ load_registry(void)
 		heap_deform_tuple(tuple, RelationGetDescr(rel), v, n);
 		type = TextDatumGetCString(v[Anum_upcasters_event_type - 1]);
 		from = DatumGetInt32(v[Anum_upcasters_from_version - 1]);
-		fn = DatumGetObjectId(v[Anum_upcasters_upcaster - 1]);
+		/* the signature, resolved now: InvalidOid when the function is gone */
+		fn = resolve_signature(v[Anum_upcasters_upcaster - 1]);
 		if (!n[Anum_upcasters_to_event_type - 1])
 			to_type = TextDatumGetCString(v[Anum_upcasters_to_event_type - 1]);
 
@@ -294,7 +312,7 @@ load_registry(void)
 		step->from_version = from;
 		step->fn = fn;
 		step->to_type = to_type;
-		step->broken = !upcaster_fits(fn);
+		step->broken = !OidIsValid(fn) || !upcaster_fits(fn);
 		if (!step->broken)
 			fmgr_info_cxt(fn, &step->flinfo, registry_context);
 
@@ -315,10 +333,14 @@ load_registry(void)
 		}
 
 		/* order-insensitive: heap order must not matter */
-		registry_fingerprint +=
-			hash_bytes_extended((const unsigned char *) type, strlen(type), from) ^
-			hash_bytes_uint32_extended((uint32) fn, 0) ^
-			(to_type ? hash_bytes_extended((const unsigned char *) to_type, strlen(to_type), 1) : 0);
+		{
+			char	   *signature = TextDatumGetCString(v[Anum_upcasters_upcaster - 1]);
+
+			registry_fingerprint +=
+				hash_bytes_extended((const unsigned char *) type, strlen(type), from) ^
+				hash_bytes_extended((const unsigned char *) signature, strlen(signature), 0) ^
+				(to_type ? hash_bytes_extended((const unsigned char *) to_type, strlen(to_type), 1) : 0);
+		}
 		registry_empty = false;
 	}
 	systable_endscan(scan);
@@ -596,7 +618,7 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 	bool		renames = !PG_ARGISNULL(3);
 	Oid			types[2] = {TEXTOID, INT4OID};
 	Datum		args[2];
-	Oid			ins_types[4] = {TEXTOID, INT4OID, OIDOID, TEXTOID};
+	Oid			ins_types[4] = {TEXTOID, INT4OID, TEXTOID, TEXTOID};
 	Datum		ins[4];
 	char		ins_nulls[4] = {' ', ' ', ' ', ' '};
 	Relation	rel;
@@ -650,7 +672,7 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 
 	ins[0] = PointerGetDatum(type);
 	ins[1] = Int32GetDatum(from);
-	ins[2] = ObjectIdGetDatum(fn);
+	ins[2] = CStringGetTextDatum(format_procedure_qualified(fn));
 	ins[3] = renames ? PG_GETARG_DATUM(3) : (Datum) 0;
 	ins_nulls[3] = renames ? ' ' : 'n';
 	if (SPI_execute_with_args("INSERT INTO event_store.upcasters "

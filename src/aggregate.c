@@ -1,0 +1,561 @@
+/*-------------------------------------------------------------------------
+ *
+ * aggregate.c
+ *	  Aggregates: the registry (define_aggregate) and the fold behind
+ *	  load_aggregate() and execute().
+ *
+ * An aggregate is a name, a reducer (state jsonb, e event_store.event)
+ * RETURNS jsonb, an initial state and a snapshot cadence, stored in
+ * event_store.aggregates.  Its state after n events is the reducer folded over
+ * the stream's first n events, starting from the initial state.  Loading
+ * starts from the newest valid snapshot (snapshot.c) and folds only the events
+ * after it, read through the stream scan of read.c (so they are exactly what
+ * read_stream returns), calling the reducer through fmgr, resolved once per
+ * load, with a memory context reset per event.
+ *
+ * Every define_aggregate() of an existing name bumps the aggregate's
+ * generation; snapshots carry the generation they were computed under, and
+ * only those of the current one are ever used, so state computed by an older
+ * reducer is never served.
+ *
+ * The reducer is stored by its schema-qualified signature (text), not its
+ * OID: the definition survives pg_dump and pg_upgrade (which refuses reg*
+ * columns in user tables).  It is resolved again at each load.
+ *
+ * Locking: loads take AccessShareLock on the tables they read, as a SELECT
+ * does; writes go through SPI (INSERT, UPDATE, DELETE) with the caller's
+ * rights.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+#include "aggregate.h"
+
+PG_FUNCTION_INFO_V1(event_store_define_aggregate);
+PG_FUNCTION_INFO_V1(event_store_load_aggregate);
+
+/* Settings, documented in README.md, "Settings". */
+int			es_snapshot_every = 100;
+int			es_execute_retries = 5;
+
+/* The aggregate objects; reset by relcache invalidation. */
+static EsAggCatalog agg_catalog;
+static bool agg_catalog_valid = false;
+
+static const char *define_sql =
+"INSERT INTO event_store.aggregates AS a "
+"(name, reducer, initial_state, snapshot_every, generation, defined_at) "
+"VALUES ($1, $2, $3, $4, 1, pg_catalog.now()) "
+"ON CONFLICT (name) DO UPDATE SET reducer = EXCLUDED.reducer, "
+"initial_state = EXCLUDED.initial_state, snapshot_every = EXCLUDED.snapshot_every, "
+"generation = a.generation OPERATOR(pg_catalog.+) 1, defined_at = EXCLUDED.defined_at "
+"RETURNING a.generation";
+
+static const char *drop_old_sql =
+"DELETE FROM event_store.snapshots s "
+"WHERE s.aggregate OPERATOR(pg_catalog.=) $1 AND s.generation OPERATOR(pg_catalog.<) $2";
+
+static SPIPlanPtr define_plan = NULL;
+static SPIPlanPtr drop_old_plan = NULL;
+
+/*
+ * Forget the cached OIDs when one of the objects changes.
+ */
+static void
+invalidate_agg_catalog(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (relid == InvalidOid || relid == agg_catalog.aggregates_relid ||
+		relid == agg_catalog.aggregates_pkey || relid == agg_catalog.snapshots_relid ||
+		relid == agg_catalog.snapshots_pkey || relid == agg_catalog.snapshots_time_idx)
+		agg_catalog_valid = false;
+}
+
+/*
+ * Called once per process from _PG_init: settings and cache invalidation.
+ */
+void
+es_aggregate_init(void)
+{
+	DefineCustomIntVariable("event_store.snapshot_every",
+							"Events load_aggregate replays before it writes a snapshot, for aggregates defined without their own.",
+							"0 writes no snapshot automatically.",
+							&es_snapshot_every,
+							100, 0, INT_MAX,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("event_store.execute_retries",
+							"Times execute() retries a command after a concurrent append to its stream.",
+							NULL,
+							&es_execute_retries,
+							5, 0, 1000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+
+	CacheRegisterRelcacheCallback(invalidate_agg_catalog, (Datum) 0);
+}
+
+/*
+ * The OIDs of the aggregate tables, their indexes and the event type, looked
+ * up once per backend.
+ */
+const EsAggCatalog *
+es_agg_catalog(void)
+{
+	if (!agg_catalog_valid)
+	{
+		Oid			nsp = get_namespace_oid("event_store", true);
+		EsAggCatalog c;
+
+		memset(&c, 0, sizeof(c));
+		if (OidIsValid(nsp))
+		{
+			c.aggregates_relid = get_relname_relid("aggregates", nsp);
+			c.aggregates_pkey = get_relname_relid("aggregates_pkey", nsp);
+			c.snapshots_relid = get_relname_relid("snapshots", nsp);
+			c.snapshots_pkey = get_relname_relid("snapshots_pkey", nsp);
+			c.snapshots_time_idx = get_relname_relid("snapshots_time_idx", nsp);
+			c.event_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+										   CStringGetDatum("event"), ObjectIdGetDatum(nsp));
+		}
+		if (!OidIsValid(c.aggregates_relid) || !OidIsValid(c.aggregates_pkey) ||
+			!OidIsValid(c.snapshots_relid) || !OidIsValid(c.snapshots_pkey) ||
+			!OidIsValid(c.snapshots_time_idx) || !OidIsValid(c.event_type))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("extension \"event_store\" is not installed in this database"),
+					 errhint("Run CREATE EXTENSION event_store CASCADE.")));
+		agg_catalog = c;
+		agg_catalog_valid = true;
+	}
+	return &agg_catalog;
+}
+
+/*
+ * The caller must be allowed to SELECT from a table we read directly, and no
+ * row-level security may apply to it.
+ */
+void
+es_check_table_read(Relation rel)
+{
+	AclResult	acl = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT);
+
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_TABLE, RelationGetRelationName(rel));
+	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("event_store aggregate functions do not support row-level security on event_store.%s",
+						RelationGetRelationName(rel)),
+				 errhint("Disable row-level security on event_store.%s.",
+						 RelationGetRelationName(rel))));
+}
+
+/*
+ * A required name argument (an aggregate's or a stream's): not NULL, not
+ * empty, at most ES_MAX_ID_BYTES.
+ */
+text *
+es_check_name(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	text	   *t;
+	int			len;
+
+	es_require_arg(fcinfo, argno, what);
+	t = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(t);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > ES_MAX_ID_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", what),
+				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
+	return t;
+}
+
+/*
+ * Check that function fn is a plain function (arg1, arg2) RETURNS jsonb, not
+ * returning a set; `role` is "reducer" or "decider", `expected` its signature
+ * in words.
+ */
+void
+es_check_signature(Oid fn, Oid arg1, Oid arg2, const char *role, const char *expected,
+				   int sqlstate)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	bool		ok;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("%s with OID %u does not exist", role, fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	ok = proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
+		proc->prorettype == JSONBOID && proc->pronargs == 2 &&
+		proc->proargtypes.values[0] == arg1 && proc->proargtypes.values[1] == arg2;
+	if (!ok)
+	{
+		char	   *args = pstrdup("");
+		int			i;
+
+		for (i = 0; i < proc->pronargs; i++)
+			args = psprintf("%s%s%s", args, i > 0 ? ", " : "",
+							format_type_be(proc->proargtypes.values[i]));
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("%s %s has the wrong signature", role, format_procedure(fn)),
+				 errdetail("A %s must be a function %s; this one is a %s taking (%s) and returning %s%s.",
+						   role, expected,
+						   proc->prokind == PROKIND_FUNCTION ? "function" :
+						   proc->prokind == PROKIND_PROCEDURE ? "procedure" :
+						   proc->prokind == PROKIND_AGGREGATE ? "aggregate function" : "window function",
+						   args, proc->proretset ? "SETOF " : "",
+						   format_type_be(proc->prorettype))));
+	}
+	ReleaseSysCache(tup);
+}
+
+/*
+ * Check the caller's EXECUTE privilege on a function it has us call.
+ */
+static void
+check_execute(Oid fn)
+{
+	AclResult	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
+
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
+}
+
+#define REDUCER_SIGNATURE "(state jsonb, e event_store.event) RETURNS jsonb"
+
+/*
+ * Resolve a reducer stored by its signature, and check it again: it may have
+ * been dropped, or dropped and created anew, since define_aggregate.
+ */
+static Oid
+resolve_reducer(text *aggregate, const char *signature)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+	Oid			fn = InvalidOid;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = CStringGetTextDatum(signature);
+	fcinfo->args[0].isnull = false;
+	result = to_regprocedure(fcinfo);
+	if (!fcinfo->isnull)
+		fn = DatumGetObjectId(result);
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_REDUCER_MISSING),
+				 errmsg("reducer %s of aggregate \"%s\" does not exist", signature,
+						text_to_cstring(aggregate)),
+				 errdetail("The function was dropped or renamed after the aggregate was defined."),
+				 errhint("Create the function again, or define the aggregate again with event_store.define_aggregate().")));
+	es_check_signature(fn, JSONBOID, es_agg_catalog()->event_type, "reducer",
+					   REDUCER_SIGNATURE, ERRCODE_ES_WRONG_REDUCER);
+	check_execute(fn);
+	return fn;
+}
+
+/*
+ * Read the definition of an aggregate as the snapshot sees it; an unknown
+ * name is an error.  With with_reducer, resolve and check its reducer too.
+ * Everything is palloc'd in the current context.
+ */
+void
+es_lookup_aggregate(text *name, Snapshot snapshot, bool with_reducer, EsAggregate *agg)
+{
+	const EsAggCatalog *cat = es_agg_catalog();
+	Relation	rel = table_open(cat->aggregates_relid, AccessShareLock);
+	Relation	idx;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData key;
+	bool		found;
+	char	   *signature = NULL;
+
+	es_check_table_read(rel);
+	idx = index_open(cat->aggregates_pkey, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(name));
+	scan = index_beginscan(rel, idx, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	if (found)
+	{
+		Datum	   *v;
+		bool	   *n;
+
+		slot_getallattrs(slot);
+		v = slot->tts_values;
+		n = slot->tts_isnull;
+		agg->name = DatumGetTextPCopy(v[Anum_aggregates_name - 1]);
+		signature = TextDatumGetCString(v[Anum_aggregates_reducer - 1]);
+		agg->initial_state = DatumGetJsonbPCopy(v[Anum_aggregates_initial_state - 1]);
+		agg->snapshot_every = n[Anum_aggregates_snapshot_every - 1] ? es_snapshot_every :
+			DatumGetInt32(v[Anum_aggregates_snapshot_every - 1]);
+		agg->generation = DatumGetInt64(v[Anum_aggregates_generation - 1]);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_UNKNOWN_AGGREGATE),
+				 errmsg("aggregate \"%s\" does not exist", text_to_cstring(name)),
+				 errhint("Define it with event_store.define_aggregate().")));
+	agg->reducer = with_reducer ? resolve_reducer(name, signature) : InvalidOid;
+}
+
+/*
+ * The state of an aggregate over a stream, and its version: the newest valid
+ * snapshot at or before the bounds (at_version, -1 for none; *as_of, NULL for
+ * none) and the events after it, folded with the reducer.  Writes a snapshot
+ * when it folded snapshot_every events or more and the caller may (see
+ * es_may_write_snapshots).  The result is palloc'd in the current context.
+ */
+Jsonb *
+es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
+		int64 at_version, Snapshot snapshot, int64 *version)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext work;
+	MemoryContext spare;
+	EsSnapshot	snap;
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fcinfo, 2);
+	TupleDesc	tupdesc;
+	EsStreamScan *s;
+	Datum		state;
+	int64		replayed = 0;
+	Jsonb	   *result;
+
+	if (at_version == 0)
+	{
+		*version = 0;
+		return agg->initial_state;
+	}
+	if (!es_find_snapshot(stream_id, agg, as_of, at_version, snapshot, &snap))
+	{
+		snap.version = 0;
+		snap.state = agg->initial_state;
+		snap.recorded_at = DT_NOBEGIN;
+	}
+
+	fmgr_info(agg->reducer, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 2, InvalidOid, NULL, NULL);
+	tupdesc = lookup_rowtype_tupdesc(es_agg_catalog()->event_type, -1);
+
+	/*
+	 * Two contexts take turns: the state lives in one, the next event's work
+	 * is done in the other, which is reset first.  A reducer that returns
+	 * its input state unchanged keeps the state where it is.
+	 */
+	work = AllocSetContextCreate(outer, "event_store fold", ALLOCSET_DEFAULT_SIZES);
+	spare = AllocSetContextCreate(outer, "event_store fold", ALLOCSET_DEFAULT_SIZES);
+	state = JsonbPGetDatum(snap.state);
+
+	s = es_stream_scan_begin(stream_id, snap.version + 1, at_version > 0 ? at_version : 0,
+							 false, as_of, -1, snapshot);
+	for (;;)
+	{
+		HeapTuple	tuple;
+		Datum		next;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(work);
+		MemoryContextSwitchTo(work);
+		if (!es_stream_scan_next(s))
+			break;
+		tuple = heap_form_tuple(tupdesc, s->values, s->nulls);
+		fcinfo->args[0].value = state;
+		fcinfo->args[0].isnull = false;
+		fcinfo->args[1].value = HeapTupleGetDatum(tuple);
+		fcinfo->args[1].isnull = false;
+		fcinfo->isnull = false;
+		next = FunctionCallInvoke(fcinfo);
+		if (fcinfo->isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_INVALID_STATE),
+					 errmsg("reducer %s returned null", format_procedure(agg->reducer)),
+					 errdetail("Aggregate \"%s\", stream \"%s\", event version " INT64_FORMAT ".",
+							   text_to_cstring(agg->name), text_to_cstring(stream_id),
+							   DatumGetInt64(s->values[Anum_events_stream_version])),
+					 errhint("A reducer returns the new state as a JSON value; return the state unchanged for an event it ignores.")));
+		snap.version = DatumGetInt64(s->values[Anum_events_stream_version]);
+		snap.recorded_at = DatumGetTimestampTz(s->values[Anum_events_recorded_at]);
+		replayed++;
+		if (next != state)
+		{
+			MemoryContext t = work;
+
+			state = PointerGetDatum(PG_DETOAST_DATUM(next));
+			work = spare;
+			spare = t;
+		}
+	}
+	MemoryContextSwitchTo(outer);
+	es_stream_scan_end(s);
+	ReleaseTupleDesc(tupdesc);
+
+	result = DatumGetJsonbPCopy(state);
+	MemoryContextDelete(work);
+	MemoryContextDelete(spare);
+
+	if (agg->snapshot_every > 0 && replayed >= agg->snapshot_every && es_may_write_snapshots())
+	{
+		snap.state = result;
+		es_write_snapshot(stream_id, agg, &snap, false);
+	}
+	*version = snap.version;
+	return result;
+}
+
+/*
+ * define_aggregate(name, reducer, initial_state, snapshot_every) RETURNS void:
+ * register or redefine an aggregate.  Redefinition starts a new generation
+ * and deletes the snapshots of older ones.
+ */
+Datum
+event_store_define_aggregate(PG_FUNCTION_ARGS)
+{
+	text	   *name = es_check_name(fcinfo, 0, "name");
+	Oid			reducer;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, INT4OID};
+	Oid			drop_types[2] = {TEXTOID, INT8OID};
+	Datum		drop_values[2];
+	bool		isnull;
+	int			ret;
+
+	es_require_arg(fcinfo, 1, "reducer");
+	es_require_arg(fcinfo, 2, "initial_state");
+	reducer = PG_GETARG_OID(1);
+	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("snapshot_every must not be negative"),
+				 errdetail("Got %d.", PG_GETARG_INT32(3)),
+				 errhint("Pass 0 to write no snapshot automatically, or NULL to follow event_store.snapshot_every.")));
+	es_check_signature(reducer, JSONBOID, es_agg_catalog()->event_type, "reducer",
+					   REDUCER_SIGNATURE, ERRCODE_ES_WRONG_REDUCER);
+	check_execute(reducer);
+
+	values[0] = PointerGetDatum(name);
+	values[1] = CStringGetTextDatum(format_procedure_qualified(reducer));
+	values[2] = PG_GETARG_DATUM(2);
+	values[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+
+	SPI_connect();
+	if (define_plan == NULL)
+	{
+		define_plan = SPI_prepare(define_sql, 4, types);
+		if (define_plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(define_plan);
+	}
+	ret = SPI_execute_plan(define_plan, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	drop_values[0] = PointerGetDatum(name);
+	drop_values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (drop_old_plan == NULL)
+	{
+		drop_old_plan = SPI_prepare(drop_old_sql, 2, drop_types);
+		if (drop_old_plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(drop_old_plan);
+	}
+	ret = SPI_execute_plan(drop_old_plan, drop_values, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * load_aggregate(stream_id, aggregate, as_of, at_version)
+ * RETURNS TABLE(version bigint, state jsonb): one row, the aggregate's state
+ * after the stream's events (those recorded at or before as_of, and up to
+ * at_version, when given).  A stream with no events: version 0 and the
+ * initial state.
+ */
+Datum
+event_store_load_aggregate(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *stream_id;
+	text	   *name;
+	TimestampTz as_of = 0;
+	int64		at_version = -1;
+	EsAggregate agg;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	int64		version;
+	Jsonb	   *state;
+
+	es_require_arg(fcinfo, 0, "stream_id");
+	stream_id = PG_GETARG_TEXT_PP(0);
+	name = es_check_name(fcinfo, 1, "aggregate");
+	if (!PG_ARGISNULL(2))
+		as_of = PG_GETARG_TIMESTAMPTZ(2);
+	if (!PG_ARGISNULL(3))
+	{
+		at_version = PG_GETARG_INT64(3);
+		if (at_version < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("at_version must not be negative"),
+					 errdetail("Got " INT64_FORMAT ".", at_version),
+					 errhint("Pass the version to load the state at, 0 for the initial state, or NULL for the newest.")));
+	}
+
+	InitMaterializedSRF(fcinfo, 0);
+	es_lookup_aggregate(name, GetActiveSnapshot(), true, &agg);
+	state = es_fold(stream_id, &agg, PG_ARGISNULL(2) ? NULL : &as_of, at_version,
+					GetActiveSnapshot(), &version);
+	values[0] = Int64GetDatum(version);
+	values[1] = JsonbPGetDatum(state);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}

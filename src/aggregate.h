@@ -1,0 +1,83 @@
+/*-------------------------------------------------------------------------
+ *
+ * aggregate.h
+ *	  Aggregates, snapshots and command handling: declarations shared by
+ *	  aggregate.c (registry and fold), snapshot.c (the snapshot table) and
+ *	  command.c (execute).  Internal to event_store.so; not installed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ES_AGGREGATE_H
+#define ES_AGGREGATE_H
+
+#include "event_store.h"
+
+/* Columns of event_store.aggregates (1-based). */
+#define Anum_aggregates_name			1
+#define Anum_aggregates_reducer			2
+#define Anum_aggregates_initial_state	3
+#define Anum_aggregates_snapshot_every	4
+#define Anum_aggregates_generation		5
+#define Anum_aggregates_defined_at		6
+
+/* Columns of event_store.snapshots (1-based). */
+#define Anum_snapshots_stream_id		1
+#define Anum_snapshots_aggregate		2
+#define Anum_snapshots_generation		3
+#define Anum_snapshots_upcasters		4
+#define Anum_snapshots_version			5
+#define Anum_snapshots_state			6
+#define Anum_snapshots_recorded_at		7
+
+/* The extension's aggregate objects, resolved once per backend. */
+typedef struct EsAggCatalog
+{
+	Oid			aggregates_relid;
+	Oid			aggregates_pkey;	/* (name) */
+	Oid			snapshots_relid;
+	Oid			snapshots_pkey; /* (stream_id, aggregate, generation, upcasters,
+								 * version) */
+	Oid			snapshots_time_idx; /* (stream_id, aggregate, generation,
+									 * upcasters, recorded_at, version) */
+	Oid			event_type;		/* the composite type event_store.event */
+} EsAggCatalog;
+
+/* One row of event_store.aggregates, resolved for use. */
+typedef struct EsAggregate
+{
+	text	   *name;
+	Oid			reducer;		/* InvalidOid unless resolved */
+	Jsonb	   *initial_state;
+	int			snapshot_every; /* the setting when the row's is NULL; 0: never */
+	int64		generation;
+} EsAggregate;
+
+/* A snapshot of an aggregate's state after `version` events. */
+typedef struct EsSnapshot
+{
+	int64		version;
+	Jsonb	   *state;
+	TimestampTz recorded_at;	/* of the stream's event at `version` */
+} EsSnapshot;
+
+/* aggregate.c */
+extern int	es_snapshot_every;
+extern int	es_execute_retries;
+extern const EsAggCatalog *es_agg_catalog(void);
+extern void es_check_table_read(Relation rel);
+extern text *es_check_name(FunctionCallInfo fcinfo, int argno, const char *what);
+extern void es_lookup_aggregate(text *name, Snapshot snapshot, bool with_reducer,
+								EsAggregate *agg);
+extern void es_check_signature(Oid fn, Oid arg1, Oid arg2, const char *role,
+							   const char *expected, int sqlstate);
+extern Jsonb *es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
+					  int64 at_version, Snapshot snapshot, int64 *version);
+
+/* snapshot.c */
+extern bool es_find_snapshot(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
+							 int64 at_version, Snapshot snapshot, EsSnapshot *found);
+extern bool es_may_write_snapshots(void);
+extern void es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *snap,
+							  bool replace);
+
+#endif							/* ES_AGGREGATE_H */
