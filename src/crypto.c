@@ -51,6 +51,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
@@ -69,6 +70,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "port/pg_bswap.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
@@ -188,6 +190,19 @@ typedef struct Kek
 static Kek kek_current;
 static Kek kek_previous;
 
+/*
+ * Key rows forget() deleted in this transaction: overwritten in place at
+ * commit (see scrub_forgotten_keys), dropped with an aborted
+ * (sub)transaction.  In TopTransactionContext.
+ */
+typedef struct PendingScrub
+{
+	ItemPointerData tid;
+	SubTransactionId subid;
+} PendingScrub;
+
+static List *pending_scrubs = NIL;
+
 /* Who may read protected fields in clear: cached per role. */
 static Oid	access_checked_user = InvalidOid;
 static bool access_granted = false;
@@ -253,14 +268,38 @@ crypto_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 	access_checked_user = InvalidOid;
 }
 
+static void scrub_forgotten_keys(void);
+
 static void
 crypto_xact_callback(XactEvent event, void *arg)
 {
 	(void) arg;
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	switch (event)
 	{
-		drop_key_caches();
-		drop_rules();
+		case XACT_EVENT_PRE_COMMIT:
+			if (pending_scrubs != NIL)
+				scrub_forgotten_keys();
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (pending_scrubs != NIL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that called event_store.forget()"),
+						 errhint("Call forget() in a transaction of its own.")));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			drop_key_caches();
+			drop_rules();
+			pending_scrubs = NIL;
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			pending_scrubs = NIL;
+			break;
+		default:
+			break;
 	}
 }
 
@@ -268,13 +307,22 @@ static void
 crypto_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						SubTransactionId parentSubid, void *arg)
 {
-	(void) mySubid;
 	(void) parentSubid;
 	(void) arg;
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
+		ListCell   *lc;
+
 		drop_key_caches();
 		drop_rules();
+		/* the aborted subtransaction and its children have ids >= mySubid */
+		foreach(lc, pending_scrubs)
+		{
+			PendingScrub *ps = lfirst(lc);
+
+			if (ps->subid >= mySubid)
+				pending_scrubs = foreach_delete_current(pending_scrubs, lc);
+		}
 	}
 }
 
@@ -1512,6 +1560,63 @@ es_plain_data(Datum data, Datum metadata)
 								 "the stored event"));
 }
 
+/*
+ * At commit of a transaction that called forget(): overwrite, in place, the
+ * wrapped key (with zeros) and the subject (with "x") of every key row it
+ * deleted.  A deleted row stays in the heap until vacuum, and vacuum only
+ * marks its space free without clearing it: without this, the wrapped key
+ * could stay in the table's files, readable with the key-encryption key.
+ * The overwrite is WAL-logged, so standbys overwrite it too.  Not
+ * transactional: it runs at pre-commit, after which the transaction can no
+ * longer abort short of a crash.
+ */
+static void
+overwrite_varlena(char *p, int c)
+{
+	/* a key row's values are small: stored inline, never compressed */
+	if (VARATT_IS_SHORT(p))
+		memset(VARDATA_SHORT(p), c, VARSIZE_SHORT(p) - VARHDRSZ_SHORT);
+	else if (VARATT_IS_4B_U(p))
+		memset(VARDATA(p), c, VARSIZE(p) - VARHDRSZ);
+	else
+		elog(ERROR, "unexpected compressed or external value in event_store.subject_keys");
+}
+
+static void
+scrub_forgotten_keys(void)
+{
+	const CryptoCatalog *c = crypto_catalog();
+	Relation	rel = table_open(c->keys_relid, RowExclusiveLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	ListCell   *lc;
+
+	foreach(lc, pending_scrubs)
+	{
+		PendingScrub *ps = lfirst(lc);
+		HeapTupleData tuple;
+		HeapTuple	copy;
+		Buffer		buf;
+		bool		isnull;
+		Datum		d;
+
+		tuple.t_self = ps->tid;
+		if (!heap_fetch(rel, SnapshotAny, &tuple, &buf, false))
+			continue;
+		copy = heap_copytuple(&tuple);
+		ReleaseBuffer(buf);
+		d = heap_getattr(copy, Anum_keys_wrapped_key, desc, &isnull);
+		if (!isnull)
+			overwrite_varlena(DatumGetPointer(d), 0);
+		d = heap_getattr(copy, Anum_keys_subject, desc, &isnull);
+		if (!isnull)
+			overwrite_varlena(DatumGetPointer(d), 'x');
+		heap_inplace_update(rel, copy);
+		heap_freetuple(copy);
+	}
+	table_close(rel, RowExclusiveLock);
+	pending_scrubs = NIL;
+}
+
 /* ---------------------------------------------------------------------
  * SQL functions
  * ---------------------------------------------------------------------
@@ -1715,10 +1820,23 @@ event_store_forget(PG_FUNCTION_ARGS)
 		streams = es_key_streams(key_id);
 		nsnap = delete_snapshots(streams, c->nsp);
 		args[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(key_id));
-		rc = SPI_execute_with_args("DELETE FROM event_store.subject_keys WHERE key_id OPERATOR(pg_catalog.=) $1",
+		rc = SPI_execute_with_args("DELETE FROM event_store.subject_keys WHERE key_id OPERATOR(pg_catalog.=) $1 "
+								   "RETURNING ctid",
 								   1, types, args, NULL, false, 0);
-		if (rc != SPI_OK_DELETE)
+		if (rc != SPI_OK_DELETE_RETURNING)
 			elog(ERROR, "could not delete a subject key: %s", SPI_result_code_string(rc));
+		for (i = 0; i < (int) SPI_processed; i++)
+		{
+			bool		isnull;
+			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+			PendingScrub *ps = palloc(sizeof(PendingScrub));
+
+			ps->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[i],
+																	SPI_tuptable->tupdesc, 1, &isnull));
+			ps->subid = GetCurrentSubTransactionId();
+			pending_scrubs = lappend(pending_scrubs, ps);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	if (!was_forgotten)
 	{
