@@ -203,6 +203,9 @@ typedef struct PendingScrub
 
 static List *pending_scrubs = NIL;
 
+/* Subject locks this transaction holds (see lock_subject). */
+static int	subject_locks_taken = 0;
+
 /* Who may read protected fields in clear: cached per role. */
 static Oid	access_checked_user = InvalidOid;
 static bool access_granted = false;
@@ -292,11 +295,13 @@ crypto_xact_callback(XactEvent event, void *arg)
 			drop_key_caches();
 			drop_rules();
 			pending_scrubs = NIL;
+			subject_locks_taken = 0;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			pending_scrubs = NIL;
+			subject_locks_taken = 0;
 			break;
 		default:
 			break;
@@ -1073,17 +1078,34 @@ get_key(const pg_uuid_t *key_id, uint8 *key)
 	return e->exists;
 }
 
+/*
+ * Serialise key creation and forget() for one subject: an ExclusiveLock on
+ * the subject's lock tag until the transaction ends.  A transaction that
+ * creates keys for more than event_store.max_stream_locks subjects (a bulk
+ * import) takes ShareLock on event_store.forgotten_subjects instead, which
+ * excludes every forget() (they take RowExclusiveLock on it first) but no
+ * other appender, so that it cannot exhaust the shared lock table.
+ */
 static void
-lock_subject(const uint8 *hash)
+lock_subject(const uint8 *hash, bool creating)
 {
 	LOCKTAG		tag;
 	uint32		a,
 				b;
 
+	if (creating && subject_locks_taken >= es_max_stream_locks)
+	{
+		Oid			tomb = crypto_catalog()->tomb_relid;
+
+		if (!CheckRelationOidLockedByMe(tomb, ShareLock, true))
+			LockRelationOid(tomb, ShareLock);
+		return;
+	}
 	memcpy(&a, hash, 4);
 	memcpy(&b, hash + 4, 4);
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, a, b, ES_LOCKTAG_SUBJECT);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	if (LockAcquire(&tag, ExclusiveLock, false, false) == LOCKACQUIRE_OK)
+		subject_locks_taken++;
 }
 
 static bool
@@ -1132,7 +1154,7 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 					PointerGetDatum(subject), &desc);
 	if (tup == NULL)
 	{
-		lock_subject(hash);
+		lock_subject(hash, true);
 		if (is_forgotten(hash))
 			ereport(ERROR,
 					(errcode(ERRCODE_ES_SUBJECT_FORGOTTEN),
@@ -1510,10 +1532,22 @@ may_read_personal_data(void)
  * (values/nulls: an event_store.event).  An event without the metadata
  * marker costs one key lookup in its metadata.
  */
+static void *
+copy_varlena(void *v)
+{
+	void	   *c = palloc(VARSIZE(v));
+
+	memcpy(c, v, VARSIZE(v));
+	return c;
+}
+
 void
 es_decrypt_event(Datum *values, bool *nulls)
 {
+	static MemoryContext work = NULL;
+	MemoryContext caller = CurrentMemoryContext;
 	Jsonb	   *metadata;
+	Jsonb	   *data;
 	pg_uuid_t	key_id;
 	List	   *paths;
 	const char *redacted;
@@ -1522,23 +1556,36 @@ es_decrypt_event(Datum *values, bool *nulls)
 	if (nulls[Anum_events_metadata] || nulls[Anum_events_data])
 		return;
 	metadata = DatumGetJsonbP(values[Anum_events_metadata]);
-	if (!read_marker(metadata, &key_id, &paths))
+	if (!JB_ROOT_IS_OBJECT(metadata) || !metadata_marker(metadata, NULL))
 		return;
+
+	/*
+	 * The work (decoding, pgcrypto's results, jsonb rebuilt per field) in a
+	 * context of our own, reset per event; only the results are copied out.
+	 */
+	if (work == NULL)
+		work = AllocSetContextCreate(TopMemoryContext, "event_store decryption",
+									 64 * 1024, 64 * 1024, ALLOCSET_DEFAULT_MAXSIZE);
+	MemoryContextReset(work);
+	MemoryContextSwitchTo(work);
+	read_marker(metadata, &key_id, &paths);
 	snprintf(where, sizeof(where), "event %s",
 			 nulls[Anum_events_event_id] ? "?" : format_uuid(DatumGetUUIDP(values[Anum_events_event_id])));
-	values[Anum_events_data] =
-		JsonbPGetDatum(reveal(DatumGetJsonbP(values[Anum_events_data]), &key_id, paths,
-							  may_read_personal_data(), &redacted, where));
+	data = reveal(DatumGetJsonbP(values[Anum_events_data]), &key_id, paths,
+				  may_read_personal_data(), &redacted, where);
 	if (redacted)
 	{
 		StringInfoData m;
 
 		initStringInfo(&m);
 		appendStringInfo(&m, "{\"%s\": \"%s\"}", REDACTED_KEY, redacted);
-		values[Anum_events_metadata] =
-			DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(metadata),
-								DirectFunctionCall1(jsonb_in, CStringGetDatum(m.data)));
+		metadata = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(metadata),
+													  DirectFunctionCall1(jsonb_in, CStringGetDatum(m.data))));
 	}
+	MemoryContextSwitchTo(caller);
+	values[Anum_events_data] = PointerGetDatum(copy_varlena(data));
+	if (redacted)
+		values[Anum_events_metadata] = PointerGetDatum(copy_varlena(metadata));
 }
 
 /*
@@ -1797,7 +1844,9 @@ event_store_forget(PG_FUNCTION_ARGS)
 	sha256((uint8 *) VARDATA_ANY(subject), VARSIZE_ANY_EXHDR(subject), hash);
 	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
 		snprintf(hex + 2 * i, 3, "%02x", hash[i]);
-	lock_subject(hash);
+	/* before anything is read: wait for bulk key creators (see lock_subject) */
+	LockRelationOid(c->tomb_relid, RowExclusiveLock);
+	lock_subject(hash, false);
 	was_forgotten = is_forgotten(hash);
 	tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
 					PointerGetDatum(subject), &desc);
@@ -1825,6 +1874,12 @@ event_store_forget(PG_FUNCTION_ARGS)
 								   1, types, args, NULL, false, 0);
 		if (rc != SPI_OK_DELETE_RETURNING)
 			elog(ERROR, "could not delete a subject key: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to a concurrent creation of a subject key"),
+					 errdetail("The subject's key was created after this transaction's snapshot was taken."),
+					 errhint("The transaction might succeed if retried.")));
 		for (i = 0; i < (int) SPI_processed; i++)
 		{
 			bool		isnull;
