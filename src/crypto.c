@@ -171,6 +171,29 @@ typedef struct KeyEntry
 	uint8		key[KEY_BYTES];
 } KeyEntry;
 
+/*
+ * Decrypted field values, by ciphertext: a re-read (an aggregate replayed,
+ * a stream read again) pays no decryption.  An entry matches only the same
+ * ciphertext, key and path, so a ciphertext copied elsewhere is still
+ * authenticated.  Dropped with the keys (forget() in any backend, an abort)
+ * and whenever it outgrows PLAIN_CACHE_BYTES.
+ */
+typedef struct PlainEntry
+{
+	uint64		h;				/* hash key: hash of the ciphertext string */
+	pg_uuid_t	key_id;
+	char	   *path;
+	char	   *ct;
+	int			ctlen;
+	Jsonb	   *plain;
+} PlainEntry;
+
+#define PLAIN_CACHE_BYTES	(8 * 1024 * 1024)
+
+static MemoryContext plain_cxt = NULL;
+static HTAB *plain_cache = NULL;
+static Size plain_bytes = 0;
+
 static MemoryContext crypto_cxt = NULL;
 static HTAB *rules = NULL;		/* NULL: not loaded */
 static long nrules = 0;
@@ -216,8 +239,32 @@ static bool access_granted = false;
  */
 
 static void
+drop_plain_cache(void)
+{
+	if (plain_cxt)
+	{
+		/* the values are personal data: clear them before freeing */
+		if (plain_cache)
+		{
+			HASH_SEQ_STATUS st;
+			PlainEntry *e;
+
+			hash_seq_init(&st, plain_cache);
+			while ((e = hash_seq_search(&st)) != NULL)
+				if (e->plain)
+					explicit_bzero(e->plain, VARSIZE(e->plain));
+		}
+		MemoryContextDelete(plain_cxt);
+	}
+	plain_cxt = NULL;
+	plain_cache = NULL;
+	plain_bytes = 0;
+}
+
+static void
 drop_key_caches(void)
 {
+	drop_plain_cache();
 	if (keys)
 	{
 		HASH_SEQ_STATUS st;
@@ -844,22 +891,102 @@ path_get(Jsonb *jb, const JsonPath *p)
 	return v;
 }
 
-static Datum
-path_array(const JsonPath *p)
+/*
+ * Push a replacement value: a scalar as itself, a container as binary.
+ */
+static void
+push_replacement(JsonbParseState **st, Jsonb *value)
 {
-	Datum	   *d = palloc(sizeof(Datum) * p->depth);
-	int			i;
+	JsonbValue	v;
 
-	for (i = 0; i < p->depth; i++)
-		d[i] = CStringGetTextDatum(p->keys[i]);
-	return PointerGetDatum(construct_array(d, p->depth, TEXTOID, -1, false, TYPALIGN_INT));
+	if (JB_ROOT_IS_SCALAR(value))
+		JsonbExtractScalar(&value->root, &v);
+	else
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &value->root;
+		v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+	}
+	(void) pushJsonbValue(st, WJB_VALUE, &v);
+}
+
+/*
+ * Rebuild the object container c (at depth `depth` of the paths) with the
+ * values at the n paths replaced by vals: one pass over the document for
+ * all fields, instead of one jsonb_set() per field.  Paths that do not
+ * exist are ignored.
+ */
+static JsonbValue *
+rebuild_object(JsonbParseState **st, JsonbContainer *c, int depth, int n,
+			   const JsonPath **paths, Jsonb **vals)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbValue *res = NULL;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		int			i;
+		int			deeper = 0;
+		int			replace = -1;
+		JsonbValue	key;
+
+		if (tok != WJB_KEY)
+		{
+			res = pushJsonbValue(st, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
+			continue;
+		}
+		key = v;
+		for (i = 0; i < n; i++)
+		{
+			const JsonPath *p = paths[i];
+
+			if (p->depth > depth && strlen(p->keys[depth]) == (size_t) key.val.string.len &&
+				memcmp(p->keys[depth], key.val.string.val, key.val.string.len) == 0)
+			{
+				if (p->depth == depth + 1)
+					replace = i;
+				else
+					deeper++;
+			}
+		}
+		(void) pushJsonbValue(st, WJB_KEY, &key);
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+		if (replace >= 0)
+			push_replacement(st, vals[replace]);
+		else if (deeper > 0 && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+		{
+			/* only the paths going through this key, one level down */
+			const JsonPath **sub = palloc(sizeof(JsonPath *) * deeper);
+			Jsonb	  **subv = palloc(sizeof(Jsonb *) * deeper);
+			int			m = 0;
+
+			for (i = 0; i < n; i++)
+				if (paths[i]->depth > depth + 1 &&
+					strlen(paths[i]->keys[depth]) == (size_t) key.val.string.len &&
+					memcmp(paths[i]->keys[depth], key.val.string.val, key.val.string.len) == 0)
+				{
+					sub[m] = paths[i];
+					subv[m++] = vals[i];
+				}
+			rebuild_object(st, v.val.binary.data, depth + 1, m, sub, subv);
+		}
+		else
+			(void) pushJsonbValue(st, WJB_VALUE, &v);
+	}
+	return res;
 }
 
 static Jsonb *
-path_set(Jsonb *jb, const JsonPath *p, Jsonb *value)
+replace_paths(Jsonb *doc, int n, const JsonPath **paths, Jsonb **vals)
 {
-	return DatumGetJsonbP(DirectFunctionCall4(jsonb_set, JsonbPGetDatum(jb), path_array(p),
-											  JsonbPGetDatum(value), BoolGetDatum(false)));
+	JsonbParseState *st = NULL;
+
+	if (n == 0)
+		return doc;
+	return JsonbValueToJsonb(rebuild_object(&st, &doc->root, 0, n, paths, vals));
 }
 
 static char *
@@ -1252,14 +1379,39 @@ encrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, Jsonb
  */
 static Jsonb *
 decrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, JsonbValue *v,
-			  const char *where)
+			  const Datum *event_id)
 {
 	uint8	   *ct;
 	int			clen = -1;
 	bytea	   *plain = NULL;
+	Jsonb	   *result;
+	uint64		h = 0;
+	PlainEntry *pe = NULL;
 
 	if (v->type == jbvString)
 	{
+		bool		found;
+
+		if (plain_cache == NULL)
+		{
+			HASHCTL		ctl;
+
+			plain_cxt = AllocSetContextCreate(CacheMemoryContext, "event_store decrypted values",
+											  ALLOCSET_DEFAULT_SIZES);
+			ctl.keysize = sizeof(uint64);
+			ctl.entrysize = sizeof(PlainEntry);
+			ctl.hcxt = plain_cxt;
+			plain_cache = hash_create("event_store decrypted values", 1024, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		}
+		h = hash_bytes_extended((const unsigned char *) v->val.string.val, v->val.string.len, 0);
+		pe = hash_search(plain_cache, &h, HASH_FIND, &found);
+		if (found && pe->ctlen == v->val.string.len &&
+			memcmp(pe->ct, v->val.string.val, pe->ctlen) == 0 &&
+			memcmp(pe->key_id.data, key_id->data, UUID_LEN) == 0 &&
+			strcmp(pe->path, path) == 0)
+			return pe->plain;
+
 		ct = palloc(pg_b64_dec_len(v->val.string.len) + 1);
 		clen = pg_b64_decode(v->val.string.val, v->val.string.len, (char *) ct,
 							 pg_b64_dec_len(v->val.string.len));
@@ -1274,12 +1426,43 @@ decrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, Jsonb
 	if (plain == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_CIPHERTEXT_AUTHENTICATION),
-				 errmsg("protected field %s of %s failed authentication", path, where),
+				 errmsg("protected field %s of %s failed authentication", path,
+						event_id ? psprintf("event %s", format_uuid(DatumGetUUIDP(*event_id))) : "the stored event"),
 				 errdetail("The stored ciphertext was altered or truncated, or belongs to another field or subject."),
 				 errhint("Restore the event from a backup; the log must not be modified.")));
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-											  CStringGetDatum(text_to_cstring((text *) plain))));
+	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+												CStringGetDatum(text_to_cstring((text *) plain))));
+	explicit_bzero(VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain));
+
+	/* remember it */
+	if (plain_bytes > PLAIN_CACHE_BYTES)
+		drop_plain_cache();
+	else
+	{
+		MemoryContext old = MemoryContextSwitchTo(plain_cxt);
+
+		pe = hash_search(plain_cache, &h, HASH_ENTER, NULL);
+		pe->key_id = *key_id;
+		pe->path = pstrdup(path);
+		pe->ctlen = v->val.string.len;
+		pe->ct = pnstrdup(v->val.string.val, v->val.string.len);
+		pe->plain = palloc(VARSIZE(result));
+		memcpy(pe->plain, result, VARSIZE(result));
+		plain_bytes += sizeof(PlainEntry) + pe->ctlen + VARSIZE(result) + strlen(path) + 64;
+		MemoryContextSwitchTo(old);
+	}
+	return result;
 }
+
+/* The last metadata marker read_marker() parsed. */
+static struct
+{
+	int			len;			/* 0: none */
+	char	   *bytes;
+	pg_uuid_t	key_id;
+	List	   *paths;
+}			marker_memo;
+static MemoryContext marker_cxt = NULL;
 
 static bool
 metadata_marker(Jsonb *metadata, JsonbValue *out)
@@ -1323,6 +1506,8 @@ es_protect_event(Datum *values, bool *nulls)
 	int			i;
 	char	   *id;
 	StringInfoData fields;
+	const JsonPath **paths;
+	Jsonb	  **vals;
 
 	(void) nulls;
 	if (metadata_marker(metadata, NULL))
@@ -1375,14 +1560,16 @@ es_protect_event(Datum *values, bool *nulls)
 
 	initStringInfo(&fields);
 	appendStringInfoChar(&fields, '[');
+	paths = palloc(sizeof(JsonPath *) * rule->nfields);
+	vals = palloc(sizeof(Jsonb *) * rule->nfields);
 	for (i = 0; i < rule->nfields; i++)
 	{
 		JsonbValue *fv = path_get(data, &rule->fields[i]);
 
 		if (fv == NULL)
 			continue;
-		data = path_set(data, &rule->fields[i],
-						encrypt_field(key, &key_id, rule->fields[i].text, fv));
+		paths[done] = &rule->fields[i];
+		vals[done] = encrypt_field(key, &key_id, rule->fields[i].text, fv);
 		if (done++ > 0)
 			appendStringInfoChar(&fields, ',');
 		escape_json(&fields, rule->fields[i].text);
@@ -1391,6 +1578,7 @@ es_protect_event(Datum *values, bool *nulls)
 	explicit_bzero(key, sizeof(key));
 	if (done == 0)
 		return;
+	data = replace_paths(data, done, paths, vals);
 
 	/* metadata || {"protected": {"key": id, "fields": [...]}} */
 	id = format_uuid(&key_id);
@@ -1427,6 +1615,18 @@ read_marker(Jsonb *metadata, pg_uuid_t *key_id, List **paths)
 	*paths = NIL;
 	if (mv.type != jbvBinary || !JsonContainerIsObject(mv.val.binary.data))
 		goto bad;
+
+	/*
+	 * The events of a stream mostly carry the same marker (one subject, the
+	 * same fields): remember the last one parsed, by its bytes.
+	 */
+	if (marker_memo.len == mv.val.binary.len &&
+		memcmp(marker_memo.bytes, mv.val.binary.data, marker_memo.len) == 0)
+	{
+		*key_id = marker_memo.key_id;
+		*paths = marker_memo.paths;
+		return true;
+	}
 	m = JsonbValueToJsonb(&mv);
 	k.type = jbvString;
 	k.val.string.val = "key";
@@ -1464,6 +1664,37 @@ read_marker(Jsonb *metadata, pg_uuid_t *key_id, List **paths)
 			*paths = lappend(*paths, p);
 		}
 	}
+	/* remember it (the paths are read-only for the callers) */
+	if (marker_cxt == NULL)
+		marker_cxt = AllocSetContextCreate(TopMemoryContext, "event_store protected marker",
+										   ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(marker_cxt);
+	marker_memo.len = 0;
+	{
+		MemoryContext old = MemoryContextSwitchTo(marker_cxt);
+		List	   *copy = NIL;
+		ListCell   *lc;
+
+		foreach(lc, *paths)
+		{
+			JsonPath   *src = lfirst(lc);
+			JsonPath   *dst = palloc(sizeof(JsonPath));
+			int			i;
+
+			dst->text = pstrdup(src->text);
+			dst->depth = src->depth;
+			dst->keys = palloc(sizeof(char *) * src->depth);
+			for (i = 0; i < src->depth; i++)
+				dst->keys[i] = pstrdup(src->keys[i]);
+			copy = lappend(copy, dst);
+		}
+		marker_memo.bytes = palloc(mv.val.binary.len);
+		memcpy(marker_memo.bytes, mv.val.binary.data, mv.val.binary.len);
+		marker_memo.key_id = *key_id;
+		marker_memo.paths = copy;
+		marker_memo.len = mv.val.binary.len;
+		MemoryContextSwitchTo(old);
+	}
 	return true;
 bad:
 	ereport(ERROR,
@@ -1479,10 +1710,13 @@ bad:
  */
 static Jsonb *
 reveal(Jsonb *data, const pg_uuid_t *key_id, List *paths, bool permitted,
-	   const char **redacted, const char *where)
+	   const char **redacted, const Datum *event_id)
 {
 	uint8		key[KEY_BYTES];
 	bool		have_key = permitted && get_key(key_id, key);
+	const JsonPath **ps = palloc(sizeof(JsonPath *) * list_length(paths));
+	Jsonb	  **vals = palloc(sizeof(Jsonb *) * list_length(paths));
+	int			n = 0;
 	ListCell   *lc;
 
 	*redacted = NULL;
@@ -1495,13 +1729,11 @@ reveal(Jsonb *data, const pg_uuid_t *key_id, List *paths, bool permitted,
 
 		if (v == NULL)
 			continue;
-		if (have_key)
-			data = path_set(data, p, decrypt_field(key, key_id, p->text, v, where));
-		else
-			data = path_set(data, p, jsonb_null());
+		ps[n] = p;
+		vals[n++] = have_key ? decrypt_field(key, key_id, p->text, v, event_id) : jsonb_null();
 	}
 	explicit_bzero(key, sizeof(key));
-	return data;
+	return replace_paths(data, n, ps, vals);
 }
 
 /*
@@ -1551,8 +1783,6 @@ es_decrypt_event(Datum *values, bool *nulls)
 	pg_uuid_t	key_id;
 	List	   *paths;
 	const char *redacted;
-	char		where[128];
-
 	if (nulls[Anum_events_metadata] || nulls[Anum_events_data])
 		return;
 	metadata = DatumGetJsonbP(values[Anum_events_metadata]);
@@ -1569,10 +1799,9 @@ es_decrypt_event(Datum *values, bool *nulls)
 	MemoryContextReset(work);
 	MemoryContextSwitchTo(work);
 	read_marker(metadata, &key_id, &paths);
-	snprintf(where, sizeof(where), "event %s",
-			 nulls[Anum_events_event_id] ? "?" : format_uuid(DatumGetUUIDP(values[Anum_events_event_id])));
 	data = reveal(DatumGetJsonbP(values[Anum_events_data]), &key_id, paths,
-				  may_read_personal_data(), &redacted, where);
+				  may_read_personal_data(), &redacted,
+				  nulls[Anum_events_event_id] ? NULL : &values[Anum_events_event_id]);
 	if (redacted)
 	{
 		StringInfoData m;
@@ -1603,8 +1832,7 @@ es_plain_data(Datum data, Datum metadata)
 
 	if (!read_marker(DatumGetJsonbP(metadata), &key_id, &paths))
 		return data;
-	return JsonbPGetDatum(reveal(DatumGetJsonbP(data), &key_id, paths, true, &redacted,
-								 "the stored event"));
+	return JsonbPGetDatum(reveal(DatumGetJsonbP(data), &key_id, paths, true, &redacted, NULL));
 }
 
 /*
