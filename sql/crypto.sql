@@ -15,6 +15,15 @@ SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff0011223344
 -- the setting is never shown
 SHOW event_store.key_encryption_key;
 SELECT count(*) FROM pg_settings WHERE name LIKE 'event_store.%key%';
+-- ... never written into the data directory, never set by others
+ALTER SYSTEM SET event_store.key_encryption_key = 'ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff';
+\echo :LAST_ERROR_SQLSTATE
+CREATE ROLE regress_crypto_nobody;
+SET ROLE regress_crypto_nobody;
+SET event_store.key_encryption_key = 'ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff';
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP ROLE regress_crypto_nobody;
 
 -- protect: bad inputs
 SELECT event_store.protect(NULL, '$.user_id', '{$.email}');
