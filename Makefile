@@ -18,7 +18,7 @@ PG_CFLAGS   = -Wall -Wextra
 REGRESS      = event_log append_events read_stream bad_input append_only privileges crypto
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
-ISOLATION      = append_conflict append_no_expected
+ISOLATION      = append_conflict append_no_expected crypto_forget
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

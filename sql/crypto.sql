@@ -171,6 +171,16 @@ SELECT event_store.append('user-5', 'UserRegistered', '{"user_id": "u5", "email"
 SELECT * FROM event_store.subject_keys;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+-- pgcrypto is called with the caller's EXECUTE right checked
+REVOKE EXECUTE ON FUNCTION encrypt_iv(bytea, bytea, bytea, text) FROM PUBLIC;
+SET ROLE regress_crypto_writer;
+SELECT event_store.append('user-5', 'UserRegistered', '{"user_id": "u5", "email": "erin@example.org"}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION encrypt_iv(bytea, bytea, bytea, text) TO PUBLIC;
+SET ROLE regress_crypto_writer;
+SELECT event_store.append('user-5', 'UserRegistered', '{"user_id": "u5", "email": "erin@example.org"}');
+RESET ROLE;
 
 -- forget: the protected fields read back as null, the rest intact, the metadata says so
 SELECT event_store.forget('u1');

@@ -118,5 +118,23 @@ $node->safe_psql('postgres', q{BEGIN; SAVEPOINT s; SELECT event_store.forget('su
 is($node->safe_psql('postgres', q{SELECT data->>'email' FROM event_store.read_stream('user-bob')}),
 	$bob_email, 'a forget rolled back to a savepoint leaves the key intact');
 
+# forget deletes the snapshots of the subject's streams.  event_store.snapshots
+# belongs to the aggregates (another module): when it is not installed, a
+# stand-in with its key columns shows the deletion; when it is, the test
+# leaves it alone.
+SKIP:
+{
+	skip 'event_store.snapshots is installed: covered by the aggregate tests', 2
+	  if $node->safe_psql('postgres', q{SELECT to_regclass('event_store.snapshots') IS NOT NULL}) eq 't';
+	$node->safe_psql('postgres', q{
+		CREATE TABLE event_store.snapshots (stream_id text, aggregate text, version bigint, state jsonb);
+		INSERT INTO event_store.snapshots VALUES ('user-bob', 'user', 1, '{}'), ('user-other', 'user', 1, '{}');
+	});
+	is($node->safe_psql('postgres', q{SELECT event_store.forget('subject-bob')}), 't', 'forget bob');
+	is($node->safe_psql('postgres', q{SELECT string_agg(stream_id, ',') FROM event_store.snapshots}),
+		'user-other', 'the snapshots of the streams holding bob\'s events are deleted, no others');
+	$node->safe_psql('postgres', q{DROP TABLE event_store.snapshots});
+}
+
 $node->stop;
 done_testing();
