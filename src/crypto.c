@@ -196,6 +196,7 @@ static Size plain_bytes = 0;
 
 static MemoryContext crypto_cxt = NULL;
 static HTAB *rules = NULL;		/* NULL: not loaded */
+static bool rules_stale = false;
 static long nrules = 0;
 static HTAB *subjects = NULL;
 static HTAB *keys = NULL;
@@ -283,13 +284,15 @@ drop_key_caches(void)
 	}
 }
 
+/*
+ * Mark the rules stale; they are reloaded (and their memory reset) by the
+ * next find_rule(), never under the feet of an es_protect_event() that is
+ * using one (an invalidation can arrive whenever a lock is taken).
+ */
 static void
 drop_rules(void)
 {
-	rules = NULL;
-	nrules = 0;
-	if (crypto_cxt)
-		MemoryContextReset(crypto_cxt);
+	rules_stale = true;
 }
 
 static void
@@ -1055,6 +1058,8 @@ load_rules(void)
 		crypto_cxt = AllocSetContextCreate(CacheMemoryContext, "event_store protect rules",
 										   ALLOCSET_SMALL_SIZES);
 	MemoryContextReset(crypto_cxt);
+	rules = NULL;
+	rules_stale = false;
 	ctl.keysize = PATH_KEY_LEN;
 	ctl.entrysize = sizeof(RuleEntry);
 	ctl.hcxt = crypto_cxt;
@@ -1102,7 +1107,7 @@ find_rule(text *event_type)
 	char		key[PATH_KEY_LEN];
 	int			len = VARSIZE_ANY_EXHDR(event_type);
 
-	if (rules == NULL)
+	if (rules == NULL || rules_stale)
 		load_rules();
 	if (nrules == 0 || len >= PATH_KEY_LEN)
 		return NULL;
@@ -1194,6 +1199,7 @@ get_key(const pg_uuid_t *key_id, uint8 *key)
 					   DatumGetByteaPP(v[Anum_keys_wrapped_key - 1]), k);
 			exists = true;
 		}
+		ensure_key_caches();	/* an invalidation may have dropped them meanwhile */
 		e = hash_search(keys, key_id, HASH_ENTER, NULL);
 		e->exists = exists;
 		if (exists)
@@ -1332,6 +1338,7 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 
 		*key_id = *DatumGetUUIDP(heap_getattr(tup, Anum_keys_key_id, desc, &isnull));
 	}
+	ensure_key_caches();		/* an invalidation may have dropped them meanwhile */
 	se = hash_search(subjects, hash, HASH_ENTER, NULL);
 	se->key_id = *key_id;
 }
@@ -1434,10 +1441,10 @@ decrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, Jsonb
 												CStringGetDatum(text_to_cstring((text *) plain))));
 	explicit_bzero(VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain));
 
-	/* remember it */
+	/* remember it (unless an invalidation dropped the cache meanwhile) */
 	if (plain_bytes > PLAIN_CACHE_BYTES)
 		drop_plain_cache();
-	else
+	else if (plain_cache != NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(plain_cxt);
 
