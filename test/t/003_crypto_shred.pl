@@ -118,6 +118,25 @@ $node->safe_psql('postgres', q{BEGIN; SAVEPOINT s; SELECT event_store.forget('su
 is($node->safe_psql('postgres', q{SELECT data->>'email' FROM event_store.read_stream('user-bob')}),
 	$bob_email, 'a forget rolled back to a savepoint leaves the key intact');
 
+# pg_dump and restore: protected events are restored as stored (not
+# encrypted again), keys and tombstones come along, reads work as before.
+my $dumpdir = PostgreSQL::Test::Utils::tempdir;
+command_ok([ 'pg_dump', '-h', $node->host, '-p', $node->port, '-Fc', '-f', "$dumpdir/db.dump", 'postgres' ], 'pg_dump');
+$node->safe_psql('postgres', 'CREATE DATABASE restored');
+command_ok([ 'pg_restore', '-h', $node->host, '-p', $node->port, '--exit-on-error', '-d', 'restored', "$dumpdir/db.dump" ], 'pg_restore');
+is($node->safe_psql('restored', q{SELECT count(*) FROM event_store.events}),
+	$node->safe_psql('postgres', q{SELECT count(*) FROM event_store.events}), 'every event restored');
+is($node->safe_psql('restored', q{SELECT md5(string_agg(data::text, ',' ORDER BY event_id)) FROM event_store.events}),
+	$node->safe_psql('postgres', q{SELECT md5(string_agg(data::text, ',' ORDER BY event_id)) FROM event_store.events}),
+	'restored ciphertexts are the stored ones');
+is($node->safe_psql('restored', q{SELECT data->>'email' FROM event_store.read_stream('user-bob')}),
+	$bob_email, 'restored: bob reads in clear');
+is($node->safe_psql('restored', q{SELECT metadata->>'redacted' FROM event_store.read_stream('user-alice', max_count => 1)}),
+	'forgotten', 'restored: alice stays forgotten');
+my ($rc, $out, $err) = $node->psql('restored',
+	q{SELECT event_store.append('user-alice', 'UserRegistered', jsonb_build_object('user_id', 'subject-alice', 'email', 'x@example.com'))});
+like($err, qr/has been forgotten/, 'restored: the tombstone refuses alice');
+
 # forget deletes the snapshots of the subject's streams.  event_store.snapshots
 # belongs to the aggregates (another module): when it is not installed, a
 # stand-in with its key columns shows the deletion; when it is, the test
