@@ -29,17 +29,28 @@
  * current user, and the FmgrInfos live in a long-lived context, dropped on any
  * pg_proc or pg_namespace invalidation.
  *
- * Caches (per backend): the rules by event type, subject -> key id, and key
- * id -> key (or "forgotten").  They are dropped on a relcache invalidation of
- * their table (protect() and forget() send one, delivered to every backend at
- * commit) and at every (sub)transaction abort, so that nothing an aborted
- * transaction created survives in them.  Key bytes are zeroed when dropped.
+ * Caches (per backend): the rules by event type, subject -> key id, key
+ * id -> key (or "forgotten"), and decrypted field values by ciphertext.
+ * They are dropped on a relcache invalidation of their table (protect(),
+ * forget() and rewrap_keys() send one, delivered to every backend at commit)
+ * and at every (sub)transaction abort, so that nothing an aborted
+ * transaction created survives in them.  Key bytes and decrypted values are
+ * zeroed when dropped.  Since an invalidation can arrive whenever a lock is
+ * taken, what callers get from the key and value caches is a copy, and the
+ * rules are only marked stale by an invalidation, reloaded by the next
+ * find_rule().
+ *
+ * forget() deletes the key row and, at pre-commit, overwrites it in place
+ * (heap_inplace_update): vacuum frees a dead row's space without clearing
+ * it, and the wrapped key must not survive in the table's files.
  *
  * Locking.  Creating a subject's key and forgetting a subject take an
  * ExclusiveLock on the subject's lock tag (advisory class, field4 =
  * ES_LOCKTAG_SUBJECT, key = 64 bits of the subject's SHA-256) until the
- * transaction ends, so that a key is never created beside a tombstone.
- * Appends with a cached key take no lock.  The extension's own tables are
+ * transaction ends, so that a key is never created beside a tombstone.  Past
+ * event_store.max_stream_locks new subjects, a transaction takes ShareLock on
+ * event_store.forgotten_subjects instead; forget() takes RowExclusiveLock on
+ * it before anything else.  Appends with a cached key take no lock.  The extension's own tables are
  * read directly through their indexes with the latest snapshot and written
  * through SPI as their owner (like referential-integrity triggers), so that
  * writers and readers need no privilege on them.
@@ -1384,6 +1395,15 @@ encrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, Jsonb
 /*
  * Decrypt one field; raises VE031 when it does not authenticate.
  */
+static void *
+copy_varlena(void *v)
+{
+	void	   *c = palloc(VARSIZE(v));
+
+	memcpy(c, v, VARSIZE(v));
+	return c;
+}
+
 static Jsonb *
 decrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, JsonbValue *v,
 			  const Datum *event_id)
@@ -1417,7 +1437,7 @@ decrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, Jsonb
 			memcmp(pe->ct, v->val.string.val, pe->ctlen) == 0 &&
 			memcmp(pe->key_id.data, key_id->data, UUID_LEN) == 0 &&
 			strcmp(pe->path, path) == 0)
-			return pe->plain;
+			return copy_varlena(pe->plain);	/* the cache may go before it is used */
 
 		ct = palloc(pg_b64_dec_len(v->val.string.len) + 1);
 		clen = pg_b64_decode(v->val.string.val, v->val.string.len, (char *) ct,
@@ -1771,15 +1791,6 @@ may_read_personal_data(void)
  * (values/nulls: an event_store.event).  An event without the metadata
  * marker costs one key lookup in its metadata.
  */
-static void *
-copy_varlena(void *v)
-{
-	void	   *c = palloc(VARSIZE(v));
-
-	memcpy(c, v, VARSIZE(v));
-	return c;
-}
-
 void
 es_decrypt_event(Datum *values, bool *nulls)
 {
