@@ -118,6 +118,49 @@ $node->safe_psql('postgres', q{BEGIN; SAVEPOINT s; SELECT event_store.forget('su
 is($node->safe_psql('postgres', q{SELECT data->>'email' FROM event_store.read_stream('user-bob')}),
 	$bob_email, 'a forget rolled back to a savepoint leaves the key intact');
 
+# Errors never put personal data into the server log.  The values are
+# computed inside the server (md5 of a seed), so that they are not in any
+# logged statement text: if one shows up in the log, a message carried it.
+my $secret = $node->safe_psql('postgres', q{SELECT 'zq' || md5('log-seed') || '@example.com'});
+my $log_offset = -s $node->logfile;
+$node->psql('postgres', q{
+	CREATE TEMP TABLE pii AS SELECT 'zq' || md5('log-seed') || '@example.com' AS email;
+	-- refused: the subject is forgotten
+	INSERT INTO event_store.events (stream_id, event_type, data)
+	SELECT 'user-alice', 'UserRegistered', jsonb_build_object('user_id', 'subject-alice', 'email', email) FROM pii;
+}, on_error_stop => 0);
+$node->psql('postgres', q{
+	CREATE TEMP TABLE pii AS SELECT 'zq' || md5('log-seed') || '@example.com' AS email;
+	-- refused: no subject
+	INSERT INTO event_store.events (stream_id, event_type, data)
+	SELECT 'user-x', 'UserRegistered', jsonb_build_object('email', email) FROM pii;
+	-- refused: the same id with other content
+	SELECT event_store.append('user-log', 'UserRegistered', jsonb_build_object('user_id', 'subject-log', 'email', 'a@b.c'),
+	                          event_id => '00000000-0000-4000-8000-00000000f001');
+	INSERT INTO event_store.events (stream_id, event_type, data, event_id)
+	SELECT 'user-log', 'UserRegistered', jsonb_build_object('user_id', 'subject-log', 'email', email),
+	       '00000000-0000-4000-8000-00000000f001' FROM pii;
+	-- appended, then tampered with, then read: authentication fails
+	INSERT INTO event_store.events (stream_id, event_type, data)
+	SELECT 'user-log2', 'UserRegistered', jsonb_build_object('user_id', 'subject-log', 'email', email) FROM pii;
+	ALTER TABLE event_store.events DISABLE TRIGGER append_only;
+	UPDATE event_store.events SET data = jsonb_set(data, '{email}', to_jsonb(substr(data->>'email', 1, 60)))
+	 WHERE stream_id = 'user-log2';
+	ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only;
+	SELECT * FROM event_store.read_stream('user-log2');
+}, on_error_stop => 0);
+my $log = slurp_file($node->logfile, $log_offset);
+like($log, qr/has been forgotten/, 'the log has the refused append');
+like($log, qr/failed authentication/, 'the log has the failed authentication');
+like($log, qr/has no subject/, 'the log has the missing subject');
+like($log, qr/already used by a different event/, 'the log has the id conflict');
+is(index($log, $secret), -1, 'no personal data in the server log');
+is(index($log, $kek), -1, 'no key-encryption key in the server log');
+is(index($log, $alice_raw), -1, 'no key in the server log');
+# control: the search would find the value had a message carried it
+$node->safe_psql('postgres', q{DO $$BEGIN RAISE WARNING '%', 'zq' || md5('log-seed') || '@example.com'; END$$});
+isnt(index(slurp_file($node->logfile, $log_offset), $secret), -1, 'control: a message carrying the value is found');
+
 # pg_dump and restore: protected events are restored as stored (not
 # encrypted again), keys and tombstones come along, reads work as before.
 my $dumpdir = PostgreSQL::Test::Utils::tempdir;
