@@ -5,7 +5,7 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 
 MODULE_big = event_store
 OBJS = src/event_store.o src/versioning.o src/append.o src/read.o src/upcast.o \
-       src/aggregate.o src/snapshot.o src/command.o
+       src/aggregate.o src/snapshot.o src/command.o src/crypto.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
@@ -17,10 +17,10 @@ PG_CFLAGS   = -Wall -Wextra
 
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
 REGRESS      = event_log append_events read_stream bad_input append_only privileges upcasting \
-               aggregates execute aggregate_property upcasting_paths
+               aggregates execute aggregate_property upcasting_paths crypto
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
-ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict
+ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

@@ -313,3 +313,94 @@ REVOKE ALL ON FUNCTION event_store.save_snapshot(text, text, bigint, jsonb) FROM
 REVOKE ALL ON FUNCTION event_store.load_snapshot(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.delete_snapshots(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.execute(text, text, regprocedure, jsonb) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Personal data: per-subject encryption and crypto-shredding (src/crypto.c)
+-- ---------------------------------------------------------------------------
+
+-- Rules: for an event type, where the subject is and which fields are encrypted.
+CREATE TABLE event_store.protected_types (
+    event_type text        COLLATE "C" PRIMARY KEY,
+    subject    text        NOT NULL,
+    fields     text[]      NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE event_store.protected_types IS
+    'Personal-data rules set by event_store.protect(): subject path and encrypted fields per event type.';
+
+-- Subject keys: 64 random bytes each, wrapped by the key-encryption key
+-- (event_store.key_encryption_key); forget() deletes the row.  Vacuumed
+-- promptly so that a forgotten key's dead tuple leaves the heap soon.
+CREATE TABLE event_store.subject_keys (
+    key_id      uuid        PRIMARY KEY,
+    subject     text        COLLATE "C" NOT NULL UNIQUE,
+    wrapped_key bytea       NOT NULL,
+    kek_id      text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+) WITH (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
+        autovacuum_vacuum_cost_delay = 0, toast.autovacuum_vacuum_threshold = 0,
+        toast.autovacuum_vacuum_scale_factor = 0);
+COMMENT ON TABLE event_store.subject_keys IS
+    'One key per data subject, wrapped by the key-encryption key. Deleted by event_store.forget().';
+
+-- Tombstones: the SHA-256 of every forgotten subject, so that no new key is made for it.
+CREATE TABLE event_store.forgotten_subjects (
+    subject_hash bytea       PRIMARY KEY,
+    forgotten_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE event_store.forgotten_subjects IS
+    'SHA-256 of each subject erased by event_store.forget(); appends about them are refused.';
+
+SELECT pg_catalog.pg_extension_config_dump('event_store.protected_types', '');
+SELECT pg_catalog.pg_extension_config_dump('event_store.subject_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('event_store.forgotten_subjects', '');
+
+-- Which streams hold a subject's protected events: the key id of each
+-- protected event, indexed (only protected events have an entry).
+CREATE INDEX events_protected_key ON event_store.events
+    (((metadata OPERATOR(pg_catalog.->) 'protected') OPERATOR(pg_catalog.->>) 'key'))
+    WHERE metadata OPERATOR(pg_catalog.?) 'protected';
+
+CREATE FUNCTION event_store.protect(event_type text, subject text, fields text[])
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_protect';
+
+CREATE FUNCTION event_store.forget(subject text)
+RETURNS boolean
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_forget';
+
+CREATE FUNCTION event_store.rewrap_keys()
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_rewrap_keys';
+
+-- EXECUTE on this function is the right to read protected fields in clear.
+CREATE FUNCTION event_store.personal_data_access()
+RETURNS boolean
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'event_store_personal_data_access';
+
+-- The streams holding the subject's protected events (while it has a key).
+CREATE FUNCTION event_store.subject_streams(subject text)
+RETURNS SETOF text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT DISTINCT e.stream_id
+      FROM event_store.subject_keys k
+      JOIN event_store.events e
+        ON e.metadata OPERATOR(pg_catalog.?) 'protected'
+       AND ((e.metadata OPERATOR(pg_catalog.->) 'protected') OPERATOR(pg_catalog.->>) 'key')
+           OPERATOR(pg_catalog.=) k.key_id::pg_catalog.text
+     WHERE k.subject OPERATOR(pg_catalog.=) $1
+     ORDER BY 1
+$$;
+
+REVOKE ALL ON TABLE event_store.protected_types, event_store.subject_keys,
+                    event_store.forgotten_subjects FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.protect(text, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.forget(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.rewrap_keys() FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.personal_data_access() FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.subject_streams(text) FROM PUBLIC;

@@ -58,6 +58,8 @@ _PG_init(void)
 							   PGC_USERSET, 0,
 							   NULL, NULL, NULL);
 
+	es_crypto_init();			/* defines its settings: before the reservation */
+
 	MarkGUCPrefixReserved("event_store");
 
 	es_versioning_init();

@@ -17,6 +17,7 @@
 #include "access/htup.h"
 #include "access/sdir.h"
 #include "fmgr.h"
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
@@ -65,8 +66,18 @@
 #define ERRCODE_ES_SNAPSHOT_BEYOND_STREAM	MAKE_SQLSTATE('V','E','0','1','6')
 #define ERRCODE_ES_REDUCER_MISSING			MAKE_SQLSTATE('V','E','0','1','7')
 
+/* Personal data (crypto.c): VE030-VE039 */
+#define ERRCODE_ES_SUBJECT_FORGOTTEN		MAKE_SQLSTATE('V','E','0','3','0')
+#define ERRCODE_ES_CIPHERTEXT_AUTHENTICATION MAKE_SQLSTATE('V','E','0','3','1')
+#define ERRCODE_ES_NO_KEK					MAKE_SQLSTATE('V','E','0','3','2')
+#define ERRCODE_ES_INVALID_PATH				MAKE_SQLSTATE('V','E','0','3','3')
+#define ERRCODE_ES_NO_SUBJECT				MAKE_SQLSTATE('V','E','0','3','4')
+#define ERRCODE_ES_RESERVED_METADATA		MAKE_SQLSTATE('V','E','0','3','5')
+
 /* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
 #define ES_LOCKTAG_STREAM			0x4553
+/* ... and of the subject lock taken when a subject key is created or forgotten */
+#define ES_LOCKTAG_SUBJECT			0x4554
 
 /*
  * The upcast hook.  Another C extension can upcast events too: it saves the
@@ -160,6 +171,13 @@ extern EsStreamScan *es_stream_scan_begin(text *stream_id, int64 lower, int64 up
 										  int64 max_count, Snapshot snapshot);
 extern bool es_stream_scan_next(EsStreamScan *s);
 extern void es_stream_scan_end(EsStreamScan *s);
+
+/* crypto.c: personal data (protect, forget) */
+extern void es_crypto_init(void);
+extern void es_protect_event(Datum *values, bool *nulls);
+extern void es_decrypt_event(Datum *values, bool *nulls);
+extern Datum es_plain_data(Datum data, Datum metadata);
+extern List *es_key_streams(const char *key_id);
 
 /* Argument checks shared by the SQL-callable functions. */
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);

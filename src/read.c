@@ -57,14 +57,16 @@ es_check_read_access(Relation events)
  * path (read_stream, aggregates, read_all, projections, the output plugin
  * when asked) passes each event through.  values/nulls are an
  * event_store.event (Natts_event attributes); the function may replace any
- * of them with newly palloc'd datums.  Transformations of the stored event
- * (upcasting to the newest schema, decrypting protected fields) go here, in
- * that order; an event they do not concern must pay close to nothing.
+ * of them with newly palloc'd datums.  Decryption comes first: the protected
+ * paths refer to the stored shape, and upcasters need the plaintext (or the
+ * nulls a forgotten subject leaves).  Then upcasting to the newest schema.
+ * An event they do not concern pays close to nothing.
  */
 void
 es_present_event(Datum *values, bool *nulls)
 {
-	es_upcast_event(values, nulls);
+	es_decrypt_event(values, nulls);	/* crypto.c: protected fields, in the stored shape */
+	es_upcast_event(values, nulls);		/* upcast.c: then the newest shape */
 }
 
 /*

@@ -424,7 +424,9 @@ check_event_id(Relation events, Datum event_id, text *stream_id, text *event_typ
 												 v[Anum_events_event_type - 1],
 												 PointerGetDatum(event_type))) &&
 			DatumGetInt32(v[Anum_events_schema_version - 1]) == schema_version &&
-			DatumGetBool(DirectFunctionCall2(jsonb_eq, v[Anum_events_data - 1],
+			DatumGetBool(DirectFunctionCall2(jsonb_eq,
+											 es_plain_data(v[Anum_events_data - 1],
+														   v[Anum_events_metadata - 1]),
 											 JsonbPGetDatum(data))))
 			result = EVENT_ID_SAME_EVENT;
 		else
@@ -556,6 +558,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 				 errdetail("Got " INT64_FORMAT ".",
 						   DatumGetInt64(values[Anum_events_stream_version - 1])),
 				 errhint("A stream's first event has version 1; leave stream_version out to append at the end.")));
+
+	/* encrypt protected fields (crypto.c); `data` stays in clear for the idempotency check */
+	es_protect_event(values, nulls);
 
 	/* from here on, the stream is ours until the transaction ends */
 	lock_stream(events, stream_id);

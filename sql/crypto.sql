@@ -1,0 +1,305 @@
+-- Personal data: protect, encryption at append, transparent decryption,
+-- forget (crypto-shredding), keys wrapped by the key-encryption key.
+\set SHOW_CONTEXT never
+\set VERBOSITY default
+
+-- no key-encryption key yet: protecting works, appending a protected event does not
+SELECT event_store.protect('UserRegistered', '$.user_id', '{$.email, $.profile.name}');
+SELECT event_store.append('user-0', 'UserRegistered', '{"user_id": "u0", "email": "zoe@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+-- a malformed one is refused without echoing it
+SET event_store.key_encryption_key = 'not-a-key-zoe@example.com';
+SELECT event_store.append('user-0', 'UserRegistered', '{"user_id": "u0", "email": "zoe@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+-- the setting is never shown
+SHOW event_store.key_encryption_key;
+SELECT count(*) FROM pg_settings WHERE name LIKE 'event_store.%key%';
+-- ... never written into the data directory, never set by others
+ALTER SYSTEM SET event_store.key_encryption_key = 'ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff';
+\echo :LAST_ERROR_SQLSTATE
+CREATE ROLE regress_crypto_nobody;
+SET ROLE regress_crypto_nobody;
+SET event_store.key_encryption_key = 'ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff';
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP ROLE regress_crypto_nobody;
+
+-- protect: bad inputs
+SELECT event_store.protect(NULL, '$.user_id', '{$.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', NULL, '{$.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('', '$.user_id', '{$.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect(repeat('t', 1025), '$.user_id', '{$.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '', '{$.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', 'user_id', '{$.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$', '{$.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', '{$.}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', '{$..email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', '{"$.e mail"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', '{"$.emails[0]"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', ARRAY['$.email', NULL]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', '{{$.a}, {$.b}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', '{$.owner, $.owner.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', '{$.email, $.email}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.user_id', (SELECT array_agg('$.f' || i) FROM generate_series(1, 33) i));
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('T', '$.' || repeat('a.', 16) || 'b', '{$.email}');
+\echo :LAST_ERROR_SQLSTATE
+-- an event type that has no event yet can be protected (that is the normal order)
+SELECT event_store.protect('NeverAppended', '$.id', '{$.secret}');
+SELECT event_type, subject, fields FROM event_store.protected_types ORDER BY 1;
+
+-- protect -> append -> read: two subjects
+SELECT event_store.append('user-1', 'UserRegistered',
+       '{"user_id": "u1", "email": "alice@example.com", "profile": {"name": "Alice", "age": 30}}');
+SELECT event_store.append('user-2', 'UserRegistered',
+       '{"user_id": "u2", "email": "bob@example.com", "profile": {"name": "Bob", "age": 40}}');
+-- a plain INSERT is protected too; a missing field is left out
+INSERT INTO event_store.events (stream_id, event_type, data)
+VALUES ('user-1', 'UserRegistered', '{"user_id": "u1", "email": "alice@example.org"}');
+-- an event type without a rule is stored as given
+SELECT event_store.append('user-1', 'LoggedIn', '{"user_id": "u1", "ip": "192.0.2.1"}');
+
+-- stored: ciphertext (base64), never the plaintext; the metadata names the key and fields
+SELECT stream_id, stream_version,
+       data->>'user_id' AS subject,
+       data::text LIKE '%alice%' OR data::text LIKE '%Alice%' OR data::text LIKE '%bob%' AS plaintext_stored,
+       data->>'email' ~ '^[A-Za-z0-9+/]{60,}={0,2}$' AS email_is_ciphertext,
+       data->'profile'->'age' AS age,
+       jsonb_typeof(metadata->'protected'->'key') AS key, metadata->'protected'->'fields' AS fields
+  FROM event_store.events WHERE stream_id LIKE 'user-%' ORDER BY stream_id, stream_version;
+-- read: in clear
+SELECT stream_version, event_type, data, metadata ? 'redacted' AS redacted
+  FROM event_store.read_stream('user-1');
+SELECT stream_version, data FROM event_store.read_stream('user-2');
+SELECT count(*) AS keys, count(DISTINCT key_id) AS distinct_keys,
+       bool_and(length(wrapped_key) = 16 + 80 + 32) AS wrapped_64_byte_keys
+  FROM event_store.subject_keys;
+SELECT * FROM event_store.subject_streams('u1');
+
+-- the same plaintext encrypted twice gives different ciphertext
+SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.com"}');
+SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.com"}');
+SELECT count(DISTINCT data->>'email') AS distinct_ciphertexts
+  FROM event_store.events WHERE stream_id = 'user-3';
+SELECT count(DISTINCT data->>'email') AS distinct_plaintexts
+  FROM event_store.read_stream('user-3');
+
+-- a re-sent protected event is recognised (compared in clear), by append and by INSERT
+SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.net"}',
+       event_id => '00000000-0000-4000-8000-0000000c0001');
+SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.net"}',
+       event_id => '00000000-0000-4000-8000-0000000c0001');
+INSERT INTO event_store.events (stream_id, event_type, data, event_id)
+VALUES ('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.net"}',
+        '00000000-0000-4000-8000-0000000c0001');
+SELECT event_store.append_events('user-3', '[{"type": "UserRegistered", "id": "00000000-0000-4000-8000-0000000c0001", "data": {"user_id": "u3", "email": "carol@example.net"}}]');
+-- ... but the same id with other content is a conflict
+SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "mallory@example.net"}',
+       event_id => '00000000-0000-4000-8000-0000000c0001');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.stream_version('user-3');
+
+-- the subject: a number works, a missing, empty or non-scalar one is refused
+SELECT event_store.protect('OrderPlaced', '$.customer.id', '{$.customer.address}');
+SELECT event_store.append('pd-order-1', 'OrderPlaced', '{"customer": {"id": 42, "address": {"street": "Main St 1"}}}');
+SELECT data FROM event_store.read_stream('pd-order-1');
+SELECT event_store.append('pd-order-2', 'OrderPlaced', '{"customer": {"address": "Elm St 2"}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append('pd-order-2', 'OrderPlaced', '{"customer": {"id": "", "address": "Elm St 2"}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append('pd-order-2', 'OrderPlaced', '{"customer": {"id": {"x": 1}, "address": "Elm St 2"}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append('pd-order-2', 'OrderPlaced', '{"customer": {"id": null, "address": "Elm St 2"}}');
+\echo :LAST_ERROR_SQLSTATE
+
+-- tampering fails loudly: a flipped byte, a truncated ciphertext, a ciphertext moved to another field
+ALTER TABLE event_store.events DISABLE TRIGGER append_only;
+SELECT event_store.append('tamper-1', 'UserRegistered', '{"user_id": "u4", "email": "dave@example.com", "profile": {"name": "Dave"}}',
+       event_id => '00000000-0000-4000-8000-0000c0dee001');
+SELECT event_store.append('tamper-2', 'UserRegistered', '{"user_id": "u4", "email": "dave@example.com", "profile": {"name": "Dave"}}',
+       event_id => '00000000-0000-4000-8000-0000c0dee002');
+SELECT event_store.append('tamper-3', 'UserRegistered', '{"user_id": "u4", "email": "dave@example.com", "profile": {"name": "Dave"}}',
+       event_id => '00000000-0000-4000-8000-0000c0dee003');
+UPDATE event_store.events
+   SET data = jsonb_set(data, '{email}', to_jsonb(encode(set_byte(decode(data->>'email', 'base64'), 20,
+                        get_byte(decode(data->>'email', 'base64'), 20) # 1), 'base64')))
+ WHERE stream_id = 'tamper-1';
+UPDATE event_store.events
+   SET data = jsonb_set(data, '{email}', to_jsonb(substr(data->>'email', 1, 64)))
+ WHERE stream_id = 'tamper-2';
+UPDATE event_store.events
+   SET data = jsonb_set(data, '{email}', data->'profile'->'name')
+ WHERE stream_id = 'tamper-3';
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only;
+SELECT data FROM event_store.read_stream('tamper-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT data FROM event_store.read_stream('tamper-2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT data FROM event_store.read_stream('tamper-3');
+\echo :LAST_ERROR_SQLSTATE
+
+-- a forged "protected" marker is refused (to anyone but a superuser, who restores dumps)
+CREATE ROLE regress_crypto_writer;
+GRANT USAGE ON SCHEMA event_store TO regress_crypto_writer;
+GRANT INSERT ON event_store.events TO regress_crypto_writer;
+GRANT EXECUTE ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, uuid, integer) TO regress_crypto_writer;
+SET ROLE regress_crypto_writer;
+SELECT event_store.append('user-5', 'Note', '{}', '{"protected": {"key": "x", "fields": []}}');
+\echo :LAST_ERROR_SQLSTATE
+-- a writer with no right on the key table still appends protected events (a new subject too)
+SELECT event_store.append('user-5', 'UserRegistered', '{"user_id": "u5", "email": "erin@example.com"}');
+SELECT * FROM event_store.subject_keys;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+-- pgcrypto is called with the caller's EXECUTE right checked
+REVOKE EXECUTE ON FUNCTION encrypt_iv(bytea, bytea, bytea, text) FROM PUBLIC;
+SET ROLE regress_crypto_writer;
+SELECT event_store.append('user-5', 'UserRegistered', '{"user_id": "u5", "email": "erin@example.org"}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION encrypt_iv(bytea, bytea, bytea, text) TO PUBLIC;
+SET ROLE regress_crypto_writer;
+SELECT event_store.append('user-5', 'UserRegistered', '{"user_id": "u5", "email": "erin@example.org"}');
+RESET ROLE;
+
+-- forget: the protected fields read back as null, the rest intact, the metadata says so
+SELECT event_store.forget('u1');
+SELECT stream_version, event_type, data, metadata->>'redacted' AS redacted
+  FROM event_store.read_stream('user-1');
+-- the second subject is untouched
+SELECT stream_version, data, metadata ? 'redacted' AS redacted FROM event_store.read_stream('user-2');
+-- the key is gone, a tombstone (a hash) remains, the streams record is empty
+SELECT count(*) FROM event_store.subject_keys WHERE subject = 'u1';
+SELECT count(*) FROM event_store.forgotten_subjects
+ WHERE subject_hash = sha256(convert_to('u1', 'UTF8'));
+SELECT * FROM event_store.subject_streams('u1');
+-- forget twice: nothing more happens
+SELECT event_store.forget('u1');
+-- the audit event holds no personal data
+SELECT stream_version, event_type, data->>'subject_sha256' = encode(sha256(convert_to('u1', 'UTF8')), 'hex') AS hashed,
+       data->'streams' AS streams, data::text LIKE '%u1%' AS names_subject
+  FROM event_store.read_stream('event_store-subjects');
+-- appending for a forgotten subject is refused, also after a new session
+SELECT event_store.append('user-1', 'UserRegistered', '{"user_id": "u1", "email": "alice@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+\c
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+SELECT event_store.append('user-1', 'UserRegistered', '{"user_id": "u1", "email": "alice@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT data, metadata->>'redacted' AS redacted FROM event_store.read_stream('user-1', max_count => 1);
+-- a subject never seen can be forgotten in advance
+SELECT event_store.forget('u-never');
+SELECT event_store.append('user-9', 'UserRegistered', '{"user_id": "u-never", "email": "x@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.stream_version('event_store-subjects');
+-- forget: bad inputs
+SELECT event_store.forget(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.forget('');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.forget(repeat('s', 1025));
+\echo :LAST_ERROR_SQLSTATE
+
+-- a wrapped key that was altered fails loudly (and the cache is per session)
+UPDATE event_store.subject_keys
+   SET wrapped_key = set_byte(wrapped_key, 30, get_byte(wrapped_key, 30) # 1) WHERE subject = 'u2';
+\c
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+\set VERBOSITY terse
+SELECT data FROM event_store.read_stream('user-2');
+\echo :LAST_ERROR_SQLSTATE
+-- another key-encryption key cannot unwrap
+SET event_store.key_encryption_key = 'ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100';
+SELECT data FROM event_store.read_stream('user-3', max_count => 1);
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+
+-- rotation: the new key current, the old one previous, rewrap, then the old one is not needed
+SET event_store.previous_key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+SELECT data FROM event_store.read_stream('user-3', max_count => 1);
+-- (flip u2's altered byte back first)
+UPDATE event_store.subject_keys
+   SET wrapped_key = set_byte(wrapped_key, 30, get_byte(wrapped_key, 30) # 1) WHERE subject = 'u2';
+SELECT event_store.rewrap_keys();
+SELECT count(DISTINCT kek_id) FROM event_store.subject_keys;
+\c
+SET event_store.key_encryption_key = 'ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100';
+SELECT data FROM event_store.read_stream('user-3', max_count => 1);
+SELECT data FROM event_store.read_stream('user-2');
+SELECT event_store.rewrap_keys();
+
+-- privileges: nothing for PUBLIC; a role without the right cannot read keys or forget,
+-- and a reader without personal_data_access() sees the fields redacted
+CREATE ROLE regress_crypto_reader;
+GRANT USAGE ON SCHEMA event_store TO regress_crypto_reader;
+GRANT SELECT ON event_store.events TO regress_crypto_reader;
+GRANT EXECUTE ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) TO regress_crypto_reader;
+SET ROLE regress_crypto_reader;
+SELECT * FROM event_store.subject_keys;
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.protected_types;
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.forget('u2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.protect('X', '$.a', '{$.b}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.rewrap_keys();
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.subject_streams('u2');
+\echo :LAST_ERROR_SQLSTATE
+SHOW event_store.key_encryption_key;
+\echo :LAST_ERROR_SQLSTATE
+SELECT data, metadata->>'redacted' AS redacted FROM event_store.read_stream('user-2');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION event_store.personal_data_access() TO regress_crypto_reader;
+SET ROLE regress_crypto_reader;
+SELECT data, metadata->>'redacted' AS redacted FROM event_store.read_stream('user-2');
+RESET ROLE;
+-- the admin of README.md, "Security"
+CREATE ROLE regress_crypto_admin;
+GRANT USAGE ON SCHEMA event_store TO regress_crypto_admin;
+GRANT SELECT ON event_store.subject_keys, event_store.protected_types, event_store.forgotten_subjects TO regress_crypto_admin;
+GRANT EXECUTE ON FUNCTION event_store.protect(text, text, text[]), event_store.forget(text),
+                          event_store.rewrap_keys(), event_store.subject_streams(text) TO regress_crypto_admin;
+SET ROLE regress_crypto_admin;
+SELECT count(*) FROM event_store.subject_keys WHERE subject = 'u2';
+SELECT event_store.forget('u2');
+RESET ROLE;
+SELECT data, metadata->>'redacted' AS redacted FROM event_store.read_stream('user-2');
+
+DROP OWNED BY regress_crypto_writer, regress_crypto_reader, regress_crypto_admin;
+DROP ROLE regress_crypto_writer, regress_crypto_reader, regress_crypto_admin;
+
+-- forget deletes the snapshots of the subject's streams: a real aggregate
+-- folded over protected events is folded again, from the redacted events
+CREATE FUNCTION public.pd_emails(state jsonb, e event_store.event) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT jsonb_build_object('emails', coalesce(state->'emails', '[]') || jsonb_build_array(e.data->'email')) $$;
+SELECT event_store.define_aggregate('pd_emails', 'public.pd_emails(jsonb, event_store.event)', '{}', 1);
+SELECT event_store.protect('Signed', '$.user_id', '{$.email}');
+SELECT event_store.append('pdsnap-1', 'Signed', '{"user_id": "snap-u", "email": "snap@example.com"}'),
+       event_store.append('pdsnap-1', 'Signed', '{"user_id": "snap-u", "email": "snap2@example.com"}');
+SELECT * FROM event_store.load_aggregate('pdsnap-1', 'pd_emails');
+SELECT count(*) AS snapshots FROM event_store.snapshots WHERE stream_id = 'pdsnap-1';
+SELECT event_store.forget('snap-u');
+SELECT count(*) AS snapshots FROM event_store.snapshots WHERE stream_id = 'pdsnap-1';
+SELECT * FROM event_store.load_aggregate('pdsnap-1', 'pd_emails');
