@@ -373,6 +373,7 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 		*version = 0;
 		return agg->initial_state;
 	}
+	snap.view = es_snapshot_view();
 	if (!es_find_snapshot(stream_id, agg, as_of, at_version, snapshot, &snap))
 	{
 		snap.version = 0;
@@ -440,7 +441,9 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 	MemoryContextDelete(work);
 	MemoryContextDelete(spare);
 
-	if (agg->snapshot_every > 0 && replayed >= agg->snapshot_every && es_may_write_snapshots())
+	/* not if the view changed meanwhile (a registry change seen mid-fold) */
+	if (agg->snapshot_every > 0 && replayed >= agg->snapshot_every && es_may_write_snapshots() &&
+		es_snapshot_view() == snap.view)
 	{
 		snap.state = result;
 		es_write_snapshot(stream_id, agg, &snap, false);

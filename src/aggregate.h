@@ -58,6 +58,7 @@ typedef struct EsSnapshot
 	int64		version;
 	Jsonb	   *state;
 	TimestampTz recorded_at;	/* of the stream's event at `version` */
+	int64		view;			/* es_snapshot_view() the state belongs to */
 } EsSnapshot;
 
 /* aggregate.c */
@@ -74,6 +75,7 @@ extern Jsonb *es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz
 					  int64 at_version, Snapshot snapshot, int64 *version);
 
 /* snapshot.c */
+extern int64 es_snapshot_view(void);
 extern bool es_find_snapshot(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 							 int64 at_version, Snapshot snapshot, EsSnapshot *found);
 extern bool es_may_write_snapshots(void);

@@ -82,6 +82,7 @@
 #include "parser/parse_func.h"
 #include "port/pg_bswap.h"
 #include "storage/bufmgr.h"
+#include "storage/fd.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
@@ -216,7 +217,7 @@ static HTAB *keys = NULL;
 typedef struct Kek
 {
 	bool		valid;
-	char		source[KEK_HEX_CHARS + 1];
+	char		source[MAXPGPATH + 8];	/* the setting it was loaded from */
 	uint8		enc[HALF_KEY];
 	uint8		mac[HALF_KEY];
 	char		id[17];			/* 8 bytes in hex */
@@ -310,8 +311,11 @@ static void
 crypto_relcache_callback(Datum arg, Oid relid)
 {
 	(void) arg;
-	if (!ccat_valid)
-		return;
+
+	/*
+	 * No early return when ccat is already invalid: ccat keeps the OIDs it
+	 * had, and a later message (a forget) must still drop the key caches.
+	 */
 	if (relid == InvalidOid || relid == ccat.keys_relid || relid == ccat.tomb_relid)
 		drop_key_caches();
 	if (relid == InvalidOid || relid == ccat.rules_relid)
@@ -688,7 +692,7 @@ sha256(const uint8 *p, size_t len, uint8 *out)
  */
 
 static bool
-parse_kek(const char *hex, Kek *k)
+parse_kek_hex(const char *hex, Kek *k)
 {
 	uint8		raw[HALF_KEY];
 	uint8		id[TAG_BYTES];
@@ -696,8 +700,6 @@ parse_kek(const char *hex, Kek *k)
 
 	if (hex == NULL || strlen(hex) != KEK_HEX_CHARS)
 		return false;
-	if (k->valid && strcmp(k->source, hex) == 0)
-		return true;
 	for (i = 0; i < HALF_KEY; i++)
 	{
 		int			hi = hex[2 * i],
@@ -719,9 +721,49 @@ parse_kek(const char *hex, Kek *k)
 	for (i = 0; i < 8; i++)
 		snprintf(k->id + 2 * i, 3, "%02x", id[i]);
 	explicit_bzero(raw, sizeof(raw));
-	strlcpy(k->source, hex, sizeof(k->source));
 	k->valid = true;
 	return true;
+}
+
+/*
+ * Load a key-encryption key from its setting: 64 hexadecimal digits, or
+ * "file:" and the path of a file that holds them (so that the key never
+ * appears in postgresql.conf or, when a reload changes it, in the server
+ * log).  Cached until the setting changes; a new key file means a new path.
+ */
+static bool
+parse_kek(const char *setting, Kek *k)
+{
+	bool		ok;
+
+	if (setting == NULL)
+		return false;
+	if (k->valid && strcmp(k->source, setting) == 0)
+		return true;
+	k->valid = false;
+	if (strncmp(setting, "file:", 5) == 0)
+	{
+		char		hex[KEK_HEX_CHARS + 8];
+		size_t		n;
+		FILE	   *f = AllocateFile(setting + 5, "r");
+
+		if (f == NULL)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not open key-encryption key file \"%s\": %m", setting + 5)));
+		n = fread(hex, 1, sizeof(hex) - 1, f);
+		FreeFile(f);
+		hex[n] = '\0';
+		while (n > 0 && isspace((unsigned char) hex[n - 1]))
+			hex[--n] = '\0';
+		ok = parse_kek_hex(hex, k);
+		explicit_bzero(hex, sizeof(hex));
+	}
+	else
+		ok = parse_kek_hex(setting, k);
+	if (ok)
+		strlcpy(k->source, setting, sizeof(k->source));
+	return ok;
 }
 
 static Kek *
@@ -732,12 +774,12 @@ current_kek(void)
 				(errcode(ERRCODE_ES_NO_KEK),
 				 errmsg("no key-encryption key is configured"),
 				 errdetail("Protected personal data needs event_store.key_encryption_key to wrap and unwrap subject keys."),
-				 errhint("Set event_store.key_encryption_key to 64 hexadecimal digits in postgresql.conf and reload.")));
+				 errhint("Set event_store.key_encryption_key to 'file:' and the path of a file holding 64 hexadecimal digits, in postgresql.conf, and reload.")));
 	if (!parse_kek(kek_setting, &kek_current))
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_NO_KEK),
 				 errmsg("event_store.key_encryption_key is not valid"),
-				 errdetail("It must be 64 hexadecimal digits (32 bytes)."),
+				 errdetail("It must be 64 hexadecimal digits (32 bytes), or \"file:\" and the path of a file holding them."),
 				 errhint("Generate one with: openssl rand -hex 32")));
 	return &kek_current;
 }
@@ -751,7 +793,7 @@ previous_kek(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_NO_KEK),
 				 errmsg("event_store.previous_key_encryption_key is not valid"),
-				 errdetail("It must be 64 hexadecimal digits (32 bytes).")));
+				 errdetail("It must be 64 hexadecimal digits (32 bytes), or \"file:\" and the path of a file holding them.")));
 	return &kek_previous;
 }
 
@@ -1787,6 +1829,15 @@ may_read_personal_data(void)
 }
 
 /*
+ * For other modules (snapshots): may the current role read personal data?
+ */
+bool
+es_may_read_personal_data(void)
+{
+	return may_read_personal_data();
+}
+
+/*
  * Called by es_present_event() (read.c) on every event handed to a reader
  * (values/nulls: an event_store.event).  An event without the metadata
  * marker costs one key lookup in its metadata.
@@ -2086,6 +2137,18 @@ event_store_forget(PG_FUNCTION_ARGS)
 	bool		was_forgotten;
 	int			i;
 	int			rc;
+
+	/*
+	 * The key row is overwritten in place at pre-commit, which cannot be
+	 * undone; a SERIALIZABLE transaction can still fail after that point (the
+	 * commit-time serialization check), so forget() refuses to run in one.
+	 */
+	if (IsolationIsSerializable())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("event_store.forget() cannot run in a SERIALIZABLE transaction"),
+				 errdetail("Forgetting destroys the key at commit, which a serialization failure could no longer undo."),
+				 errhint("Call it in a READ COMMITTED or REPEATABLE READ transaction.")));
 
 	sha256((uint8 *) VARDATA_ANY(subject), VARSIZE_ANY_EXHDR(subject), hash);
 	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)

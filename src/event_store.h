@@ -182,6 +182,9 @@ extern List *es_key_streams(const char *key_id);
 /* Argument checks shared by the SQL-callable functions. */
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 
+/* crypto.c (beyond the hooks above) */
+extern bool es_may_read_personal_data(void);
+
 /* upcast.c */
 extern void es_upcast_init(void);
 extern void es_upcast_event(Datum *values, bool *nulls);

@@ -131,6 +131,7 @@ es_stream_scan_next(EsStreamScan *s)
 	{
 		bool		found;
 
+		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(s->cxt);
 		found = index_getnext_slot(s->scan, s->dir, s->slot);
 		if (found)

@@ -57,8 +57,8 @@ static const char *replace_sql = SNAPSHOT_INSERT
 
 static const char *delete_sql =
 "DELETE FROM event_store.snapshots s "
-"WHERE ($1::text IS NULL OR s.stream_id OPERATOR(pg_catalog.=) $1) "
-"AND ($2::text IS NULL OR s.aggregate OPERATOR(pg_catalog.=) $2)";
+"WHERE ($1::pg_catalog.text IS NULL OR s.stream_id OPERATOR(pg_catalog.=) $1) "
+"AND ($2::pg_catalog.text IS NULL OR s.aggregate OPERATOR(pg_catalog.=) $2)";
 
 static SPIPlanPtr write_plan = NULL;
 static SPIPlanPtr replace_plan = NULL;
@@ -80,6 +80,24 @@ get_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 		*cache = plan;
 	}
 	return *cache;
+}
+
+/*
+ * What the events a fold sees depend on, besides the aggregate: the upcaster
+ * registry (its fingerprint), and whether protected fields reach the reducer
+ * decrypted or redacted (the caller's right to read personal data).  State
+ * folded under one view is never served under another: it is the
+ * `upcasters` column of the snapshot key.  0 is the plain view: no
+ * upcasters, personal data readable (or none protected).
+ */
+int64
+es_snapshot_view(void)
+{
+	uint64		view = es_upcast_fingerprint();
+
+	if (!es_may_read_personal_data())
+		view ^= UINT64CONST(0x9e3779b97f4a7c15);
+	return (int64) view;
 }
 
 /*
@@ -107,9 +125,8 @@ es_find_snapshot(text *stream_id, const EsAggregate *agg, const TimestampTz *as_
 	ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
 	ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(agg->name));
 	ScanKeyInit(&keys[nkeys++], 3, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(agg->generation));
-	/* state folded from events upcast by another registry is not valid now */
-	ScanKeyInit(&keys[nkeys++], 4, BTEqualStrategyNumber, F_INT8EQ,
-				Int64GetDatum((int64) es_upcast_fingerprint()));
+	/* state folded under another view of the events is not valid here */
+	ScanKeyInit(&keys[nkeys++], 4, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(found->view));
 	if (as_of)
 	{
 		ScanKeyInit(&keys[nkeys++], 5, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
@@ -169,7 +186,7 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 	values[0] = PointerGetDatum(stream_id);
 	values[1] = PointerGetDatum(agg->name);
 	values[2] = Int64GetDatum(agg->generation);
-	values[3] = Int64GetDatum((int64) es_upcast_fingerprint());
+	values[3] = Int64GetDatum(snap->view);
 	values[4] = Int64GetDatum(snap->version);
 	values[5] = JsonbPGetDatum(snap->state);
 	values[6] = TimestampTzGetDatum(snap->recorded_at);
@@ -231,6 +248,7 @@ event_store_save_snapshot(PG_FUNCTION_ARGS)
 						   text_to_cstring(stream_id), head),
 				 errhint("Save a snapshot only of a version the stream has.")));
 	}
+	snap.view = es_snapshot_view();
 	es_write_snapshot(stream_id, &agg, &snap, true);
 	PG_RETURN_VOID();
 }
@@ -253,6 +271,7 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 	name = es_check_name(fcinfo, 1, "aggregate");
 	InitMaterializedSRF(fcinfo, 0);
 	es_lookup_aggregate(name, GetActiveSnapshot(), false, &agg);
+	snap.view = es_snapshot_view();
 	if (es_find_snapshot(stream_id, &agg, NULL, -1, GetActiveSnapshot(), &snap))
 	{
 		Datum		values[2];
