@@ -4,7 +4,8 @@ PG_CONFIG ?= pg_config
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = event_store
-OBJS = src/event_store.o src/versioning.o src/append.o src/read.o
+OBJS = src/event_store.o src/versioning.o src/append.o src/read.o \
+       src/decoder.o src/publish.o src/shmem.o src/launcher.o src/worker.o src/read_all.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
@@ -15,7 +16,8 @@ PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\" -isystem $(shell $(PG_CONFIG) --inc
 PG_CFLAGS   = -Wall -Wextra
 
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
-REGRESS      = event_log append_events read_stream bad_input append_only privileges
+REGRESS      = event_log append_events read_stream bad_input append_only privileges \
+               decoder publish read_all
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected

@@ -61,6 +61,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("event_store");
 
 	es_versioning_init();
+	es_pipeline_init();
 }
 
 /*

@@ -52,6 +52,11 @@
 #define ERRCODE_ES_EVENT_ID_CONFLICT		MAKE_SQLSTATE('V','E','0','0','2')
 #define ERRCODE_ES_APPEND_ONLY				MAKE_SQLSTATE('V','E','0','0','3')
 
+/* The decoding pipeline (VE020-VE029). */
+#define ERRCODE_ES_PLUGIN_OPTION			MAKE_SQLSTATE('V','E','0','2','0')
+#define ERRCODE_ES_INVALID_MESSAGE			MAKE_SQLSTATE('V','E','0','2','1')
+#define ERRCODE_ES_SLOT_INVALIDATED			MAKE_SQLSTATE('V','E','0','2','2')
+
 /* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
 #define ES_LOCKTAG_STREAM			0x4553
 
@@ -114,6 +119,10 @@ extern EsStreamScan *es_stream_scan_begin(text *stream_id, int64 lower, int64 up
 										  int64 max_count, Snapshot snapshot);
 extern bool es_stream_scan_next(EsStreamScan *s);
 extern void es_stream_scan_end(EsStreamScan *s);
+
+/* shmem.c: the decoding pipeline (see pipeline.h) */
+extern bool es_xact_appended;	/* set by the trigger; the worker is woken at commit */
+extern void es_pipeline_init(void);
 
 /* Argument checks shared by the SQL-callable functions. */
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
