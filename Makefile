@@ -20,7 +20,7 @@ REGRESS      = event_log append_events read_stream bad_input append_only privile
                decoder publish read_all
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
-ISOLATION      = append_conflict append_no_expected
+ISOLATION      = append_conflict append_no_expected read_all_order
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

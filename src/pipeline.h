@@ -76,6 +76,7 @@ typedef struct EsPipelineDb
 	TimestampTz caught_up_time;	/* when the worker last had ordered all flushed WAL */
 	int64		last_position;	/* highest position assigned */
 	int64		rebuilds;		/* times the log was rebuilt from the event table */
+	bool		want_again;		/* asked for while running: a stopping worker restarts */
 	char		last_error[256];
 } EsPipelineDb;
 

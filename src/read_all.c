@@ -234,12 +234,17 @@ event_store_wait_for_pipeline(PG_FUNCTION_ARGS)
 		EsPipelineDb *db;
 		long		left;
 
+		bool		missing;
+
 		LWLockAcquire(es_pipeline_lock, LW_SHARED);
 		db = es_pipeline_find(MyDatabaseId);
+		missing = db == NULL;
 		done = db != NULL && db->pid != 0 && db->applied_lsn >= target;
 		LWLockRelease(es_pipeline_lock);
 		if (done)
 			break;
+		if (missing)
+			es_pipeline_want(MyDatabaseId);	/* the worker stopped meanwhile */
 		left = (long) TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 		if (left <= 0)
 			break;

@@ -127,6 +127,8 @@ es_pipeline_want(Oid dboid)
 			}
 		launcher = es_pipeline->launcher_latch;
 	}
+	else
+		db->want_again = true;	/* a worker that is stopping must come back */
 	LWLockRelease(es_pipeline_lock);
 	if (launcher)
 		SetLatch(launcher);

@@ -239,11 +239,24 @@ shut_down_for_dropped_extension(void)
 	replorigin_drop_by_name(my_name, true, false);
 	CommitTransactionCommand();
 
+	/*
+	 * If someone asked for the pipeline meanwhile (CREATE EXTENSION right
+	 * after a DROP), a new worker checks again; otherwise the entry is free.
+	 */
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	my_entry->pid = 0;
 	my_entry->latch = NULL;
 	my_entry->origin = InvalidRepOriginId;
-	my_entry->state = ES_PIPE_FREE;
+	if (my_entry->want_again)
+	{
+		my_entry->want_again = false;
+		my_entry->state = ES_PIPE_WANTED;
+		my_entry->next_start = 0;
+		if (es_pipeline->launcher_latch)
+			SetLatch(es_pipeline->launcher_latch);
+	}
+	else
+		my_entry->state = ES_PIPE_FREE;
 	LWLockRelease(es_pipeline_lock);
 	ConditionVariableBroadcast(&es_pipeline->progress_cv);
 	ereport(LOG,
@@ -628,6 +641,9 @@ event_store_worker_main(Datum arg)
 
 	/* the replication origin: our progress, and the tag of our own writes */
 	StartTransactionCommand();
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry->want_again = false;
+	LWLockRelease(es_pipeline_lock);
 	if (!extension_installed())
 		shut_down_for_dropped_extension();
 	origin = replorigin_by_name(my_name, true);
