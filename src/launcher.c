@@ -168,7 +168,8 @@ launcher_pass(void)
 	{
 		EsPipelineDb *db = &es_pipeline->dbs[i];
 
-		if (db->state != ES_PIPE_WANTED || handles[i] != NULL || db->next_start > now)
+		if (!es_pipeline_enabled || db->state != ES_PIPE_WANTED || handles[i] != NULL ||
+			db->next_start > now)
 			continue;
 		if (start_worker(i, db->dboid))
 		{

@@ -100,6 +100,7 @@ extern void es_pipeline_wake_db(Oid dboid);
 extern RepOriginId es_pipeline_own_origin(void);
 
 /* launcher.c, worker.c */
+extern bool es_pipeline_enabled;
 extern int	es_pipeline_naptime_ms;
 extern int	es_pipeline_batch_events;
 extern void es_launcher_register(void);

@@ -45,6 +45,7 @@
 EsPipelineShared *es_pipeline = NULL;
 LWLock	   *es_pipeline_lock = NULL;
 
+bool		es_pipeline_enabled = true;
 int			es_pipeline_naptime_ms = 1000;
 int			es_pipeline_batch_events = 10000;
 
@@ -312,6 +313,15 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 void
 es_pipeline_init(void)
 {
+	DefineCustomBoolVariable("event_store.pipeline_enabled",
+							 "Runs the pipeline workers that order events into the global log.",
+							 "Off stops every worker (their slots keep the WAL they need, up to "
+							 "max_slot_wal_keep_size); on starts them again.",
+							 &es_pipeline_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomIntVariable("event_store.pipeline_naptime",
 							"Longest time the pipeline worker sleeps when no commit wakes it.",
 							"Appending transactions wake the worker at commit; this only bounds the delay "

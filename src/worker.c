@@ -690,6 +690,13 @@ event_store_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			if (!es_pipeline_enabled)
+			{
+				ereport(LOG,
+						(errmsg("event_store pipeline for database %u stops: event_store.pipeline_enabled is off",
+								MyDatabaseId)));
+				proc_exit(0);	/* the entry stays wanted: started again when enabled */
+			}
 		}
 		more = pipeline_round(ctx);
 		if (more)
