@@ -77,11 +77,16 @@ SELECT event_store.wait_for_pipeline(NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT event_store.wait_for_pipeline('-1 s');
 \echo :LAST_ERROR_SQLSTATE
--- the log is the worker's: nobody else writes it (not even through the reader's rights)
+-- the grants of README.md, "Security", for the global log: the reader reads
+-- it (not without SELECT on global_log), writes nothing; the writer publishes;
+-- the admin sees the health view
 CREATE ROLE regress_ra_reader;
-GRANT USAGE ON SCHEMA event_store TO regress_ra_reader;
+CREATE ROLE regress_ra_writer;
+CREATE ROLE regress_ra_admin;
+GRANT USAGE ON SCHEMA event_store TO regress_ra_reader, regress_ra_writer, regress_ra_admin;
 GRANT SELECT ON event_store.events TO regress_ra_reader;
-GRANT EXECUTE ON FUNCTION event_store.read_all(bigint, integer, text[], text[]) TO regress_ra_reader;
+GRANT EXECUTE ON FUNCTION event_store.read_all(bigint, integer, text[], text[]),
+                          event_store.wait_for_pipeline(interval) TO regress_ra_reader;
 SET ROLE regress_ra_reader;
 SELECT count(*) FROM event_store.read_all(:base);
 \echo :LAST_ERROR_SQLSTATE
@@ -89,8 +94,24 @@ RESET ROLE;
 GRANT SELECT ON event_store.global_log TO regress_ra_reader;
 SET ROLE regress_ra_reader;
 SELECT count(*) FROM event_store.read_all(:base);
+SELECT event_store.wait_for_pipeline('30 s');
 INSERT INTO event_store.global_log VALUES (0, 'x', 1, 'x', 'x', '0/0');
 \echo :LAST_ERROR_SQLSTATE
+SELECT event_store.publish('t', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM event_store.pipeline_status;
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
-DROP OWNED BY regress_ra_reader;
-DROP ROLE regress_ra_reader;
+GRANT EXECUTE ON FUNCTION event_store.publish(text, jsonb, text) TO regress_ra_writer;
+SET ROLE regress_ra_writer;
+SELECT event_store.publish('t', '{}') IS NOT NULL AS published;
+SELECT count(*) FROM event_store.read_all(:base);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT SELECT ON event_store.pipeline_status TO regress_ra_admin;
+GRANT EXECUTE ON FUNCTION event_store._pipeline_state() TO regress_ra_admin;
+SET ROLE regress_ra_admin;
+SELECT state, worker_running FROM event_store.pipeline_status;
+RESET ROLE;
+DROP OWNED BY regress_ra_reader, regress_ra_writer, regress_ra_admin;
+DROP ROLE regress_ra_reader, regress_ra_writer, regress_ra_admin;
