@@ -67,6 +67,28 @@ is($node->safe_psql('postgres', q{
 	't', 'commit LSNs never decrease along the stream');
 $node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('recv')});
 
+# --- a 100,000-event transaction and a rolled-back 50,000-event one --------
+$node->safe_psql('postgres', q{
+	SELECT event_store.append_events('big-1', (SELECT jsonb_agg(jsonb_build_object('type', 'Big', 'data', jsonb_build_object('i', i)))
+	                                             FROM generate_series(1, 100000) i))});
+$node->psql('postgres', q{
+	BEGIN;
+	SELECT event_store.append_events('big-2', (SELECT jsonb_agg(jsonb_build_object('type', 'Big', 'data', jsonb_build_object('i', i)))
+	                                             FROM generate_series(1, 50000) i));
+	ROLLBACK;});
+$node->safe_psql('postgres', q{SELECT event_store.append('big-3', 'After', '{}')});
+is($node->safe_psql('postgres', q{SELECT event_store.wait_for_pipeline('120 s')}), 't', 'a 100,000-event transaction is ordered');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) || ' ' || (max(global_position) - min(global_position) + 1) || ' ' ||
+	       bool_and(stream_version = global_position - m.first + 1)
+	  FROM event_store.read_all(0, 200000, categories => '{big}') r,
+	       (SELECT min(global_position) AS first FROM event_store.global_log WHERE stream_id = 'big-1') m
+	 WHERE r.stream_id = 'big-1'}),
+	'100000 100000 true', 'its events have consecutive positions, in version order');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(DISTINCT stream_id, ',') FROM event_store.read_all(0, 200000, categories => '{big}')}),
+	'big-1,big-3', 'the rolled-back one is not in the log');
+
 # --- kill -9 in the middle of a stream of appends -----------------------
 my $script = '';
 for my $n (1 .. 4000)
