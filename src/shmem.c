@@ -16,8 +16,10 @@
  * transaction callback), so the worker wakes on commit rather than on a
  * timer.  CREATE EXTENSION event_store asks the launcher for a worker at
  * commit; DROP EXTENSION event_store wakes the worker at commit so that it
- * notices, drops its slot and exits; DROP DATABASE stops the database's
- * worker first (a connected worker and an active slot would make it fail).
+ * notices, drops its slot and exits; DROP DATABASE (and CREATE DATABASE
+ * from it as template, ALTER DATABASE RENAME / SET TABLESPACE) stops the
+ * database's worker first (a connected worker and an active slot would make
+ * them fail).
  *
  *-------------------------------------------------------------------------
  */
@@ -248,12 +250,15 @@ drops_event_store(DropStmt *stmt)
 }
 
 /*
- * Stop the worker of a database about to be dropped, and wait (at most 10
- * seconds) until it is gone, so that DROP DATABASE does not find it
- * connected or its slot active.
+ * Stop the worker of a database that a command needs without other
+ * connections (DROP DATABASE; CREATE DATABASE from it as a template; ALTER
+ * DATABASE RENAME or SET TABLESPACE), and wait (at most 10 seconds) until it
+ * is gone.  For a drop the entry is freed; otherwise the launcher starts the
+ * worker again a second later (it then waits for the command's lock on the
+ * database before it connects).
  */
 static void
-stop_worker_for_drop(const char *dbname)
+stop_worker_for(const char *dbname, bool dropping)
 {
 	Oid			dboid = get_database_oid(dbname, true);
 	EsPipelineDb *db;
@@ -267,7 +272,15 @@ stop_worker_for_drop(const char *dbname)
 	if (db != NULL)
 	{
 		pid = db->pid;
-		db->state = ES_PIPE_FREE;	/* the launcher must not start it again */
+		if (dropping)
+			db->state = ES_PIPE_FREE;	/* the launcher must not start it again */
+		else
+		{
+			db->state = ES_PIPE_WANTED;
+			db->pid = 0;
+			db->latch = NULL;
+			db->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		}
 	}
 	LWLockRelease(es_pipeline_lock);
 	if (pid == 0)
@@ -282,6 +295,45 @@ stop_worker_for_drop(const char *dbname)
 	}
 }
 
+/* The database a utility statement needs to itself, or NULL. */
+static const char *
+database_needed_alone(Node *node, bool *dropping)
+{
+	ListCell   *lc;
+
+	*dropping = false;
+	if (IsA(node, DropdbStmt))
+	{
+		*dropping = true;
+		return ((DropdbStmt *) node)->dbname;
+	}
+	if (IsA(node, CreatedbStmt))
+	{
+		foreach(lc, ((CreatedbStmt *) node)->options)
+		{
+			DefElem    *opt = lfirst(lc);
+
+			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL &&
+				IsA(opt->arg, String))
+				return strVal(opt->arg);
+		}
+		return "template1";
+	}
+	if (IsA(node, RenameStmt) && ((RenameStmt *) node)->renameType == OBJECT_DATABASE)
+		return ((RenameStmt *) node)->subname;
+	if (IsA(node, AlterDatabaseStmt))
+	{
+		foreach(lc, ((AlterDatabaseStmt *) node)->options)
+		{
+			DefElem    *opt = lfirst(lc);
+
+			if (strcmp(opt->defname, "tablespace") == 0)
+				return ((AlterDatabaseStmt *) node)->dbname;
+		}
+	}
+	return NULL;
+}
+
 static void
 es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				   ProcessUtilityContext context, ParamListInfo params,
@@ -289,8 +341,13 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 {
 	Node	   *node = pstmt->utilityStmt;
 
-	if (IsA(node, DropdbStmt))
-		stop_worker_for_drop(((DropdbStmt *) node)->dbname);
+	{
+		bool		dropping;
+		const char *alone = database_needed_alone(node, &dropping);
+
+		if (alone != NULL)
+			stop_worker_for(alone, dropping);
+	}
 
 	if (prev_process_utility_hook)
 		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,

@@ -218,6 +218,19 @@ ok($node->poll_query_until('postgres',
 	'a dropped extension drops its slot');
 $node->safe_psql('other', 'CREATE EXTENSION event_store CASCADE');
 is($node->safe_psql('other', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'created again: a worker again');
+$node->safe_psql('other', q{SELECT event_store.append('o-1', 'A', '{}')});
+$node->safe_psql('postgres', 'CREATE DATABASE other_copy TEMPLATE other');
+pass('CREATE DATABASE from a template with a running worker succeeds');
+$node->safe_psql('postgres', 'ALTER DATABASE other RENAME TO other2');
+$node->safe_psql('postgres', 'ALTER DATABASE other2 RENAME TO other');
+pass('ALTER DATABASE RENAME of a database with a running worker succeeds');
+is($node->safe_psql('other', q{SELECT event_store.append('o-1', 'A', '{}'); SELECT event_store.wait_for_pipeline('60 s')}),
+	"2\nt", 'its worker comes back');
+is($node->safe_psql('other_copy', q{SELECT event_store.append('o-1', 'A', '{}'); SELECT event_store.wait_for_pipeline('60 s')}),
+	"2\nt", 'and the copy gets a worker of its own');
+is($node->safe_psql('other_copy', q{SELECT string_agg(stream_id || '@' || stream_version, ',' ORDER BY global_position) FROM event_store.read_all()}),
+	'o-1@1,o-1@2', 'which orders the copied events too');
+$node->safe_psql('postgres', 'DROP DATABASE other_copy');
 $node->safe_psql('postgres', 'DROP DATABASE other');
 pass('DROP DATABASE of a database with a running worker succeeds');
 
