@@ -397,8 +397,8 @@ noop_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool 
 
 /*
  * Write the buffered transactions' positions in one transaction, with the
- * origin's progress.  Returns false if the extension is gone (after
- * shutting down: does not return then).
+ * origin's progress.  If the extension is gone, shuts the worker down
+ * instead (does not return).
  */
 static void
 apply_buffer(void)
@@ -407,7 +407,6 @@ apply_buffer(void)
 	Oid			nsp;
 	Oid			relid;
 	int64		next;
-	int64		added = 0;
 	BufTxn	   *last = NULL;
 	bool		isnull;
 	int			t;
@@ -468,20 +467,23 @@ apply_buffer(void)
 				elog(ERROR, "event_store pipeline: could not insert into the global log: %s",
 					 SPI_result_code_string(ret));
 			if (SPI_processed == 1)
-			{
-				next++;
-				added++;
-			}
+				next++;			/* else already in the log (a rebuild): no position */
 		}
 		last = txn;
 	}
 	SPI_finish();
 	PopActiveSnapshot();
+
+	/*
+	 * The origin's progress goes into this commit's WAL record.  Only the
+	 * LSN: with replorigin_session_origin_timestamp set, Postgres would
+	 * record the ordered transaction's commit time as this transaction's
+	 * commit timestamp (track_commit_timestamp), hiding when the events
+	 * became visible; that commit time is in pipeline_status instead.
+	 */
 	if (last != NULL)
-	{
 		replorigin_session_origin_lsn = last->end_lsn;
-		replorigin_session_origin_timestamp = last->commit_time;
-	}
+	replorigin_session_origin_timestamp = 0;	/* the commit sets it to its own time */
 	CommitTransactionCommand();
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
@@ -494,7 +496,6 @@ apply_buffer(void)
 		my_entry->last_position = next - 1;
 		LWLockRelease(es_pipeline_lock);
 	}
-	(void) added;
 }
 
 /*
