@@ -58,10 +58,12 @@ _PG_init(void)
 							   PGC_USERSET, 0,
 							   NULL, NULL, NULL);
 
+	/* the modules' own settings are defined before the prefix is reserved */
+	es_pipeline_init();
+
 	MarkGUCPrefixReserved("event_store");
 
 	es_versioning_init();
-	es_pipeline_init();
 }
 
 /*

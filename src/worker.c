@@ -112,6 +112,7 @@ static DecodeBuffer buf;
 static EsPipelineDb *my_entry = NULL;
 static char my_name[NAMEDATALEN];
 static SPIPlanPtr insert_plan = NULL;
+static void worker_loop(void) pg_attribute_noreturn();
 static MemoryContext round_context = NULL;	/* reset after each decoded record */
 
 /* Sink: one event of the transaction being committed. */
@@ -592,9 +593,6 @@ void
 event_store_worker_main(Datum arg)
 {
 	Oid			dboid = DatumGetObjectId(arg);
-	LogicalDecodingContext *ctx;
-	RepOriginId origin;
-	MemoryContext ctx_context;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -639,6 +637,36 @@ event_store_worker_main(Datum arg)
 	round_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline record",
 										  ALLOCSET_DEFAULT_SIZES);
 	buffer_reset();
+
+	PG_TRY();
+	{
+		worker_loop();
+	}
+	PG_CATCH();
+	{
+		/* show the error in pipeline_status, then exit with it */
+		MemoryContextSwitchTo(TopMemoryContext);
+		if (!LWLockHeldByMe(es_pipeline_lock))
+		{
+			ErrorData  *edata = CopyErrorData();
+
+			set_status_error(edata->message);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The worker's life once it has its entry: origin, slot, decoding context,
+ * rounds.
+ */
+static void
+worker_loop(void)
+{
+	LogicalDecodingContext *ctx;
+	MemoryContext ctx_context;
+	RepOriginId origin;
 
 	/* the replication origin: our progress, and the tag of our own writes */
 	StartTransactionCommand();
