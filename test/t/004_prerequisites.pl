@@ -40,5 +40,20 @@ like($err, qr/55000: publish needs wal_level = logical/, 'publish with wal_level
 is($node->safe_psql('postgres', q{SELECT event_store.append('pre-1', 'B', '{}')}), '2',
 	'the event log still works');
 unlike(slurp_file($node->logfile), qr/event_store launcher/, 'no launcher without wal_level = logical');
+
+# the pipeline's settings in postgresql.conf are honoured from the start
+$node->append_conf('postgresql.conf', qq{
+wal_level = logical
+event_store.pipeline_enabled = off
+});
+$node->restart;
+is($node->safe_psql('postgres', q{SHOW event_store.pipeline_enabled}), 'off', 'pipeline_enabled = off from postgresql.conf');
+is($node->safe_psql('postgres', q{SELECT event_store.wait_for_pipeline('2 s')}), 'f', 'no worker orders events then');
+is($node->safe_psql('postgres', q{SELECT worker_running FROM event_store.pipeline_status}), 'f', 'pipeline_status says so');
+$node->safe_psql('postgres', q{ALTER SYSTEM SET event_store.pipeline_enabled = on});
+$node->reload;
+is($node->safe_psql('postgres', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'enabled: the worker starts');
+is($node->safe_psql('postgres', q{SELECT string_agg(event_type, ',' ORDER BY global_position) FROM event_store.read_all()}),
+	'A,B', 'and orders the events appended before, from the event table');
 $node->stop;
 done_testing();
