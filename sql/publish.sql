@@ -2,6 +2,9 @@
 -- when the transaction rolls back.
 \set SHOW_CONTEXT never
 SET synchronous_commit = on;
+-- servers that restrict output plugins (output_plugin_libraries, where it exists) must allow ours
+SELECT count(set_config('output_plugin_libraries', setting || ', event_store', false)) >= 0 AS allowed
+  FROM pg_settings WHERE name = 'output_plugin_libraries';
 SELECT 'init' FROM pg_create_logical_replication_slot('regress_pub', 'event_store');
 
 BEGIN;
