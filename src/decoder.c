@@ -39,7 +39,6 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "mb/pg_wchar.h"
 #include "replication/logical.h"
 #include "replication/message.h"
 #include "replication/origin.h"
