@@ -11,15 +11,15 @@
  * read it without the lock.  The launcher creates and frees entries; a
  * worker fills in its own entry's pid, latch and progress.
  *
- * Hooks: a committing transaction that appended events sets its database's
- * worker latch (es_pipeline_commit_hook, called from versioning.c's
- * transaction callback), so the worker wakes on commit rather than on a
- * timer.  CREATE EXTENSION event_store asks the launcher for a worker at
- * commit; DROP EXTENSION event_store wakes the worker at commit so that it
- * notices, drops its slot and exits; DROP DATABASE (and CREATE DATABASE
- * from it as template, ALTER DATABASE RENAME / SET TABLESPACE) stops the
- * database's worker first (a connected worker and an active slot would make
- * them fail).
+ * Hooks: the versioning trigger marks a transaction that appended
+ * (es_xact_appended), and this file's transaction callback sets the
+ * database's worker latch when it commits, so the worker wakes on commit
+ * rather than on a timer (COMMIT PREPARED wakes it too).  CREATE EXTENSION
+ * event_store asks the launcher for a worker at commit; DROP EXTENSION
+ * event_store wakes the worker at commit so that it notices, drops its slot
+ * and exits.  DROP DATABASE (and CREATE DATABASE from it as template, ALTER
+ * DATABASE RENAME / SET TABLESPACE) stops the database's worker first: a
+ * connected worker and an active slot would make them fail.
  *
  *-------------------------------------------------------------------------
  */
@@ -361,6 +361,9 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 		want_at_commit = true;
 	else if (IsA(node, DropStmt) && drops_event_store((DropStmt *) node))
 		wake_at_commit = true;
+	else if (IsA(node, TransactionStmt) &&
+			 ((TransactionStmt *) node)->kind == TRANS_STMT_COMMIT_PREPARED)
+		wake_at_commit = true;	/* it may have appended: cheap to wake for nothing */
 }
 
 /*
