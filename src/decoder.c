@@ -60,6 +60,7 @@
 extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
 EsDecoderSink *es_decoder_sink = NULL;
+bool		es_presenting_in_decoding = false;
 
 typedef struct EsDecoderData
 {
@@ -435,7 +436,16 @@ es_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			goto done;
 	}
 
-	es_present_event(values, nulls);
+	es_presenting_in_decoding = true;
+	PG_TRY();
+	{
+		es_present_event(values, nulls);
+	}
+	PG_FINALLY();
+	{
+		es_presenting_in_decoding = false;
+	}
+	PG_END_TRY();
 
 	OutputPluginPrepareWrite(ctx, true);
 	out = ctx->out;

@@ -120,6 +120,15 @@ extern EsStreamScan *es_stream_scan_begin(text *stream_id, int64 lower, int64 up
 extern bool es_stream_scan_next(EsStreamScan *s);
 extern void es_stream_scan_end(EsStreamScan *s);
 
+/*
+ * decoder.c: true while the output plugin has es_present_event() present an
+ * event, i.e. inside logical decoding, under a historic catalog snapshot:
+ * there only catalog tables (and tables marked user_catalog_table) may be
+ * read, and nothing may be written.  Presentation steps that read other
+ * tables must take another path (a cache) when it is set.
+ */
+extern bool es_presenting_in_decoding;
+
 /* shmem.c: the decoding pipeline (see pipeline.h) */
 extern bool es_xact_appended;	/* set by the trigger; the worker is woken at commit */
 extern void es_pipeline_init(void);
