@@ -404,3 +404,92 @@ REVOKE ALL ON FUNCTION event_store.forget(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.rewrap_keys() FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.personal_data_access() FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.subject_streams(text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- The decoding pipeline: the commit-ordered global log, publish, health
+-- (src/decoder.c, publish.c, shmem.c, launcher.c, worker.c, read_all.c).
+-- ---------------------------------------------------------------------------
+
+-- The global log: one row per event, in commit order, written only by the
+-- pipeline worker (dense positions 1, 2, 3, ...).  Not dumped: a restored
+-- database orders its events again.
+CREATE TABLE event_store.global_log (
+    global_position bigint      NOT NULL,
+    stream_id       text        COLLATE "C" NOT NULL,
+    stream_version  bigint      NOT NULL,
+    category        text        COLLATE "C" NOT NULL,
+    event_type      text        COLLATE "C" NOT NULL,
+    commit_lsn      pg_lsn      NOT NULL,
+    CONSTRAINT global_log_pkey PRIMARY KEY (global_position),
+    CONSTRAINT global_log_event_key UNIQUE (stream_id, stream_version)
+);
+CREATE INDEX global_log_category_idx ON event_store.global_log (category, global_position);
+CREATE INDEX global_log_event_type_idx ON event_store.global_log (event_type, global_position);
+
+COMMENT ON TABLE event_store.global_log IS
+    'The global log: the position of every event in commit order, written by the event_store pipeline worker. Read with event_store.read_all().';
+
+CREATE FUNCTION event_store.read_all(
+    after_position bigint DEFAULT 0,
+    max_count integer DEFAULT 1000,
+    categories text[] DEFAULT NULL,
+    event_types text[] DEFAULT NULL)
+RETURNS SETOF event_store.event
+LANGUAGE c STABLE PARALLEL RESTRICTED ROWS 1000
+AS 'MODULE_PATHNAME', 'event_store_read_all';
+
+CREATE FUNCTION event_store.wait_for_pipeline(timeout interval DEFAULT '5 s')
+RETURNS boolean
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_wait_for_pipeline';
+
+CREATE FUNCTION event_store.publish(topic text, payload jsonb, key text DEFAULT NULL)
+RETURNS pg_lsn
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_publish';
+
+CREATE FUNCTION event_store._pipeline_state(
+    OUT slot_name text, OUT state text, OUT worker_pid integer, OUT worker_running boolean,
+    OUT decoded_lsn pg_lsn, OUT applied_lsn pg_lsn, OUT last_position bigint,
+    OUT last_commit_time timestamptz, OUT last_apply_time timestamptz,
+    OUT rebuilds bigint, OUT last_error text, OUT caught_up_time timestamptz)
+RETURNS record
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_pipeline_state';
+
+-- The pipeline's health, for this database.
+CREATE VIEW event_store.pipeline_status AS
+SELECT p.slot_name,
+       p.state,
+       p.worker_running,
+       p.worker_pid,
+       s.active AS slot_active,
+       s.wal_status AS slot_wal_status,
+       p.decoded_lsn,
+       s.confirmed_flush_lsn AS confirmed_lsn,
+       pg_catalog.pg_current_wal_flush_lsn() AS flushed_lsn,
+       GREATEST(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(),
+                                                      p.applied_lsn), 0::numeric)::bigint AS backlog_bytes,
+       CASE WHEN p.applied_lsn OPERATOR(pg_catalog.>=) pg_catalog.pg_current_wal_flush_lsn()
+            THEN '0'::pg_catalog.interval
+            ELSE GREATEST(pg_catalog.now() OPERATOR(pg_catalog.-) p.caught_up_time,
+                                     '0'::pg_catalog.interval)
+       END AS backlog_time,
+       p.last_position,
+       p.last_commit_time,
+       p.last_apply_time,
+       p.last_apply_time OPERATOR(pg_catalog.-) p.last_commit_time AS last_lag,
+       p.rebuilds,
+       p.last_error
+  FROM event_store._pipeline_state() p
+  LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name OPERATOR(pg_catalog.=) p.slot_name;
+
+COMMENT ON VIEW event_store.pipeline_status IS
+    'Health of the decoding pipeline of this database: worker, slot, decoded and confirmed LSN, backlog.';
+
+REVOKE ALL ON TABLE event_store.global_log FROM PUBLIC;
+REVOKE ALL ON TABLE event_store.pipeline_status FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.read_all(bigint, integer, text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.wait_for_pipeline(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.publish(text, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store._pipeline_state() FROM PUBLIC;

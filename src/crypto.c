@@ -1852,6 +1852,15 @@ es_decrypt_event(Datum *values, bool *nulls)
 	pg_uuid_t	key_id;
 	List	   *paths;
 	const char *redacted;
+
+	/*
+	 * Inside logical decoding the key table cannot be read (it is no
+	 * catalog): the output plugin hands protected fields on as stored,
+	 * ciphertext that no consumer can read.  Decrypting consumers read with
+	 * read_all.
+	 */
+	if (es_presenting_in_decoding)
+		return;
 	if (nulls[Anum_events_metadata] || nulls[Anum_events_data])
 		return;
 	metadata = DatumGetJsonbP(values[Anum_events_metadata]);

@@ -59,6 +59,7 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 
 	es_crypto_init();			/* defines its settings: before the reservation */
+	es_pipeline_init();			/* likewise */
 
 	MarkGUCPrefixReserved("event_store");
 

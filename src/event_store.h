@@ -74,6 +74,11 @@
 #define ERRCODE_ES_NO_SUBJECT				MAKE_SQLSTATE('V','E','0','3','4')
 #define ERRCODE_ES_RESERVED_METADATA		MAKE_SQLSTATE('V','E','0','3','5')
 
+/* The decoding pipeline (VE020-VE029). */
+#define ERRCODE_ES_PLUGIN_OPTION			MAKE_SQLSTATE('V','E','0','2','0')
+#define ERRCODE_ES_INVALID_MESSAGE			MAKE_SQLSTATE('V','E','0','2','1')
+#define ERRCODE_ES_SLOT_INVALIDATED			MAKE_SQLSTATE('V','E','0','2','2')
+
 /* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
 #define ES_LOCKTAG_STREAM			0x4553
 /* ... and of the subject lock taken when a subject key is created or forgotten */
@@ -178,6 +183,19 @@ extern void es_protect_event(Datum *values, bool *nulls);
 extern void es_decrypt_event(Datum *values, bool *nulls);
 extern Datum es_plain_data(Datum data, Datum metadata);
 extern List *es_key_streams(const char *key_id);
+
+/*
+ * decoder.c: true while the output plugin has es_present_event() present an
+ * event, i.e. inside logical decoding, under a historic catalog snapshot:
+ * there only catalog tables (and tables marked user_catalog_table) may be
+ * read, and nothing may be written.  Presentation steps that read other
+ * tables must take another path (a cache) when it is set.
+ */
+extern bool es_presenting_in_decoding;
+
+/* shmem.c: the decoding pipeline (see pipeline.h) */
+extern bool es_xact_appended;	/* set by the trigger; the worker is woken at commit */
+extern void es_pipeline_init(void);
 
 /* Argument checks shared by the SQL-callable functions. */
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);

@@ -647,6 +647,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	values[Anum_events_stream_version - 1] = Int64GetDatum(head.version + 1);
 	nulls[Anum_events_stream_version - 1] = false;
 	record_version(stream_id, head.version + 1);
+	es_xact_appended = true;	/* wake the pipeline worker at commit */
 
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }

@@ -1,0 +1,110 @@
+/*-------------------------------------------------------------------------
+ *
+ * pipeline.h
+ *	  Declarations of the logical-decoding pipeline: the output plugin
+ *	  (decoder.c), publish (publish.c), the shared state and hooks
+ *	  (shmem.c), the launcher (launcher.c), the per-database worker
+ *	  (worker.c) and the global log's read side (read_all.c).
+ *
+ * Internal to event_store.so.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EVENT_STORE_PIPELINE_H
+#define EVENT_STORE_PIPELINE_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "replication/reorderbuffer.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+/* The prefix of the logical messages publish() writes. */
+#define ES_MESSAGE_PREFIX			"event_store"
+
+/* The name of the output plugin (the library's name). */
+#define ES_PLUGIN_NAME				"event_store"
+
+/* Slot and replication origin of a database's worker: "event_store_<dboid>". */
+#define ES_PIPELINE_NAME_FORMAT		"event_store_%u"
+
+/* Databases the pipeline can serve at once (workers). */
+#define ES_MAX_PIPELINES			32
+
+/*
+ * decoder.c: in the worker process the plugin hands decoded events to this
+ * sink instead of writing JSON.  It is NULL in every other process, so a
+ * walsender or pg_logical_slot_get_changes() always gets JSON.
+ */
+typedef struct EsDecoderSink
+{
+	void		(*event) (void *arg, ReorderBufferTXN *txn, Oid relid,
+						  text *stream_id, int64 stream_version, text *event_type);
+	void		(*commit) (void *arg, ReorderBufferTXN *txn, XLogRecPtr commit_lsn);
+	void	   *arg;
+} EsDecoderSink;
+
+extern EsDecoderSink *es_decoder_sink;
+
+/* The category of a stream: the part of its id before the first '-'. */
+extern text *es_stream_category(const char *stream_id, int len);
+
+/* shmem.c: one entry per database the pipeline serves */
+typedef enum EsPipelineState
+{
+	ES_PIPE_FREE = 0,			/* unused entry */
+	ES_PIPE_WANTED,				/* a worker should run; none is running */
+	ES_PIPE_RUNNING				/* a worker runs (pid set) */
+} EsPipelineState;
+
+typedef struct EsPipelineDb
+{
+	Oid			dboid;
+	EsPipelineState state;
+	pid_t		pid;			/* the worker, 0 if none */
+	Latch	   *latch;			/* the worker's latch, NULL if none */
+	RepOriginId origin;			/* the worker's replication origin */
+	TimestampTz next_start;		/* launcher: not before this time */
+	XLogRecPtr	decoded_lsn;	/* WAL read up to here */
+	XLogRecPtr	applied_lsn;	/* everything committed before this is in the log */
+	XLogRecPtr	confirmed_lsn;	/* the slot was confirmed up to here */
+	TimestampTz last_commit_time;	/* commit time of the last ordered transaction */
+	TimestampTz last_apply_time;	/* when the worker last committed positions */
+	TimestampTz caught_up_time;	/* when the worker last had ordered all flushed WAL */
+	int64		last_position;	/* highest position assigned */
+	int64		rebuilds;		/* times the log was rebuilt from the event table */
+	bool		want_again;		/* asked for while running: a stopping worker restarts */
+	char		last_error[256];
+} EsPipelineDb;
+
+typedef struct EsPipelineShared
+{
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	ConditionVariable progress_cv;	/* broadcast when a worker made progress */
+	EsPipelineDb dbs[ES_MAX_PIPELINES];
+} EsPipelineShared;
+
+extern EsPipelineShared *es_pipeline;
+extern LWLock *es_pipeline_lock;
+
+extern void es_shmem_init(void);
+extern bool es_pipeline_available(void);
+extern void es_require_pipeline(void);
+extern EsPipelineDb *es_pipeline_find(Oid dboid);
+extern void es_pipeline_want(Oid dboid);
+extern void es_pipeline_wake_db(Oid dboid);
+extern RepOriginId es_pipeline_own_origin(void);
+
+/* launcher.c, worker.c */
+extern bool es_pipeline_enabled;
+extern int	es_pipeline_naptime_ms;
+extern int	es_pipeline_batch_events;
+extern void es_launcher_register(void);
+extern PGDLLEXPORT void event_store_launcher_main(Datum arg);
+extern PGDLLEXPORT void event_store_worker_main(Datum arg);
+
+#endif							/* EVENT_STORE_PIPELINE_H */

@@ -1,0 +1,418 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared state of the decoding pipeline: one entry per database the
+ *	  pipeline serves (its worker's pid, latch, replication origin and
+ *	  progress), the hooks that keep it current, and the settings.
+ *
+ * Locking rules.  The entries are protected by the named LWLock tranche
+ * "event_store" (es_pipeline_lock).  Readers of a single scalar that may be
+ * stale without harm (the origin id in the output plugin's origin filter)
+ * read it without the lock.  The launcher creates and frees entries; a
+ * worker fills in its own entry's pid, latch and progress.
+ *
+ * Hooks: the versioning trigger marks a transaction that appended
+ * (es_xact_appended), and this file's transaction callback sets the
+ * database's worker latch when it commits, so the worker wakes on commit
+ * rather than on a timer (COMMIT PREPARED wakes it too).  CREATE EXTENSION
+ * event_store asks the launcher for a worker at commit; DROP EXTENSION
+ * event_store wakes the worker at commit so that it notices, drops its slot
+ * and exits.  DROP DATABASE (and CREATE DATABASE from it as template, ALTER
+ * DATABASE RENAME / SET TABLESPACE) stops the database's worker first: a
+ * connected worker and an active slot would make them fail.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+#include <signal.h>
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "replication/origin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "tcop/utility.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "event_store.h"
+#include "pipeline.h"
+
+EsPipelineShared *es_pipeline = NULL;
+LWLock	   *es_pipeline_lock = NULL;
+
+bool		es_pipeline_enabled = true;
+int			es_pipeline_naptime_ms = 1000;
+int			es_pipeline_batch_events = 10000;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
+
+/* per transaction: what to tell the pipeline at commit */
+bool		es_xact_appended = false;
+static bool want_at_commit = false;
+static bool wake_at_commit = false;
+
+static void
+es_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(EsPipelineShared)));
+	RequestNamedLWLockTranche("event_store", 1);
+}
+
+static void
+es_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	es_pipeline = ShmemInitStruct("event_store pipeline", sizeof(EsPipelineShared), &found);
+	if (!found)
+	{
+		memset(es_pipeline, 0, sizeof(EsPipelineShared));
+		ConditionVariableInit(&es_pipeline->progress_cv);
+	}
+	es_pipeline_lock = &(GetNamedLWLockTranche("event_store"))->lock;
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * The entry of a database, or NULL.  Caller holds es_pipeline_lock.
+ */
+EsPipelineDb *
+es_pipeline_find(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < ES_MAX_PIPELINES; i++)
+		if (es_pipeline->dbs[i].state != ES_PIPE_FREE && es_pipeline->dbs[i].dboid == dboid)
+			return &es_pipeline->dbs[i];
+	return NULL;
+}
+
+/*
+ * Ask the launcher for a worker for the database (no-op if it has one, or
+ * if there is no room: the launcher logs that).
+ */
+void
+es_pipeline_want(Oid dboid)
+{
+	EsPipelineDb *db;
+	Latch	   *launcher = NULL;
+	int			i;
+
+	if (es_pipeline == NULL)
+		return;
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	db = es_pipeline_find(dboid);
+	if (db == NULL)
+	{
+		for (i = 0; i < ES_MAX_PIPELINES; i++)
+			if (es_pipeline->dbs[i].state == ES_PIPE_FREE)
+			{
+				db = &es_pipeline->dbs[i];
+				memset(db, 0, sizeof(EsPipelineDb));
+				db->dboid = dboid;
+				db->state = ES_PIPE_WANTED;
+				break;
+			}
+		launcher = es_pipeline->launcher_latch;
+	}
+	else
+		db->want_again = true;	/* a worker that is stopping must come back */
+	LWLockRelease(es_pipeline_lock);
+	if (launcher)
+		SetLatch(launcher);
+}
+
+/*
+ * Wake a database's worker, if it runs.
+ */
+void
+es_pipeline_wake_db(Oid dboid)
+{
+	EsPipelineDb *db;
+
+	if (es_pipeline == NULL)
+		return;
+	LWLockAcquire(es_pipeline_lock, LW_SHARED);
+	db = es_pipeline_find(dboid);
+	if (db != NULL && db->latch != NULL)
+		SetLatch(db->latch);
+	LWLockRelease(es_pipeline_lock);
+}
+
+/*
+ * The replication origin of this database's worker (InvalidRepOriginId if
+ * unknown).  Read without the lock: a stale value only lets one of the
+ * worker's own transactions through, which the plugin then ignores anyway
+ * (the worker never writes event_store.events).
+ */
+RepOriginId
+es_pipeline_own_origin(void)
+{
+	int			i;
+
+	if (es_pipeline == NULL)
+		return InvalidRepOriginId;
+	for (i = 0; i < ES_MAX_PIPELINES; i++)
+		if (es_pipeline->dbs[i].state != ES_PIPE_FREE && es_pipeline->dbs[i].dboid == MyDatabaseId)
+			return es_pipeline->dbs[i].origin;
+	return InvalidRepOriginId;
+}
+
+/*
+ * Is the pipeline possible in this server (preloaded, wal_level logical)?
+ */
+bool
+es_pipeline_available(void)
+{
+	return es_pipeline != NULL && wal_level >= WAL_LEVEL_LOGICAL;
+}
+
+/*
+ * Refuse, saying exactly what to change, when the pipeline cannot run.
+ */
+void
+es_require_pipeline(void)
+{
+	if (es_pipeline == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the event_store pipeline is not running because event_store is not preloaded"),
+				 errdetail("The global log is ordered by a background worker that only a preloaded library can start."),
+				 errhint("Add event_store to shared_preload_libraries in postgresql.conf (shared_preload_libraries = 'event_store') and restart the server.")));
+	if (wal_level < WAL_LEVEL_LOGICAL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the event_store pipeline needs wal_level = logical"),
+				 errdetail("The current wal_level is \"%s\".", GetConfigOption("wal_level", false, false)),
+				 errhint("Set wal_level = logical in postgresql.conf and restart the server.")));
+}
+
+/*
+ * At commit: wake the worker of a database whose events changed, ask for a
+ * worker for a database that gained the extension.  Never raises an error.
+ */
+static void
+pipeline_xact_callback(XactEvent event, void *arg)
+{
+	(void) arg;
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (want_at_commit)
+				es_pipeline_want(MyDatabaseId);
+			if (es_xact_appended || wake_at_commit)
+				es_pipeline_wake_db(MyDatabaseId);
+			/* FALLTHROUGH */
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			es_xact_appended = false;
+			want_at_commit = false;
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Does a DROP statement name the extension event_store? */
+static bool
+drops_event_store(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (stmt->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, stmt->objects)
+	{
+		Node	   *obj = lfirst(lc);
+
+		if (IsA(obj, String) && strcmp(strVal(obj), "event_store") == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Stop the worker of a database that a command needs without other
+ * connections (DROP DATABASE; CREATE DATABASE from it as a template; ALTER
+ * DATABASE RENAME or SET TABLESPACE), and wait (at most 10 seconds) until it
+ * is gone.  For a drop the entry is freed; otherwise the launcher starts the
+ * worker again a second later (it then waits for the command's lock on the
+ * database before it connects).
+ */
+static void
+stop_worker_for(const char *dbname, bool dropping)
+{
+	Oid			dboid = get_database_oid(dbname, true);
+	EsPipelineDb *db;
+	pid_t		pid = 0;
+	int			i;
+
+	if (!OidIsValid(dboid) || es_pipeline == NULL)
+		return;
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	db = es_pipeline_find(dboid);
+	if (db != NULL)
+	{
+		pid = db->pid;
+		if (dropping)
+			db->state = ES_PIPE_FREE;	/* the launcher must not start it again */
+		else
+		{
+			db->state = ES_PIPE_WANTED;
+			db->pid = 0;
+			db->latch = NULL;
+			db->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		}
+	}
+	LWLockRelease(es_pipeline_lock);
+	if (pid == 0)
+		return;
+	kill(pid, SIGTERM);
+	for (i = 0; i < 1000 && kill(pid, 0) == 0; i++)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* The database a utility statement needs to itself, or NULL. */
+static const char *
+database_needed_alone(Node *node, bool *dropping)
+{
+	ListCell   *lc;
+
+	*dropping = false;
+	if (IsA(node, DropdbStmt))
+	{
+		*dropping = true;
+		return ((DropdbStmt *) node)->dbname;
+	}
+	if (IsA(node, CreatedbStmt))
+	{
+		foreach(lc, ((CreatedbStmt *) node)->options)
+		{
+			DefElem    *opt = lfirst(lc);
+
+			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL &&
+				IsA(opt->arg, String))
+				return strVal(opt->arg);
+		}
+		return "template1";
+	}
+	if (IsA(node, RenameStmt) && ((RenameStmt *) node)->renameType == OBJECT_DATABASE)
+		return ((RenameStmt *) node)->subname;
+	if (IsA(node, AlterDatabaseStmt))
+	{
+		foreach(lc, ((AlterDatabaseStmt *) node)->options)
+		{
+			DefElem    *opt = lfirst(lc);
+
+			if (strcmp(opt->defname, "tablespace") == 0)
+				return ((AlterDatabaseStmt *) node)->dbname;
+		}
+	}
+	return NULL;
+}
+
+static void
+es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *node = pstmt->utilityStmt;
+
+	{
+		bool		dropping;
+		const char *alone = database_needed_alone(node, &dropping);
+
+		if (alone != NULL)
+			stop_worker_for(alone, dropping);
+	}
+
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+								  queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+
+	if (IsA(node, CreateExtensionStmt) &&
+		strcmp(((CreateExtensionStmt *) node)->extname, "event_store") == 0)
+		want_at_commit = true;
+	else if (IsA(node, DropStmt) && drops_event_store((DropStmt *) node))
+		wake_at_commit = true;
+	else if (IsA(node, TransactionStmt) &&
+			 ((TransactionStmt *) node)->kind == TRANS_STMT_COMMIT_PREPARED)
+		wake_at_commit = true;	/* it may have appended: cheap to wake for nothing */
+}
+
+/*
+ * Called once per process from _PG_init: settings, hooks, and (when
+ * preloaded) shared memory and the launcher.
+ */
+void
+es_pipeline_init(void)
+{
+	DefineCustomBoolVariable("event_store.pipeline_enabled",
+							 "Runs the pipeline workers that order events into the global log.",
+							 "Off stops every worker (their slots keep the WAL they need, up to "
+							 "max_slot_wal_keep_size); on starts them again.",
+							 &es_pipeline_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("event_store.pipeline_naptime",
+							"Longest time the pipeline worker sleeps when no commit wakes it.",
+							"Appending transactions wake the worker at commit; this only bounds the delay "
+							"for changes that do not (e.g. a dropped extension noticed late).",
+							&es_pipeline_naptime_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("event_store.pipeline_batch_events",
+							"Events the pipeline worker buffers before it orders them into the global log.",
+							"The worker stops decoding at the first commit after this many events and "
+							"writes their positions in one transaction. A single larger transaction "
+							"is buffered whole.",
+							&es_pipeline_batch_events,
+							10000, 1, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	RegisterXactCallback(pipeline_xact_callback, NULL);
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = es_process_utility;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = es_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = es_shmem_startup;
+
+	if (wal_level >= WAL_LEVEL_LOGICAL)
+		es_launcher_register();
+}

@@ -1,0 +1,745 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The "event_store pipeline" background worker of one database: decodes
+ *	  the WAL through the event_store output plugin, in process, and orders
+ *	  the committed events into event_store.global_log, dense and gap-free,
+ *	  in commit order.
+ *
+ * One round:
+ *	 1. Decode, in a transaction of its own that writes nothing, the WAL
+ *		flushed so far, through a decoding context that lives as long as the
+ *		worker (core's logicalfuncs.c does the same per call).  The plugin
+ *		hands each event's identifiers to the worker's sink, which buffers
+ *		them per committed transaction.  Decoding stops at the first commit
+ *		after event_store.pipeline_batch_events buffered events.
+ *	 2. In a normal transaction, give each buffered event the next position
+ *		(INSERT ... ON CONFLICT DO NOTHING: an event already in the log, from
+ *		a rebuild, keeps its position and takes none), and record the end
+ *		LSN of the last transaction ordered as the progress of the worker's
+ *		replication origin: it is WAL-logged with the commit, so the log and
+ *		the progress cannot disagree after a crash.  Transactions at or below
+ *		that LSN are skipped: the slot delivers at least once.
+ *	 3. After the commit, confirm the slot up to where decoding stopped.
+ *
+ * The worker's own transactions carry its origin; the plugin drops them.
+ * Appending backends set the worker's latch at commit (shmem.c), so it sleeps
+ * only when there is nothing to do.
+ *
+ * When the slot is new (first start, or an invalidated slot replaced), every
+ * event the slot will not deliver is ordered from the event table: events
+ * missing from the log, by (recorded_at, stream_id, stream_version), after
+ * the existing positions.  Their commit order is not known any more.
+ *
+ * Memory: the buffer holds, per event, its stream id, version, type and
+ * category (about 100 bytes for short ids) and is reset after each round;
+ * a 100,000-event transaction needs about 10 MB here.  The reorder buffer
+ * spills transactions larger than logical_decoding_work_mem to disk.
+ *
+ * Locking: RowExclusiveLock on global_log while a round's positions are
+ * written (a DROP EXTENSION waits at most for one round); the replication
+ * slot is held by the worker for its whole life.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xlogutils.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/decode.h"
+#include "replication/logical.h"
+#include "replication/origin.h"
+#include "replication/slot.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "event_store.h"
+#include "pipeline.h"
+
+/* One buffered event. */
+typedef struct BufEvent
+{
+	Oid			relid;			/* event_store.events as decoded */
+	text	   *stream_id;
+	int64		stream_version;
+	text	   *event_type;
+} BufEvent;
+
+/* One buffered committed transaction: events [first, first + n). */
+typedef struct BufTxn
+{
+	XLogRecPtr	end_lsn;
+	XLogRecPtr	commit_lsn;
+	TimestampTz commit_time;
+	int			first;
+	int			n;
+} BufTxn;
+
+typedef struct DecodeBuffer
+{
+	MemoryContext context;
+	BufEvent   *events;
+	int			nevents;
+	int			maxevents;
+	BufTxn	   *txns;
+	int			ntxns;
+	int			maxtxns;
+	int			txn_first;		/* first event of the transaction being decoded */
+} DecodeBuffer;
+
+static DecodeBuffer buf;
+static EsPipelineDb *my_entry = NULL;
+static char my_name[NAMEDATALEN];
+static SPIPlanPtr insert_plan = NULL;
+static void worker_loop(void) pg_attribute_noreturn();
+static MemoryContext round_context = NULL;	/* reset after each decoded record */
+
+/* Sink: one event of the transaction being committed. */
+static void
+sink_event(void *arg, ReorderBufferTXN *txn, Oid relid, text *stream_id,
+		   int64 stream_version, text *event_type)
+{
+	MemoryContext old = MemoryContextSwitchTo(buf.context);
+	BufEvent   *e;
+
+	(void) arg;
+	(void) txn;
+	if (buf.nevents == buf.maxevents)
+	{
+		buf.maxevents *= 2;
+		buf.events = repalloc_huge(buf.events, sizeof(BufEvent) * buf.maxevents);
+	}
+	e = &buf.events[buf.nevents++];
+	e->relid = relid;
+	e->stream_id = palloc(VARSIZE_ANY(stream_id));
+	memcpy(e->stream_id, stream_id, VARSIZE_ANY(stream_id));
+	e->stream_version = stream_version;
+	e->event_type = palloc(VARSIZE_ANY(event_type));
+	memcpy(e->event_type, event_type, VARSIZE_ANY(event_type));
+	MemoryContextSwitchTo(old);
+}
+
+/* Sink: a transaction committed; its events (if any) form one BufTxn. */
+static void
+sink_commit(void *arg, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+	(void) arg;
+	if (buf.nevents > buf.txn_first)
+	{
+		BufTxn	   *t;
+
+		if (buf.ntxns == buf.maxtxns)
+		{
+			buf.maxtxns *= 2;
+			buf.txns = repalloc(buf.txns, sizeof(BufTxn) * buf.maxtxns);
+		}
+		t = &buf.txns[buf.ntxns++];
+		t->end_lsn = txn->end_lsn;
+		t->commit_lsn = commit_lsn;
+		t->commit_time = txn->xact_time.commit_time;
+		t->first = buf.txn_first;
+		t->n = buf.nevents - buf.txn_first;
+	}
+	buf.txn_first = buf.nevents;
+}
+
+static EsDecoderSink sink = {sink_event, sink_commit, NULL};
+
+static void
+buffer_reset(void)
+{
+	MemoryContextReset(buf.context);
+	buf.maxevents = 1024;
+	buf.events = MemoryContextAlloc(buf.context, sizeof(BufEvent) * buf.maxevents);
+	buf.maxtxns = 256;
+	buf.txns = MemoryContextAlloc(buf.context, sizeof(BufTxn) * buf.maxtxns);
+	buf.nevents = buf.ntxns = buf.txn_first = 0;
+}
+
+/* Record an error for the health view. */
+static void
+set_status_error(const char *msg)
+{
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	strlcpy(my_entry->last_error, msg ? msg : "", sizeof(my_entry->last_error));
+	LWLockRelease(es_pipeline_lock);
+}
+
+/*
+ * On exit: leave the entry for the launcher to restart, unless it was freed
+ * (extension dropped, database being dropped).
+ */
+static void
+worker_exit(int code, Datum arg)
+{
+	(void) code;
+	(void) arg;
+	if (my_entry == NULL)
+		return;
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	if (my_entry->pid == MyProcPid)
+	{
+		my_entry->pid = 0;
+		my_entry->latch = NULL;
+		if (my_entry->state == ES_PIPE_RUNNING)
+		{
+			my_entry->state = ES_PIPE_WANTED;
+			my_entry->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		}
+	}
+	LWLockRelease(es_pipeline_lock);
+	ConditionVariableBroadcast(&es_pipeline->progress_cv);
+}
+
+/*
+ * Is the extension installed?  In a transaction.
+ */
+static bool
+extension_installed(void)
+{
+	return OidIsValid(get_extension_oid("event_store", true)) &&
+		OidIsValid(get_namespace_oid("event_store", true));
+}
+
+/*
+ * The extension is gone: drop the slot and origin, free the entry, exit.
+ */
+static void
+shut_down_for_dropped_extension(void)
+{
+	if (MyReplicationSlot != NULL)
+		ReplicationSlotRelease();
+	if (SearchNamedReplicationSlot(my_name, true) != NULL)
+		ReplicationSlotDrop(my_name, true);
+	if (IsTransactionState())
+		AbortCurrentTransaction();
+	replorigin_session_reset();
+	replorigin_session_origin = InvalidRepOriginId;
+	StartTransactionCommand();
+	replorigin_drop_by_name(my_name, true, false);
+	CommitTransactionCommand();
+
+	/*
+	 * If someone asked for the pipeline meanwhile (CREATE EXTENSION right
+	 * after a DROP), a new worker checks again; otherwise the entry is free.
+	 */
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry->pid = 0;
+	my_entry->latch = NULL;
+	my_entry->origin = InvalidRepOriginId;
+	if (my_entry->want_again)
+	{
+		my_entry->want_again = false;
+		my_entry->state = ES_PIPE_WANTED;
+		my_entry->next_start = 0;
+		if (es_pipeline->launcher_latch)
+			SetLatch(es_pipeline->launcher_latch);
+	}
+	else
+		my_entry->state = ES_PIPE_FREE;
+	LWLockRelease(es_pipeline_lock);
+	ConditionVariableBroadcast(&es_pipeline->progress_cv);
+	ereport(LOG,
+			(errmsg("event_store pipeline for database %u stops: the extension is not installed",
+					MyDatabaseId)));
+	proc_exit(0);
+}
+
+/*
+ * Order into the log every event of the table that is not in it yet (after
+ * a new slot was created: the slot delivers nothing committed before it).
+ */
+static void
+rebuild_from_events(void)
+{
+	int			ret;
+	int64		added;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!extension_installed())
+	{
+		PopActiveSnapshot();
+		shut_down_for_dropped_extension();
+	}
+	SPI_connect();
+	ret = SPI_execute(
+					  "INSERT INTO event_store.global_log "
+					  "  (global_position, stream_id, stream_version, category, event_type, commit_lsn) "
+					  "SELECT m.top OPERATOR(pg_catalog.+) pg_catalog.row_number() OVER "
+					  "         (ORDER BY e.recorded_at, e.stream_id, e.stream_version), "
+					  "       e.stream_id, e.stream_version, pg_catalog.split_part(e.stream_id, '-', 1), "
+					  "       e.event_type, '0/0'::pg_catalog.pg_lsn "
+					  "  FROM event_store.events e, "
+					  "       (SELECT COALESCE(pg_catalog.max(g.global_position), 0) AS top "
+					  "          FROM event_store.global_log g) m "
+					  " WHERE NOT EXISTS (SELECT 1 FROM event_store.global_log g "
+					  "                    WHERE g.stream_id OPERATOR(pg_catalog.=) e.stream_id "
+					  "                      AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version)",
+					  false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "event_store pipeline: rebuilding the global log failed: %s",
+			 SPI_result_code_string(ret));
+	added = (int64) SPI_processed;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry->rebuilds++;
+	LWLockRelease(es_pipeline_lock);
+	ereport(LOG,
+			(errmsg("event_store pipeline: ordered " INT64_FORMAT " events from the event table into the global log", added),
+			 errdetail("The replication slot \"%s\" is new, so events committed before it were read from event_store.events.",
+					   my_name)));
+}
+
+/*
+ * Acquire our slot, creating it (and rebuilding the log) if it does not
+ * exist or was invalidated.
+ */
+static void
+acquire_slot(void)
+{
+	ReplicationSlot *s;
+	bool		create = false;
+
+	s = SearchNamedReplicationSlot(my_name, true);
+	if (s != NULL)
+	{
+		bool		invalidated;
+
+		SpinLockAcquire(&s->mutex);
+		invalidated = !XLogRecPtrIsInvalid(s->data.invalidated_at) &&
+			XLogRecPtrIsInvalid(s->data.restart_lsn);
+		SpinLockRelease(&s->mutex);
+		if (invalidated)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_ES_SLOT_INVALIDATED),
+					 errmsg("replication slot \"%s\" of the event_store pipeline was invalidated", my_name),
+					 errdetail("The WAL it needed was removed (max_slot_wal_keep_size); events committed since were not decoded."),
+					 errhint("The slot is replaced and the global log is completed from event_store.events; those events are ordered by recorded_at, not commit order. Raise max_slot_wal_keep_size to avoid this.")));
+			set_status_error("slot invalidated; rebuilt from event_store.events");
+			ReplicationSlotDrop(my_name, true);
+			create = true;
+		}
+	}
+	else
+		create = true;
+
+	if (create)
+	{
+		LogicalDecodingContext *ctx;
+
+		StartTransactionCommand();
+		CheckLogicalDecodingRequirements();
+		ReplicationSlotCreate(my_name, true, RS_EPHEMERAL, false);
+		ctx = CreateInitDecodingContext(ES_PLUGIN_NAME, NIL, false, InvalidXLogRecPtr,
+										XL_ROUTINE(.page_read = read_local_xlog_page,
+												   .segment_open = wal_segment_open,
+												   .segment_close = wal_segment_close),
+										NULL, NULL, NULL);
+		DecodingContextFindStartpoint(ctx);
+		FreeDecodingContext(ctx);
+		CommitTransactionCommand();
+
+		/*
+		 * The slot stays ephemeral (dropped if we fail) until the events
+		 * it will not deliver are in the log: a crash in between means a
+		 * new slot and a new rebuild, never a slot without its rebuild.
+		 */
+		rebuild_from_events();
+		ReplicationSlotPersist();
+	}
+	else
+		ReplicationSlotAcquire(my_name, true);
+}
+
+/* Output callbacks: the sink does the work, nothing is written. */
+static void
+noop_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool last_write)
+{
+	(void) ctx;
+	(void) lsn;
+	(void) xid;
+	(void) last_write;
+}
+
+static void
+noop_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool last_write)
+{
+	resetStringInfo(ctx->out);
+	(void) lsn;
+	(void) xid;
+	(void) last_write;
+}
+
+/*
+ * Write the buffered transactions' positions in one transaction, with the
+ * origin's progress.  If the extension is gone, shuts the worker down
+ * instead (does not return).
+ */
+static void
+apply_buffer(void)
+{
+	XLogRecPtr	done = replorigin_session_get_progress(false);
+	Oid			nsp;
+	Oid			relid;
+	int64		next;
+	BufTxn	   *last = NULL;
+	bool		isnull;
+	int			t;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!extension_installed())
+	{
+		PopActiveSnapshot();
+		shut_down_for_dropped_extension();
+	}
+	nsp = get_namespace_oid("event_store", false);
+	relid = get_relname_relid("events", nsp);
+
+	SPI_connect();
+	if (SPI_execute("SELECT COALESCE(pg_catalog.max(global_position), 0) "
+					"FROM event_store.global_log", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "event_store pipeline: could not read the head of the global log");
+	next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) + 1;
+
+	if (insert_plan == NULL)
+	{
+		Oid			types[6] = {INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, PG_LSNOID};
+
+		insert_plan = SPI_prepare("INSERT INTO event_store.global_log "
+								  "  (global_position, stream_id, stream_version, category, event_type, commit_lsn) "
+								  "VALUES ($1, $2, $3, $4, $5, $6) "
+								  "ON CONFLICT (stream_id, stream_version) DO NOTHING",
+								  6, types);
+		if (insert_plan == NULL || SPI_keepplan(insert_plan) != 0)
+			elog(ERROR, "event_store pipeline: could not prepare the global log insert");
+	}
+
+	for (t = 0; t < buf.ntxns; t++)
+	{
+		BufTxn	   *txn = &buf.txns[t];
+		int			i;
+
+		if (txn->end_lsn <= done)
+			continue;			/* ordered before a crash: at-least-once delivery */
+		for (i = txn->first; i < txn->first + txn->n; i++)
+		{
+			BufEvent   *e = &buf.events[i];
+			Datum		values[6];
+			int			ret;
+
+			if (e->relid != relid)
+				continue;		/* an event of a dropped incarnation of the extension */
+			values[0] = Int64GetDatum(next);
+			values[1] = PointerGetDatum(e->stream_id);
+			values[2] = Int64GetDatum(e->stream_version);
+			values[3] = PointerGetDatum(es_stream_category(VARDATA_ANY(e->stream_id),
+														   VARSIZE_ANY_EXHDR(e->stream_id)));
+			values[4] = PointerGetDatum(e->event_type);
+			values[5] = LSNGetDatum(txn->commit_lsn);
+			ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
+			if (ret != SPI_OK_INSERT)
+				elog(ERROR, "event_store pipeline: could not insert into the global log: %s",
+					 SPI_result_code_string(ret));
+			if (SPI_processed == 1)
+				next++;			/* else already in the log (a rebuild): no position */
+		}
+		last = txn;
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+
+	/*
+	 * The origin's progress goes into this commit's WAL record.  Only the
+	 * LSN: with replorigin_session_origin_timestamp set, Postgres would
+	 * record the ordered transaction's commit time as this transaction's
+	 * commit timestamp (track_commit_timestamp), hiding when the events
+	 * became visible; that commit time is in pipeline_status instead.
+	 */
+	if (last != NULL)
+		replorigin_session_origin_lsn = last->end_lsn;
+	replorigin_session_origin_timestamp = 0;	/* the commit sets it to its own time */
+	CommitTransactionCommand();
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = 0;
+
+	if (last != NULL)
+	{
+		LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+		my_entry->last_commit_time = last->commit_time;
+		my_entry->last_apply_time = GetCurrentTimestamp();
+		my_entry->last_position = next - 1;
+		LWLockRelease(es_pipeline_lock);
+	}
+}
+
+/*
+ * Decode what is flushed (up to a batch), order it, confirm the slot.
+ * Returns true if it stopped early (more to do right away).
+ */
+static bool
+pipeline_round(LogicalDecodingContext *ctx)
+{
+	XLogRecPtr	end_of_wal = GetFlushRecPtr(NULL);
+	TimestampTz round_start = GetCurrentTimestamp();
+	XLogRecPtr	start = ctx->reader->EndRecPtr;
+	ResourceOwner old_owner;
+	bool		more = false;
+
+	if (XLogRecPtrIsInvalid(start) || start < end_of_wal)
+	{
+		buffer_reset();
+		StartTransactionCommand();
+		MemoryContextSwitchTo(round_context);
+		old_owner = CurrentResourceOwner;
+		InvalidateSystemCaches();
+		while (ctx->reader->EndRecPtr < end_of_wal)
+		{
+			XLogRecord *record;
+			char	   *errm = NULL;
+
+			/*
+			 * An oversized record is palloc'd in the current context and
+			 * freed by the next read, possibly in a later round: read in the
+			 * decoding context, which outlives the rounds' transactions.
+			 */
+			MemoryContextSwitchTo(ctx->context);
+			record = XLogReadRecord(ctx->reader, &errm);
+			MemoryContextSwitchTo(round_context);
+			if (errm)
+				elog(ERROR, "event_store pipeline: could not read WAL for logical decoding: %s", errm);
+			if (record != NULL)
+				LogicalDecodingProcessRecord(ctx, ctx->reader);
+			MemoryContextReset(round_context);
+			CurrentResourceOwner = old_owner;
+			if (buf.nevents >= es_pipeline_batch_events)
+			{
+				more = true;
+				break;
+			}
+			CHECK_FOR_INTERRUPTS();
+		}
+		InvalidateSystemCaches();
+		MemoryContextSwitchTo(TopTransactionContext);
+		CommitTransactionCommand();
+
+		if (buf.ntxns > 0)
+			apply_buffer();
+		else
+		{
+			/* notice a dropped extension even when nothing is decoded */
+			StartTransactionCommand();
+			if (!extension_installed())
+				shut_down_for_dropped_extension();
+			CommitTransactionCommand();
+		}
+
+		LogicalConfirmReceivedLocation(ctx->reader->EndRecPtr);
+		ReplicationSlotMarkDirty();
+	}
+	else
+	{
+		/* nothing new; still notice a dropped extension */
+		StartTransactionCommand();
+		if (!extension_installed())
+			shut_down_for_dropped_extension();
+		CommitTransactionCommand();
+	}
+
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry->decoded_lsn = ctx->reader->EndRecPtr;
+	my_entry->applied_lsn = ctx->reader->EndRecPtr;
+	my_entry->confirmed_lsn = MyReplicationSlot->data.confirmed_flush;
+	if (!more)
+		my_entry->caught_up_time = round_start;
+	if (!more && my_entry->last_error[0] != '\0' &&
+		strncmp(my_entry->last_error, "slot invalidated", 16) != 0)
+		my_entry->last_error[0] = '\0';
+	LWLockRelease(es_pipeline_lock);
+	ConditionVariableBroadcast(&es_pipeline->progress_cv);
+	return more;
+}
+
+/*
+ * Entry point of the per-database worker; arg is the database's OID.
+ */
+void
+event_store_worker_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	snprintf(my_name, sizeof(my_name), ES_PIPELINE_NAME_FORMAT, dboid);
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry = es_pipeline_find(dboid);
+	if (my_entry == NULL || my_entry->pid != 0)
+	{
+		LWLockRelease(es_pipeline_lock);
+		my_entry = NULL;
+		proc_exit(0);			/* not wanted any more, or another runs */
+	}
+	my_entry->pid = MyProcPid;
+	my_entry->latch = MyLatch;
+	my_entry->state = ES_PIPE_RUNNING;
+	LWLockRelease(es_pipeline_lock);
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	pgstat_report_appname("event_store pipeline");
+	/* our commits must be durable before the slot is confirmed past them */
+	SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Servers that restrict the output plugins REPLICATION users may name
+	 * (output_plugin_libraries) must still let this worker use its own
+	 * library's plugin: add it, in this process only.
+	 */
+	{
+		const char *allowed = GetConfigOption("output_plugin_libraries", true, false);
+
+		if (allowed != NULL)
+			SetConfigOption("output_plugin_libraries",
+							psprintf("%s%s%s", allowed, allowed[0] ? ", " : "", ES_PLUGIN_NAME),
+							PGC_SUSET, PGC_S_OVERRIDE);
+	}
+
+	buf.context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline buffer",
+										ALLOCSET_DEFAULT_SIZES);
+	round_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline record",
+										  ALLOCSET_DEFAULT_SIZES);
+	buffer_reset();
+
+	PG_TRY();
+	{
+		worker_loop();
+	}
+	PG_CATCH();
+	{
+		/* show the error in pipeline_status, then exit with it */
+		MemoryContextSwitchTo(TopMemoryContext);
+		if (!LWLockHeldByMe(es_pipeline_lock))
+		{
+			ErrorData  *edata = CopyErrorData();
+
+			set_status_error(edata->message);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The worker's life once it has its entry: origin, slot, decoding context,
+ * rounds.
+ */
+static void
+worker_loop(void)
+{
+	LogicalDecodingContext *ctx;
+	MemoryContext ctx_context;
+	RepOriginId origin;
+
+	/* the replication origin: our progress, and the tag of our own writes */
+	StartTransactionCommand();
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry->want_again = false;
+	LWLockRelease(es_pipeline_lock);
+	if (!extension_installed())
+		shut_down_for_dropped_extension();
+	origin = replorigin_by_name(my_name, true);
+	if (origin == InvalidRepOriginId)
+		origin = replorigin_create(my_name);
+	CommitTransactionCommand();
+	StartTransactionCommand();
+	replorigin_session_setup(origin);
+	replorigin_session_origin = origin;
+	CommitTransactionCommand();
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry->origin = origin;
+	LWLockRelease(es_pipeline_lock);
+
+	acquire_slot();
+
+	ctx_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline decoding",
+										ALLOCSET_DEFAULT_SIZES);
+	StartTransactionCommand();
+	{
+		MemoryContext old = MemoryContextSwitchTo(ctx_context);
+
+		ctx = CreateDecodingContext(InvalidXLogRecPtr, NIL, false,
+									XL_ROUTINE(.page_read = read_local_xlog_page,
+											   .segment_open = wal_segment_open,
+											   .segment_close = wal_segment_close),
+									noop_prepare_write, noop_write, NULL);
+		MemoryContextSwitchTo(old);
+	}
+	CommitTransactionCommand();
+	XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
+	es_decoder_sink = &sink;
+
+	ereport(LOG,
+			(errmsg("event_store pipeline started for database %u", MyDatabaseId)));
+
+	for (;;)
+	{
+		bool		more;
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (!es_pipeline_enabled)
+			{
+				ereport(LOG,
+						(errmsg("event_store pipeline for database %u stops: event_store.pipeline_enabled is off",
+								MyDatabaseId)));
+				proc_exit(0);	/* the entry stays wanted: started again when enabled */
+			}
+		}
+		more = pipeline_round(ctx);
+		if (more)
+			continue;
+
+		/*
+		 * Commits with synchronous_commit = off are readable only once the
+		 * WAL writer has flushed them, and nobody wakes us then: look again
+		 * soon while there is unflushed WAL.
+		 */
+		timeout = GetXLogInsertRecPtr() > GetFlushRecPtr(NULL) + SizeOfXLogLongPHD ?
+			20 : es_pipeline_naptime_ms;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
