@@ -117,3 +117,11 @@ SELECT state, worker_running FROM event_store.pipeline_status;
 RESET ROLE;
 DROP OWNED BY regress_ra_reader, regress_ra_writer, regress_ra_admin;
 DROP ROLE regress_ra_reader, regress_ra_writer, regress_ra_admin;
+
+-- read_all hands out events as every read path does: upcast to the newest shape
+CREATE FUNCTION public.ra_add_unit(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"unit": "EUR"}' $$;
+SELECT event_store.add_upcaster('Shipped', 1, 'public.ra_add_unit(jsonb)');
+SELECT global_position - :base AS pos, event_type, schema_version, data
+  FROM event_store.read_all(:base, 10, NULL, '{Shipped}');
+SELECT event_store.drop_upcaster('Shipped', 1);
