@@ -182,31 +182,6 @@ es_check_table_read(Relation rel)
 }
 
 /*
- * A required name argument (an aggregate's or a stream's): not NULL, not
- * empty, at most ES_MAX_ID_BYTES.
- */
-text *
-es_check_name(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	text	   *t;
-	int			len;
-
-	es_require_arg(fcinfo, argno, what);
-	t = PG_GETARG_TEXT_PP(argno);
-	len = VARSIZE_ANY_EXHDR(t);
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	if (len > ES_MAX_ID_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is too long", what),
-				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
-	return t;
-}
-
-/*
  * Check that function fn is a plain function (arg1, arg2) RETURNS jsonb, not
  * returning a set; `role` is "reducer" or "decider", `expected` its signature
  * in words.
@@ -460,7 +435,7 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 Datum
 event_store_define_aggregate(PG_FUNCTION_ARGS)
 {
-	text	   *name = es_check_name(fcinfo, 0, "name");
+	text	   *name = es_identifier_arg(fcinfo, 0, "name");
 	Oid			reducer;
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
@@ -539,7 +514,7 @@ event_store_load_aggregate(PG_FUNCTION_ARGS)
 
 	es_require_arg(fcinfo, 0, "stream_id");
 	stream_id = PG_GETARG_TEXT_PP(0);
-	name = es_check_name(fcinfo, 1, "aggregate");
+	name = es_identifier_arg(fcinfo, 1, "aggregate");
 	if (!PG_ARGISNULL(2))
 		as_of = PG_GETARG_TIMESTAMPTZ(2);
 	if (!PG_ARGISNULL(3))

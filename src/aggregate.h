@@ -66,7 +66,6 @@ extern int	es_snapshot_every;
 extern int	es_execute_retries;
 extern const EsAggCatalog *es_agg_catalog(void);
 extern void es_check_table_read(Relation rel);
-extern text *es_check_name(FunctionCallInfo fcinfo, int argno, const char *what);
 extern void es_lookup_aggregate(text *name, Snapshot snapshot, bool with_reducer,
 								EsAggregate *agg);
 extern void es_check_signature(Oid fn, Oid arg1, Oid arg2, const char *role,

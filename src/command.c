@@ -121,8 +121,8 @@ attempt_command(text *stream_id, text *name, FmgrInfo *decider, const char *deci
 Datum
 event_store_execute(PG_FUNCTION_ARGS)
 {
-	text	   *stream_id = es_check_name(fcinfo, 0, "stream_id");
-	text	   *name = es_check_name(fcinfo, 1, "aggregate");
+	text	   *stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
+	text	   *name = es_identifier_arg(fcinfo, 1, "aggregate");
 	Oid			decider;
 	Jsonb	   *command;
 	FmgrInfo	flinfo;

@@ -1863,6 +1863,19 @@ es_decrypt_event(Datum *values, bool *nulls)
 		return;
 	if (nulls[Anum_events_metadata] || nulls[Anum_events_data])
 		return;
+
+	/*
+	 * The fast path for the events nobody protected: a marker is the key
+	 * "protected", stored verbatim in the jsonb; an inline, uncompressed
+	 * metadata value without those bytes has none, and is not even copied.
+	 */
+	{
+		struct varlena *raw = (struct varlena *) DatumGetPointer(values[Anum_events_metadata]);
+
+		if (!VARATT_IS_EXTERNAL(raw) && !VARATT_IS_COMPRESSED(raw) &&
+			memmem(VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw), "protected", 9) == NULL)
+			return;
+	}
 	metadata = DatumGetJsonbP(values[Anum_events_metadata]);
 	if (!JB_ROOT_IS_OBJECT(metadata) || !metadata_marker(metadata, NULL))
 		return;
@@ -1975,27 +1988,6 @@ scrub_forgotten_keys(void)
  * ---------------------------------------------------------------------
  */
 
-static text *
-check_text_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	text	   *t;
-	int			len;
-
-	es_require_arg(fcinfo, argno, name);
-	t = PG_GETARG_TEXT_PP(argno);
-	len = VARSIZE_ANY_EXHDR(t);
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", name)));
-	if (len > ES_MAX_ID_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is too long", name),
-				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
-	return t;
-}
-
 /*
  * protect(event_type text, subject text, fields text[]) RETURNS void
  */
@@ -2003,8 +1995,8 @@ Datum
 event_store_protect(PG_FUNCTION_ARGS)
 {
 	const CryptoCatalog *c;
-	text	   *event_type = check_text_arg(fcinfo, 0, "event_type");
-	text	   *subject = check_text_arg(fcinfo, 1, "subject");
+	text	   *event_type = es_identifier_arg(fcinfo, 0, "event_type");
+	text	   *subject = es_identifier_arg(fcinfo, 1, "subject");
 	ArrayType  *arr;
 	Datum	   *elems;
 	bool	   *enulls;
@@ -2134,7 +2126,7 @@ delete_snapshots(List *streams, Oid nsp)
 Datum
 event_store_forget(PG_FUNCTION_ARGS)
 {
-	text	   *subject = check_text_arg(fcinfo, 0, "subject");
+	text	   *subject = es_identifier_arg(fcinfo, 0, "subject");
 	const CryptoCatalog *c = crypto_catalog();
 	uint8		hash[PG_SHA256_DIGEST_LENGTH];
 	char		hex[2 * PG_SHA256_DIGEST_LENGTH + 1];

@@ -79,3 +79,12 @@ es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", name)));
 }
+
+/*
+ * An identifier argument: es_check_identifier() on argument argno.
+ */
+text *
+es_identifier_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	return es_check_identifier(PG_GETARG_DATUM(argno), PG_ARGISNULL(argno), name);
+}

@@ -199,6 +199,8 @@ extern void es_pipeline_init(void);
 
 /* Argument checks shared by the SQL-callable functions. */
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
+extern text *es_check_identifier(Datum value, bool isnull, const char *what);
+extern text *es_identifier_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 
 /* crypto.c (beyond the hooks above) */
 extern bool es_may_read_personal_data(void);

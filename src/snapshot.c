@@ -207,8 +207,8 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 Datum
 event_store_save_snapshot(PG_FUNCTION_ARGS)
 {
-	text	   *stream_id = es_check_name(fcinfo, 0, "stream_id");
-	text	   *name = es_check_name(fcinfo, 1, "aggregate");
+	text	   *stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
+	text	   *name = es_identifier_arg(fcinfo, 1, "aggregate");
 	EsAggregate agg;
 	EsSnapshot	snap;
 	EsStreamScan *s;
@@ -268,7 +268,7 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 
 	es_require_arg(fcinfo, 0, "stream_id");
 	stream_id = PG_GETARG_TEXT_PP(0);
-	name = es_check_name(fcinfo, 1, "aggregate");
+	name = es_identifier_arg(fcinfo, 1, "aggregate");
 	InitMaterializedSRF(fcinfo, 0);
 	es_lookup_aggregate(name, GetActiveSnapshot(), false, &agg);
 	snap.view = es_snapshot_view();
@@ -328,7 +328,7 @@ event_store_delete_snapshots(PG_FUNCTION_ARGS)
 	{
 		EsAggregate agg;
 
-		aggregate = es_check_name(fcinfo, 1, "aggregate");
+		aggregate = es_identifier_arg(fcinfo, 1, "aggregate");
 		es_lookup_aggregate(aggregate, GetActiveSnapshot(), false, &agg);
 	}
 	PG_RETURN_INT64(es_delete_snapshots(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), aggregate));

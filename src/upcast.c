@@ -555,24 +555,6 @@ check_upcaster_function(Oid fn)
 		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
 }
 
-/* Validate an event type argument: not NULL, not empty, not too long. */
-static text *
-type_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	text	   *t;
-	int			len;
-
-	es_require_arg(fcinfo, argno, name);
-	t = PG_GETARG_TEXT_PP(argno);
-	len = VARSIZE_ANY_EXHDR(t);
-	if (len == 0 || len > ES_MAX_ID_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be 1 to %d bytes long", name, ES_MAX_ID_BYTES),
-				 errdetail("It has %d bytes.", len)));
-	return t;
-}
-
 /*
  * Run a query on the registry through SPI and return the first column of its
  * first row as an int8 (or -1 when there is none).  It reads with a snapshot
@@ -624,13 +606,13 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 	Relation	rel;
 	int64		current;
 
-	type = type_arg(fcinfo, 0, "event_type");
+	type = es_identifier_arg(fcinfo, 0, "event_type");
 	es_require_arg(fcinfo, 1, "from_schema_version");
 	es_require_arg(fcinfo, 2, "upcaster");
 	from = PG_GETARG_INT32(1);
 	fn = PG_GETARG_OID(2);
 	if (renames)
-		(void) type_arg(fcinfo, 3, "to_event_type");
+		(void) es_identifier_arg(fcinfo, 3, "to_event_type");
 	if (from < 1 || from == PG_INT32_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -695,7 +677,7 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 Datum
 event_store_drop_upcaster(PG_FUNCTION_ARGS)
 {
-	text	   *type = type_arg(fcinfo, 0, "event_type");
+	text	   *type = es_identifier_arg(fcinfo, 0, "event_type");
 	int32		from;
 	Oid			types[2] = {TEXTOID, INT4OID};
 	Datum		args[2];
@@ -744,5 +726,5 @@ event_store_drop_upcaster(PG_FUNCTION_ARGS)
 Datum
 event_store_current_schema_version(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT32(es_current_schema_version(type_arg(fcinfo, 0, "event_type")));
+	PG_RETURN_INT32(es_current_schema_version(es_identifier_arg(fcinfo, 0, "event_type")));
 }

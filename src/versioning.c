@@ -160,11 +160,12 @@ es_catalog(void)
 }
 
 /*
- * Validate a stream id or event type: not NULL, not empty, not longer than
- * ES_MAX_ID_BYTES.  Returns it detoasted.
+ * Validate an identifier (a stream id, an event type, an aggregate's name, a
+ * subject): not NULL, not empty, not longer than ES_MAX_ID_BYTES.  Returns it
+ * detoasted.
  */
-static text *
-check_identifier(Datum value, bool isnull, const char *what)
+text *
+es_check_identifier(Datum value, bool isnull, const char *what)
 {
 	text	   *t;
 	int			len;
@@ -512,9 +513,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	heap_deform_tuple(trigdata->tg_trigtuple, tupdesc, values, nulls);
 
 	/* validate and complete the event */
-	stream_id = check_identifier(values[Anum_events_stream_id - 1],
+	stream_id = es_check_identifier(values[Anum_events_stream_id - 1],
 								 nulls[Anum_events_stream_id - 1], "stream_id");
-	event_type = check_identifier(values[Anum_events_event_type - 1],
+	event_type = es_check_identifier(values[Anum_events_event_type - 1],
 								  nulls[Anum_events_event_type - 1], "event_type");
 	values[Anum_events_stream_id - 1] = PointerGetDatum(stream_id);
 	values[Anum_events_event_type - 1] = PointerGetDatum(event_type);
