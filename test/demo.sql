@@ -67,3 +67,56 @@ SELECT stream_version, event_type, data
 \echo
 \echo '== 10. The streams, newest version first'
 SELECT stream_id, category, version FROM event_store.streams ORDER BY version DESC, stream_id;
+
+\echo
+\echo '== 11. The global log: every event once, in commit order (ordered by the decoding pipeline)'
+SELECT event_store.wait_for_pipeline('30 s') AS pipeline_caught_up;
+SELECT global_position, stream_id, stream_version, event_type FROM event_store.read_all(0, 10);
+
+\echo
+\echo '== 12. An aggregate: the balance folded by a reducer, with a snapshot every 2 events'
+CREATE FUNCTION account_balance(state jsonb, e event_store.event) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+  SELECT jsonb_build_object('balance', coalesce((state->>'balance')::numeric, 0)
+           + CASE e.event_type WHEN 'Deposited' THEN (e.data->>'amount')::numeric
+                               WHEN 'Withdrawn' THEN -(e.data->>'amount')::numeric ELSE 0 END)
+$$;
+SELECT event_store.define_aggregate('account', 'account_balance(jsonb, event_store.event)', '{}', 2);
+SELECT * FROM event_store.load_aggregate('account-101', 'account');
+SELECT stream_id, aggregate, version, state FROM event_store.snapshots;
+
+\echo
+\echo '== 13. A command in one call: load, decide, append at the loaded version (retried on conflicts)'
+CREATE FUNCTION withdraw(state jsonb, command jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  IF (state->>'balance')::numeric < (command->>'amount')::numeric THEN
+    RAISE EXCEPTION 'insufficient funds: balance %, asked %', state->>'balance', command->>'amount'
+      USING ERRCODE = 'P0001';
+  END IF;
+  RETURN jsonb_build_array(jsonb_build_object('type', 'Withdrawn', 'data', jsonb_build_object('amount', command->'amount')));
+END $$;
+SELECT event_store.execute('account-101', 'account', 'withdraw(jsonb, jsonb)', '{"amount": 10}') AS version;
+\set ON_ERROR_STOP off
+SELECT event_store.execute('account-101', 'account', 'withdraw(jsonb, jsonb)', '{"amount": 1000}');
+\set ON_ERROR_STOP on
+SELECT * FROM event_store.load_aggregate('account-101', 'account');
+
+\echo
+\echo '== 14. Schema evolution: version 1 had "amount" in cents; an upcaster turns it into euros on every read'
+SELECT event_store.append('account-103', 'Refunded', '{"amount_cents": 2500}', schema_version => 1);
+CREATE FUNCTION cents_to_euros(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT jsonb_build_object('amount', round((data->>'amount_cents')::numeric / 100, 2)) $$;
+SELECT event_store.add_upcaster('Refunded', 1, 'cents_to_euros(jsonb)');
+SELECT stream_version, schema_version, data FROM event_store.read_stream('account-103');
+SELECT stream_version, schema_version, data AS stored FROM event_store.events WHERE stream_id = 'account-103';
+
+\echo
+\echo '== 15. Personal data: the owner''s name is encrypted with a key of her own; forgetting her deletes the key'
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+SELECT event_store.protect('CustomerRegistered', '$.customer_id', '{$.name, $.email}');
+SELECT event_store.append('customer-7', 'CustomerRegistered',
+       '{"customer_id": "c-7", "name": "Carol", "email": "carol@example.com", "plan": "gold"}');
+SELECT data FROM event_store.read_stream('customer-7');
+SELECT data->>'name' AS stored_name FROM event_store.events WHERE stream_id = 'customer-7';
+SELECT event_store.forget('c-7') AS forgotten;
+SELECT data, metadata->>'redacted' AS redacted FROM event_store.read_stream('customer-7');
+SELECT event_type, data FROM event_store.read_stream('event_store-subjects');
