@@ -57,7 +57,7 @@ static const char *const read_all_queries[4] = {
 	" ORDER BY g.global_position LIMIT $2",
 	/* categories (and maybe event types): one index scan per category */
 	READ_ALL_COLUMNS
-	"  FROM (SELECT DISTINCT c FROM pg_catalog.unnest($3::text[]) c) cs "
+	"  FROM (SELECT DISTINCT c FROM pg_catalog.unnest($3::pg_catalog.text[]) c) cs "
 	"  CROSS JOIN LATERAL (SELECT * FROM event_store.global_log g "
 	"                       WHERE g.category OPERATOR(pg_catalog.=) cs.c "
 	"                         AND g.global_position OPERATOR(pg_catalog.>) $1 "
@@ -65,7 +65,7 @@ static const char *const read_all_queries[4] = {
 	" ORDER BY g.global_position LIMIT $2",
 	/* event types only: one index scan per type */
 	READ_ALL_COLUMNS
-	"  FROM (SELECT DISTINCT t FROM pg_catalog.unnest($4::text[]) t) ts "
+	"  FROM (SELECT DISTINCT t FROM pg_catalog.unnest($4::pg_catalog.text[]) t) ts "
 	"  CROSS JOIN LATERAL (SELECT * FROM event_store.global_log g "
 	"                       WHERE g.event_type OPERATOR(pg_catalog.=) ts.t "
 	"                         AND g.global_position OPERATOR(pg_catalog.>) $1 "
@@ -73,11 +73,11 @@ static const char *const read_all_queries[4] = {
 	" ORDER BY g.global_position LIMIT $2",
 	/* both: per category, filtered by type (the category index drives) */
 	READ_ALL_COLUMNS
-	"  FROM (SELECT DISTINCT c FROM pg_catalog.unnest($3::text[]) c) cs "
+	"  FROM (SELECT DISTINCT c FROM pg_catalog.unnest($3::pg_catalog.text[]) c) cs "
 	"  CROSS JOIN LATERAL (SELECT * FROM event_store.global_log g "
 	"                       WHERE g.category OPERATOR(pg_catalog.=) cs.c "
 	"                         AND g.global_position OPERATOR(pg_catalog.>) $1 "
-	"                         AND g.event_type OPERATOR(pg_catalog.=) ANY ($4::text[]) "
+	"                         AND g.event_type OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[]) "
 	"                       ORDER BY g.global_position LIMIT $2) g " READ_ALL_JOIN
 	" ORDER BY g.global_position LIMIT $2",
 };
