@@ -532,23 +532,18 @@ es_upcast_event(Datum *values, bool *nulls)
 static void
 check_upcaster_function(Oid fn)
 {
-	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	Form_pg_proc proc;
 	AclResult	acl;
 
-	if (!HeapTupleIsValid(tp))
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fn)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("function with OID %u does not exist", fn)));
-	proc = (Form_pg_proc) GETSTRUCT(tp);
-	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID ||
-		proc->prorettype != JSONBOID || proc->proretset || proc->prokind != PROKIND_FUNCTION)
+	if (!upcaster_fits(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_UPCASTER_SIGNATURE),
 				 errmsg("upcaster %s must take one jsonb argument and return jsonb",
 						format_procedure(fn)),
 				 errhint("Write it as CREATE FUNCTION f(data jsonb) RETURNS jsonb.")));
-	ReleaseSysCache(tp);
 
 	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
 	if (acl != ACLCHECK_OK)
