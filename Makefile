@@ -6,7 +6,8 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = event_store
 OBJS = src/event_store.o src/versioning.o src/append.o src/read.o src/upcast.o \
        src/aggregate.o src/snapshot.o src/command.o src/crypto.o \
-       src/decoder.o src/publish.o src/shmem.o src/launcher.o src/worker.o src/read_all.o
+       src/decoder.o src/publish.o src/shmem.o src/launcher.o src/worker.o src/read_all.o \
+       src/projection.o src/projector.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
@@ -40,3 +41,6 @@ include $(PGXS)
 installcheck: test/modules/upcast_hook/upcast_hook$(DLSUFFIX)
 test/modules/upcast_hook/upcast_hook$(DLSUFFIX): test/modules/upcast_hook/upcast_hook.c src/event_store.h
 	$(MAKE) -C test/modules/upcast_hook PG_CONFIG=$(PG_CONFIG)
+
+# PGXS tracks no header dependencies: rebuild every object when a header changes.
+$(OBJS): $(wildcard src/*.h)

@@ -17,6 +17,7 @@
 #include "utils/guc.h"
 
 #include "event_store.h"
+#include "projection.h"
 
 PG_MODULE_MAGIC;
 
@@ -60,6 +61,7 @@ _PG_init(void)
 
 	es_crypto_init();			/* defines its settings: before the reservation */
 	es_pipeline_init();			/* likewise */
+	es_projection_init();		/* likewise */
 
 	MarkGUCPrefixReserved("event_store");
 

@@ -18,9 +18,11 @@
 #include "access/sdir.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "utils/array.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
+#include "datatype/timestamp.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -74,6 +76,13 @@
 #define ERRCODE_ES_NO_SUBJECT				MAKE_SQLSTATE('V','E','0','3','4')
 #define ERRCODE_ES_RESERVED_METADATA		MAKE_SQLSTATE('V','E','0','3','5')
 
+/* Projections (projection.c, projector.c): VE040-VE049 */
+#define ERRCODE_ES_UNKNOWN_PROJECTION		MAKE_SQLSTATE('V','E','0','4','0')
+#define ERRCODE_ES_PROJECTION_EXISTS		MAKE_SQLSTATE('V','E','0','4','1')
+#define ERRCODE_ES_WRONG_HANDLER			MAKE_SQLSTATE('V','E','0','4','2')
+#define ERRCODE_ES_HANDLER_MISSING			MAKE_SQLSTATE('V','E','0','4','3')
+#define ERRCODE_ES_PROJECTION_STATE			MAKE_SQLSTATE('V','E','0','4','4')
+
 /* The decoding pipeline (VE020-VE029). */
 #define ERRCODE_ES_PLUGIN_OPTION			MAKE_SQLSTATE('V','E','0','2','0')
 #define ERRCODE_ES_INVALID_MESSAGE			MAKE_SQLSTATE('V','E','0','2','1')
@@ -119,6 +128,10 @@ typedef struct EsCatalog
 	Oid			events_relid;
 	Oid			stream_index;	/* (stream_id, stream_version), the primary key */
 	Oid			event_id_index; /* unique (event_id) */
+	Oid			log_relid;		/* global_log */
+	Oid			log_pkey;		/* (global_position) */
+	Oid			log_category_index; /* (category, global_position) */
+	Oid			log_type_index; /* (event_type, global_position) */
 } EsCatalog;
 
 extern const EsCatalog *es_catalog(void);
@@ -169,13 +182,54 @@ typedef struct EsStreamScan
 	bool		nulls[Natts_event];
 } EsStreamScan;
 
-extern void es_check_read_access(Relation events);
+extern void es_check_read_access(Relation rel);
 extern void es_present_event(Datum *values, bool *nulls);
 extern EsStreamScan *es_stream_scan_begin(text *stream_id, int64 lower, int64 upper,
 										  bool backwards, const TimestampTz *as_of,
 										  int64 max_count, Snapshot snapshot);
 extern bool es_stream_scan_next(EsStreamScan *s);
 extern void es_stream_scan_end(EsStreamScan *s);
+
+/* read_all.c: the global log scan behind read_all and the projections */
+typedef struct EsLogScan
+{
+	Relation	log;
+	Relation	events;
+	Relation	log_index;
+	Relation	events_index;
+	Snapshot	snapshot;
+	int			nsubs;
+	struct LogSubScan *subs;	/* one ordered index scan per category or type */
+	bool		filter_types;	/* check the rows' types against `types` */
+	int			ntypes;
+	text	  **types;			/* sorted, distinct */
+	struct IndexScanDescData *event_scan;	/* the events' primary key, rescanned per row */
+	struct TupleTableSlot *event_slot;
+	bool		started;
+	bool		ended;
+	bool		blocked;		/* ended before a position whose event it cannot see */
+	int64		remaining;		/* events still to return; -1: no limit */
+	int64		position;		/* of the last event returned (at first: `after`) */
+	struct
+	{
+		int64		position;
+		Datum		stream_id;
+		int64		stream_version;
+	}			current;		/* the row being fetched and presented */
+	MemoryContext cxt;			/* where the scan lives */
+	MemoryContext row_context;	/* what presenting the current event allocated */
+	Datum		values[Natts_event];	/* the current event_store.event */
+	bool		nulls[Natts_event];
+} EsLogScan;
+
+extern EsLogScan *es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
+									int64 max_count, Snapshot snapshot);
+extern bool es_log_scan_next(EsLogScan *s);
+extern void es_log_scan_end(EsLogScan *s);
+extern int64 es_log_head(Snapshot snapshot);
+extern int64 es_latest_log_head(void);
+extern int64 es_interval_ms(Interval *interval, const char *what);
+extern int	es_text_cmp(const void *a, const void *b);
 
 /* crypto.c: personal data (protect, forget) */
 extern void es_crypto_init(void);

@@ -34,6 +34,9 @@
 /* Databases the pipeline can serve at once (workers). */
 #define ES_MAX_PIPELINES			32
 
+/* Projection workers per database at most (event_store.projection_workers). */
+#define ES_MAX_PROJECTORS			8
+
 /*
  * decoder.c: in the worker process the plugin hands decoded events to this
  * sink instead of writing JSON.  It is NULL in every other process, so a
@@ -60,6 +63,14 @@ typedef enum EsPipelineState
 	ES_PIPE_RUNNING				/* a worker runs (pid set) */
 } EsPipelineState;
 
+/* A projection worker's place in its database's entry. */
+typedef struct EsProjectorSlot
+{
+	pid_t		pid;			/* 0: none */
+	Latch	   *latch;
+	TimestampTz start_requested;	/* the pipeline worker asked for one then */
+} EsProjectorSlot;
+
 typedef struct EsPipelineDb
 {
 	Oid			dboid;
@@ -78,6 +89,8 @@ typedef struct EsPipelineDb
 	int64		rebuilds;		/* times the log was rebuilt from the event table */
 	bool		want_again;		/* asked for while running: a stopping worker restarts */
 	char		last_error[256];
+	bool		projections_changed;	/* count the async projections again */
+	EsProjectorSlot projectors[ES_MAX_PROJECTORS];
 } EsPipelineDb;
 
 typedef struct EsPipelineShared
@@ -85,6 +98,7 @@ typedef struct EsPipelineShared
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	ConditionVariable progress_cv;	/* broadcast when a worker made progress */
+	ConditionVariable projection_cv;	/* broadcast when a projection made progress */
 	EsPipelineDb dbs[ES_MAX_PIPELINES];
 } EsPipelineShared;
 
@@ -98,6 +112,9 @@ extern EsPipelineDb *es_pipeline_find(Oid dboid);
 extern void es_pipeline_want(Oid dboid);
 extern void es_pipeline_wake_db(Oid dboid);
 extern RepOriginId es_pipeline_own_origin(void);
+extern void es_pipeline_wake_projectors(Oid dboid);
+extern void es_pipeline_projections_changed(Oid dboid);
+extern bool es_wait_for_pipeline_until(TimestampTz deadline);
 
 /* launcher.c, worker.c */
 extern bool es_pipeline_enabled;

@@ -34,22 +34,24 @@ PG_FUNCTION_INFO_V1(event_store_read_stream);
 PG_FUNCTION_INFO_V1(event_store_stream_version);
 
 /*
- * The caller must be allowed to SELECT from the event table, and no
- * row-level security policy may apply to it (the read functions could not
- * honour it).
+ * The caller must be allowed to SELECT from a table a read function reads
+ * directly (the event table, the global log), and no row-level security
+ * policy may apply to it (the read functions could not honour it).
  */
 void
-es_check_read_access(Relation events)
+es_check_read_access(Relation rel)
 {
-	AclResult	acl = pg_class_aclcheck(RelationGetRelid(events), GetUserId(), ACL_SELECT);
+	AclResult	acl = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT);
 
 	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_TABLE, RelationGetRelationName(events));
-	if (check_enable_rls(RelationGetRelid(events), InvalidOid, false) == RLS_ENABLED)
+		aclcheck_error(acl, OBJECT_TABLE, RelationGetRelationName(rel));
+	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, false) == RLS_ENABLED)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("event_store read functions do not support row-level security on event_store.events"),
-				 errhint("Query event_store.events with SELECT, or disable row-level security on it.")));
+				 errmsg("event_store read functions do not support row-level security on event_store.%s",
+						RelationGetRelationName(rel)),
+				 errhint("Query event_store.%s with SELECT, or disable row-level security on it.",
+						 RelationGetRelationName(rel))));
 }
 
 /*

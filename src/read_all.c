@@ -4,12 +4,16 @@
  *	  The read side of the global log: read_all(), wait_for_pipeline() and
  *	  the pipeline's health (event_store.pipeline_status).
  *
- * read_all() reads event_store.global_log in position order through its
+ * The log scan (es_log_scan_*) is the reader behind read_all() and the
+ * projections: it reads event_store.global_log in position order through its
  * primary key, or, filtered, through the (category, global_position) and
  * (event_type, global_position) indexes (one ordered index scan per
- * category or type, merged), and fetches each event through the event
- * table's primary key.  It runs SQL (SPI) as the caller, so the caller needs
- * SELECT on both tables.  Each event passes through es_present_event().
+ * category or type, merged by position), and fetches each event through the
+ * event table's primary key: direct index scans, no SQL, one row in memory
+ * at a time (what presenting a row allocates is reset before the next).
+ * Because it bypasses the executor it checks the current role's SELECT
+ * privilege on both tables itself.  Each event passes through
+ * es_present_event(), like every read path.
  *
  * Positions are committed by the pipeline worker in increasing order, in
  * one transaction per batch, so a snapshot sees a prefix of the log: a
@@ -22,17 +26,23 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/memutils.h"
 #include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "event_store.h"
@@ -42,54 +52,36 @@ PG_FUNCTION_INFO_V1(event_store_read_all);
 PG_FUNCTION_INFO_V1(event_store_wait_for_pipeline);
 PG_FUNCTION_INFO_V1(event_store_pipeline_state);
 
-#define READ_ALL_COLUMNS \
-	"SELECT g.global_position, e.stream_id, e.stream_version, e.event_id, e.event_type, " \
-	"       e.schema_version, e.data, e.metadata, e.recorded_at "
-#define READ_ALL_JOIN \
-	"  JOIN event_store.events e ON e.stream_id OPERATOR(pg_catalog.=) g.stream_id " \
-	"                           AND e.stream_version OPERATOR(pg_catalog.=) g.stream_version "
+/* Columns of event_store.global_log (1-based). */
+#define Anum_log_global_position	1
+#define Anum_log_stream_id			2
+#define Anum_log_stream_version		3
+#define Anum_log_category			4
+#define Anum_log_event_type			5
 
-static const char *const read_all_queries[4] = {
-	/* no filter */
-	READ_ALL_COLUMNS
-	"  FROM event_store.global_log g " READ_ALL_JOIN
-	" WHERE g.global_position OPERATOR(pg_catalog.>) $1 "
-	" ORDER BY g.global_position LIMIT $2",
-	/* categories (and maybe event types): one index scan per category */
-	READ_ALL_COLUMNS
-	"  FROM (SELECT DISTINCT c FROM pg_catalog.unnest($3::pg_catalog.text[]) c) cs "
-	"  CROSS JOIN LATERAL (SELECT * FROM event_store.global_log g "
-	"                       WHERE g.category OPERATOR(pg_catalog.=) cs.c "
-	"                         AND g.global_position OPERATOR(pg_catalog.>) $1 "
-	"                       ORDER BY g.global_position LIMIT $2) g " READ_ALL_JOIN
-	" ORDER BY g.global_position LIMIT $2",
-	/* event types only: one index scan per type */
-	READ_ALL_COLUMNS
-	"  FROM (SELECT DISTINCT t FROM pg_catalog.unnest($4::pg_catalog.text[]) t) ts "
-	"  CROSS JOIN LATERAL (SELECT * FROM event_store.global_log g "
-	"                       WHERE g.event_type OPERATOR(pg_catalog.=) ts.t "
-	"                         AND g.global_position OPERATOR(pg_catalog.>) $1 "
-	"                       ORDER BY g.global_position LIMIT $2) g " READ_ALL_JOIN
-	" ORDER BY g.global_position LIMIT $2",
-	/* both: per category, filtered by type (the category index drives) */
-	READ_ALL_COLUMNS
-	"  FROM (SELECT DISTINCT c FROM pg_catalog.unnest($3::pg_catalog.text[]) c) cs "
-	"  CROSS JOIN LATERAL (SELECT * FROM event_store.global_log g "
-	"                       WHERE g.category OPERATOR(pg_catalog.=) cs.c "
-	"                         AND g.global_position OPERATOR(pg_catalog.>) $1 "
-	"                         AND g.event_type OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[]) "
-	"                       ORDER BY g.global_position LIMIT $2) g " READ_ALL_JOIN
-	" ORDER BY g.global_position LIMIT $2",
-};
-
-static SPIPlanPtr read_all_plans[4];
+/* One ordered index scan of the log, merged with the others by position. */
+typedef struct LogSubScan
+{
+	IndexScanDesc scan;
+	TupleTableSlot *slot;		/* the scan's current row, when `have` */
+	bool		have;
+	bool		done;
+	int64		position;		/* of the current row */
+} LogSubScan;
 
 /*
- * A filter array must be one-dimensional without NULLs.
+ * A filter array of names: one-dimensional, without NULLs.  Returns its
+ * distinct elements, sorted (byte order), in *names (palloc'd texts).
  */
-static void
-check_name_array(ArrayType *arr, const char *what)
+static int
+name_array(ArrayType *arr, const char *what, text ***names)
 {
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	int			k = 0;
+
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -100,6 +92,275 @@ check_name_array(ArrayType *arr, const char *what)
 				 errmsg("%s must not contain null", what),
 				 errhint("Pass NULL instead of the array to read every %s.",
 						 strcmp(what, "categories") == 0 ? "category" : "event type")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	*names = palloc(sizeof(text *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		(*names)[i] = DatumGetTextPP(elems[i]);
+	qsort(*names, n, sizeof(text *), es_text_cmp);
+	for (i = 0; i < n; i++)
+		if (k == 0 || es_text_cmp(&(*names)[k - 1], &(*names)[i]) != 0)
+			(*names)[k++] = (*names)[i];
+	return k;
+}
+
+/* Byte-order comparison of two texts (through pointers to them), for qsort and bsearch. */
+int
+es_text_cmp(const void *a, const void *b)
+{
+	const text *x = *(text *const *) a;
+	const text *y = *(text *const *) b;
+	int			lx = VARSIZE_ANY_EXHDR(x);
+	int			ly = VARSIZE_ANY_EXHDR(y);
+	int			c = memcmp(VARDATA_ANY(x), VARDATA_ANY(y), Min(lx, ly));
+
+	return c != 0 ? c : (lx > ly) - (lx < ly);
+}
+
+/*
+ * Start reading the global log after position `after`, in position order,
+ * through the snapshot: every event, or only those of the given categories
+ * and/or event types (NULL: no filter; an empty array matches nothing), at
+ * most max_count (-1: no limit).  One ordered index scan per category (or,
+ * without categories, per event type) of the log's (category,
+ * global_position) and (event_type, global_position) indexes, merged by
+ * position; with both filters the types are checked on the category scans'
+ * rows.  Each row's event is fetched through the event table's primary key.
+ * Checks the current role's right to read both tables.
+ *
+ * A snapshot sees a prefix of the log (the pipeline commits positions in
+ * increasing order, one transaction at a time), so a reader that passes the
+ * last position it saw skips nothing.  Should a position's event not be
+ * visible (it cannot be: the pipeline publishes a position only once its
+ * transaction is visible), the scan ends before it rather than skip it.
+ */
+EsLogScan *
+es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
+				  int64 max_count, Snapshot snapshot)
+{
+	const EsCatalog *cat = es_catalog();
+	EsLogScan  *s = palloc0(sizeof(EsLogScan));
+	text	  **names = NULL;
+	int			nnames = 0;
+	Oid			index;
+	int			i;
+
+	s->log = table_open(cat->log_relid, AccessShareLock);
+	s->events = table_open(cat->events_relid, AccessShareLock);
+	es_check_read_access(s->events);
+	es_check_read_access(s->log);
+	s->snapshot = snapshot;
+	s->remaining = max_count;
+	s->position = after;
+	s->cxt = CurrentMemoryContext;
+	s->row_context = AllocSetContextCreate(CurrentMemoryContext, "event_store log scan",
+										   ALLOCSET_DEFAULT_SIZES);
+	if (categories != NULL)
+	{
+		/* one scan per category; with types too, the types are checked on its rows */
+		nnames = name_array(categories, "categories", &names);
+		index = cat->log_category_index;
+		if (event_types != NULL)
+		{
+			s->ntypes = name_array(event_types, "event_types", &s->types);
+			s->filter_types = true;
+		}
+	}
+	else if (event_types != NULL)
+	{
+		/* one scan per event type */
+		nnames = name_array(event_types, "event_types", &names);
+		index = cat->log_type_index;
+	}
+	else
+		index = cat->log_pkey;	/* one scan of the whole log */
+
+	s->log_index = index_open(index, AccessShareLock);
+	s->events_index = index_open(cat->stream_index, AccessShareLock);
+	s->nsubs = (index == cat->log_pkey) ? 1 : nnames;
+	s->subs = palloc0(sizeof(LogSubScan) * Max(s->nsubs, 1));
+	for (i = 0; i < s->nsubs; i++)
+	{
+		LogSubScan *sub = &s->subs[i];
+		ScanKeyData keys[2];
+		int			nkeys = 0;
+
+		if (index != cat->log_pkey)
+			ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_TEXTEQ,
+						PointerGetDatum(names[i]));
+		ScanKeyInit(&keys[nkeys], nkeys + 1, BTGreaterStrategyNumber, F_INT8GT,
+					Int64GetDatum(after));
+		nkeys++;
+		sub->scan = index_beginscan(s->log, s->log_index, snapshot, nkeys, 0);
+		index_rescan(sub->scan, keys, nkeys, NULL, 0);
+		sub->slot = table_slot_create(s->log, NULL);
+	}
+	s->event_scan = index_beginscan(s->events, s->events_index, snapshot, 2, 0);
+	s->event_slot = table_slot_create(s->events, NULL);
+	s->values[0] = Int64GetDatum(0);
+	return s;
+}
+
+/* Advance a sub-scan to its next row (of an accepted type). */
+static void
+sub_advance(EsLogScan *s, LogSubScan *sub)
+{
+	while (!sub->done)
+	{
+		bool		isnull;
+
+		if (!index_getnext_slot(sub->scan, ForwardScanDirection, sub->slot))
+		{
+			sub->done = true;
+			sub->have = false;
+			return;
+		}
+		if (s->filter_types)
+		{
+			text	   *type = DatumGetTextPP(slot_getattr(sub->slot, Anum_log_event_type, &isnull));
+
+			if (bsearch(&type, s->types, s->ntypes, sizeof(text *), es_text_cmp) == NULL)
+				continue;
+		}
+		sub->position = DatumGetInt64(slot_getattr(sub->slot, Anum_log_global_position, &isnull));
+		sub->have = true;
+		return;
+	}
+}
+
+/*
+ * The next event into s->values/s->nulls (an event_store.event with its
+ * global position, as es_present_event hands it out), or false at the end.
+ * s->position is then the event's position; the values are valid until the
+ * next call.  While the event is presented, s->current identifies it (for
+ * an error handler: presentation can fail, e.g. a tampered ciphertext).
+ */
+bool
+es_log_scan_next(EsLogScan *s)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	LogSubScan *best = NULL;
+	ScanKeyData keys[2];
+	bool		isnull;
+	bool		found;
+	int			i;
+
+	if (s->remaining == 0 || s->ended)
+		return false;
+	CHECK_FOR_INTERRUPTS();
+	MemoryContextSwitchTo(s->cxt);
+	if (!s->started)
+	{
+		for (i = 0; i < s->nsubs; i++)
+			sub_advance(s, &s->subs[i]);
+		s->started = true;
+	}
+	for (i = 0; i < s->nsubs; i++)
+		if (s->subs[i].have && (best == NULL || s->subs[i].position < best->position))
+			best = &s->subs[i];
+	if (best == NULL)
+	{
+		MemoryContextSwitchTo(caller);
+		s->ended = true;
+		return false;
+	}
+
+	/* the event of this position */
+	s->current.position = best->position;
+	s->current.stream_id = slot_getattr(best->slot, Anum_log_stream_id, &isnull);
+	s->current.stream_version = DatumGetInt64(slot_getattr(best->slot, Anum_log_stream_version, &isnull));
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, s->current.stream_id);
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ,
+				Int64GetDatum(s->current.stream_version));
+	index_rescan(s->event_scan, keys, 2, NULL, 0);
+	found = index_getnext_slot(s->event_scan, ForwardScanDirection, s->event_slot);
+	if (found)
+		slot_getallattrs(s->event_slot);
+	MemoryContextSwitchTo(caller);
+	if (!found)
+	{
+		s->ended = true;		/* never skip a position: stop before it */
+		s->blocked = true;
+		return false;
+	}
+
+	s->values[0] = Int64GetDatum(best->position);
+	s->nulls[0] = false;
+	memcpy(&s->values[1], s->event_slot->tts_values, sizeof(Datum) * Natts_events);
+	memcpy(&s->nulls[1], s->event_slot->tts_isnull, sizeof(bool) * Natts_events);
+	MemoryContextReset(s->row_context);
+	MemoryContextSwitchTo(s->row_context);
+	es_present_event(s->values, s->nulls);
+	MemoryContextSwitchTo(caller);
+
+	s->position = best->position;
+	if (s->remaining > 0)
+		s->remaining--;
+	MemoryContextSwitchTo(s->cxt);
+	sub_advance(s, best);
+	MemoryContextSwitchTo(caller);
+	return true;
+}
+
+/*
+ * Finish a log scan: release the scans, relations and memory.
+ */
+void
+es_log_scan_end(EsLogScan *s)
+{
+	int			i;
+
+	for (i = 0; i < s->nsubs; i++)
+	{
+		index_endscan(s->subs[i].scan);
+		ExecDropSingleTupleTableSlot(s->subs[i].slot);
+	}
+	index_endscan(s->event_scan);
+	ExecDropSingleTupleTableSlot(s->event_slot);
+	index_close(s->events_index, AccessShareLock);
+	index_close(s->log_index, AccessShareLock);
+	table_close(s->events, AccessShareLock);
+	table_close(s->log, AccessShareLock);
+	MemoryContextDelete(s->row_context);
+	pfree(s);
+}
+
+/*
+ * The highest position of the global log the snapshot sees (0: none); with
+ * the log a prefix, every position up to it is visible too.
+ */
+int64
+es_log_head(Snapshot snapshot)
+{
+	const EsCatalog *cat = es_catalog();
+	Relation	log = table_open(cat->log_relid, AccessShareLock);
+	Relation	idx = index_open(cat->log_pkey, AccessShareLock);
+	IndexScanDesc scan = index_beginscan(log, idx, snapshot, 0, 0);
+	TupleTableSlot *slot = table_slot_create(log, NULL);
+	int64		head = 0;
+
+	index_rescan(scan, NULL, 0, NULL, 0);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		head = DatumGetInt64(slot_getattr(slot, Anum_log_global_position, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	table_close(log, AccessShareLock);
+	return head;
+}
+
+/* The head of the log as the latest snapshot sees it. */
+int64
+es_latest_log_head(void)
+{
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	int64		head = es_log_head(snap);
+
+	UnregisterSnapshot(snap);
+	return head;
 }
 
 /*
@@ -129,12 +390,7 @@ event_store_read_all(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	int64		after;
 	int32		max_count;
-	int			shape;
-	Datum		args[4];
-	char		argnulls[4] = {' ', ' ', 'n', 'n'};
-	Relation	events;
-	uint64		i;
-	int			ret;
+	EsLogScan  *s;
 
 	es_require_arg(fcinfo, 0, "after_position");
 	es_require_arg(fcinfo, 1, "max_count");
@@ -151,89 +407,57 @@ event_store_read_all(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_count must not be negative"),
 				 errdetail("Got %d.", max_count)));
-	if (!PG_ARGISNULL(2))
-		check_name_array(PG_GETARG_ARRAYTYPE_P(2), "categories");
-	if (!PG_ARGISNULL(3))
-		check_name_array(PG_GETARG_ARRAYTYPE_P(3), "event_types");
 	ensure_worker();
 
-	events = table_open(es_catalog()->events_relid, AccessShareLock);
-	es_check_read_access(events);
-	table_close(events, AccessShareLock);
-
 	InitMaterializedSRF(fcinfo, 0);
-	if (max_count == 0)
-		return (Datum) 0;
-
-	shape = (PG_ARGISNULL(2) ? 0 : 1) + (PG_ARGISNULL(3) ? 0 : 2);
-	args[0] = Int64GetDatum(after);
-	args[1] = Int64GetDatum((int64) max_count);
-	args[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	args[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-	if (!PG_ARGISNULL(2))
-		argnulls[2] = ' ';
-	if (!PG_ARGISNULL(3))
-		argnulls[3] = ' ';
-
-	SPI_connect();
-	if (read_all_plans[shape] == NULL)
-	{
-		Oid			types[4] = {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID};
-		SPIPlanPtr	plan = SPI_prepare(read_all_queries[shape], 4, types);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare read_all: %s", SPI_result_code_string(SPI_result));
-		read_all_plans[shape] = plan;
-	}
-	ret = SPI_execute_plan(read_all_plans[shape], args, argnulls, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "read_all failed: %s", SPI_result_code_string(ret));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		Datum		values[Natts_event];
-		bool		nulls[Natts_event];
-
-		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
-		es_present_event(values, nulls);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	SPI_finish();
+	s = es_log_scan_begin(after, PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2),
+						  PG_ARGISNULL(3) ? NULL : PG_GETARG_ARRAYTYPE_P(3),
+						  max_count, GetActiveSnapshot());
+	while (es_log_scan_next(s))
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, s->values, s->nulls);
+	es_log_scan_end(s);
 	return (Datum) 0;
 }
 
 /*
- * wait_for_pipeline(timeout interval DEFAULT '5 s') RETURNS boolean: true
- * once every transaction committed (and flushed) before the call is in the
- * global log, false after the timeout.  For tests and read-your-writes.
+ * An interval argument in milliseconds; negative is an error (22023).  Any
+ * negative interval counts, '-1 us' too.
  */
-Datum
-event_store_wait_for_pipeline(PG_FUNCTION_ARGS)
+int64
+es_interval_ms(Interval *interval, const char *what)
 {
-	Interval   *timeout;
-	int64		timeout_ms;
-	XLogRecPtr	target;
-	TimestampTz deadline;
-	bool		done = false;
+	int64		us = interval->time + (int64) interval->day * USECS_PER_DAY +
+		(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
 
-	es_require_arg(fcinfo, 0, "timeout");
-	timeout = PG_GETARG_INTERVAL_P(0);
-	timeout_ms = (timeout->time + (int64) timeout->day * USECS_PER_DAY +
-				  (int64) timeout->month * DAYS_PER_MONTH * USECS_PER_DAY) / 1000;
-	if (timeout_ms < 0)
+	if (us < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be negative")));
-	ensure_worker();
+				 errmsg("%s must not be negative", what)));
+	return us / 1000;
+}
 
-	target = GetFlushRecPtr(NULL);
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+/*
+ * Wait until every transaction committed before the call is in the global
+ * log, or until the deadline; true if it is.  Commits made with
+ * synchronous_commit = off count too: their WAL is flushed first, so that
+ * the worker can decode it.
+ */
+bool
+es_wait_for_pipeline_until(TimestampTz deadline)
+{
+	XLogRecPtr	target;
+	bool		done = false;
+
+	ensure_worker();
+	target = GetXLogInsertRecPtr();
+	if (target > GetFlushRecPtr(NULL))
+		XLogFlush(target);
 	es_pipeline_wake_db(MyDatabaseId);
 	ConditionVariablePrepareToSleep(&es_pipeline->progress_cv);
 	for (;;)
 	{
 		EsPipelineDb *db;
 		long		left;
-
 		bool		missing;
 
 		LWLockAcquire(es_pipeline_lock, LW_SHARED);
@@ -244,7 +468,7 @@ event_store_wait_for_pipeline(PG_FUNCTION_ARGS)
 		if (done)
 			break;
 		if (missing)
-			es_pipeline_want(MyDatabaseId);	/* the worker stopped meanwhile */
+			es_pipeline_want(MyDatabaseId); /* the worker stopped meanwhile */
 		left = (long) TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 		if (left <= 0)
 			break;
@@ -253,7 +477,23 @@ event_store_wait_for_pipeline(PG_FUNCTION_ARGS)
 										   PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
-	PG_RETURN_BOOL(done);
+	return done;
+}
+
+/*
+ * wait_for_pipeline(timeout interval DEFAULT '5 s') RETURNS boolean: true
+ * once every transaction committed before the call is in the global log,
+ * false after the timeout.  For tests and read-your-writes.
+ */
+Datum
+event_store_wait_for_pipeline(PG_FUNCTION_ARGS)
+{
+	int64		timeout_ms;
+
+	es_require_arg(fcinfo, 0, "timeout");
+	timeout_ms = es_interval_ms(PG_GETARG_INTERVAL_P(0), "timeout");
+	PG_RETURN_BOOL(es_wait_for_pipeline_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																		  timeout_ms)));
 }
 
 /*

@@ -83,6 +83,7 @@ es_shmem_startup(void)
 	{
 		memset(es_pipeline, 0, sizeof(EsPipelineShared));
 		ConditionVariableInit(&es_pipeline->progress_cv);
+		ConditionVariableInit(&es_pipeline->projection_cv);
 	}
 	es_pipeline_lock = &(GetNamedLWLockTranche("event_store"))->lock;
 	LWLockRelease(AddinShmemInitLock);
@@ -151,6 +152,53 @@ es_pipeline_wake_db(Oid dboid)
 	db = es_pipeline_find(dboid);
 	if (db != NULL && db->latch != NULL)
 		SetLatch(db->latch);
+	LWLockRelease(es_pipeline_lock);
+}
+
+/*
+ * Wake a database's projection workers (new positions in the log).
+ */
+void
+es_pipeline_wake_projectors(Oid dboid)
+{
+	EsPipelineDb *db;
+	int			i;
+
+	if (es_pipeline == NULL)
+		return;
+	LWLockAcquire(es_pipeline_lock, LW_SHARED);
+	db = es_pipeline_find(dboid);
+	if (db != NULL)
+		for (i = 0; i < ES_MAX_PROJECTORS; i++)
+			if (db->projectors[i].latch != NULL)
+				SetLatch(db->projectors[i].latch);
+	LWLockRelease(es_pipeline_lock);
+}
+
+/*
+ * The projections of a database changed (one was created, resumed,
+ * rebuilt, dropped): the pipeline worker counts them again and starts
+ * projection workers, and the running ones look at once.
+ */
+void
+es_pipeline_projections_changed(Oid dboid)
+{
+	EsPipelineDb *db;
+	int			i;
+
+	if (es_pipeline == NULL)
+		return;
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	db = es_pipeline_find(dboid);
+	if (db != NULL)
+	{
+		db->projections_changed = true;
+		if (db->latch != NULL)
+			SetLatch(db->latch);
+		for (i = 0; i < ES_MAX_PROJECTORS; i++)
+			if (db->projectors[i].latch != NULL)
+				SetLatch(db->projectors[i].latch);
+	}
 	LWLockRelease(es_pipeline_lock);
 }
 
@@ -250,10 +298,10 @@ drops_event_store(DropStmt *stmt)
 }
 
 /*
- * Stop the worker of a database that a command needs without other
- * connections (DROP DATABASE; CREATE DATABASE from it as a template; ALTER
- * DATABASE RENAME or SET TABLESPACE), and wait (at most 10 seconds) until it
- * is gone.  For a drop the entry is freed; otherwise the launcher starts the
+ * Stop the workers (pipeline and projections) of a database that a command
+ * needs without other connections (DROP DATABASE; CREATE DATABASE from it
+ * as a template; ALTER DATABASE RENAME or SET TABLESPACE), and wait (at most
+ * 10 seconds each) until they are gone.  For a drop the entry is freed; otherwise the launcher starts the
  * worker again a second later (it then waits for the command's lock on the
  * database before it connects).
  */
@@ -262,8 +310,10 @@ stop_worker_for(const char *dbname, bool dropping)
 {
 	Oid			dboid = get_database_oid(dbname, true);
 	EsPipelineDb *db;
-	pid_t		pid = 0;
+	pid_t		pids[1 + ES_MAX_PROJECTORS];
+	int			npids = 0;
 	int			i;
+	int			j;
 
 	if (!OidIsValid(dboid) || es_pipeline == NULL)
 		return;
@@ -271,7 +321,11 @@ stop_worker_for(const char *dbname, bool dropping)
 	db = es_pipeline_find(dboid);
 	if (db != NULL)
 	{
-		pid = db->pid;
+		if (db->pid != 0)
+			pids[npids++] = db->pid;
+		for (i = 0; i < ES_MAX_PROJECTORS; i++)
+			if (db->projectors[i].pid != 0)
+				pids[npids++] = db->projectors[i].pid;
 		if (dropping)
 			db->state = ES_PIPE_FREE;	/* the launcher must not start it again */
 		else
@@ -283,16 +337,16 @@ stop_worker_for(const char *dbname, bool dropping)
 		}
 	}
 	LWLockRelease(es_pipeline_lock);
-	if (pid == 0)
-		return;
-	kill(pid, SIGTERM);
-	for (i = 0; i < 1000 && kill(pid, 0) == 0; i++)
-	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	for (j = 0; j < npids; j++)
+		kill(pids[j], SIGTERM);
+	for (j = 0; j < npids; j++)
+		for (i = 0; i < 1000 && kill(pids[j], 0) == 0; i++)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
 }
 
 /* The database a utility statement needs to itself, or NULL. */

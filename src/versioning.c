@@ -58,6 +58,7 @@
 #include "utils/snapmgr.h"
 
 #include "event_store.h"
+#include "projection.h"
 
 PG_FUNCTION_INFO_V1(event_store_version_events);
 PG_FUNCTION_INFO_V1(event_store_refuse_change);
@@ -96,7 +97,9 @@ invalidate_catalog(Datum arg, Oid relid)
 {
 	(void) arg;
 	if (relid == InvalidOid || relid == catalog.events_relid ||
-		relid == catalog.stream_index || relid == catalog.event_id_index)
+		relid == catalog.stream_index || relid == catalog.event_id_index ||
+		relid == catalog.log_relid || relid == catalog.log_pkey ||
+		relid == catalog.log_category_index || relid == catalog.log_type_index)
 		catalog_valid = false;
 }
 
@@ -133,8 +136,9 @@ es_versioning_init(void)
 }
 
 /*
- * The OIDs of the event table and its two unique indexes, looked up once per
- * backend (and again after a relcache invalidation touching them).
+ * The OIDs of the event table and its two unique indexes, and of the global
+ * log and its indexes, looked up once per backend (and again after a
+ * relcache invalidation touching them).
  */
 const EsCatalog *
 es_catalog(void)
@@ -147,8 +151,14 @@ es_catalog(void)
 		c.events_relid = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
 		c.stream_index = OidIsValid(nsp) ? get_relname_relid("events_pkey", nsp) : InvalidOid;
 		c.event_id_index = OidIsValid(nsp) ? get_relname_relid("events_event_id_key", nsp) : InvalidOid;
+		c.log_relid = OidIsValid(nsp) ? get_relname_relid("global_log", nsp) : InvalidOid;
+		c.log_pkey = OidIsValid(nsp) ? get_relname_relid("global_log_pkey", nsp) : InvalidOid;
+		c.log_category_index = OidIsValid(nsp) ? get_relname_relid("global_log_category_idx", nsp) : InvalidOid;
+		c.log_type_index = OidIsValid(nsp) ? get_relname_relid("global_log_event_type_idx", nsp) : InvalidOid;
 		if (!OidIsValid(c.events_relid) || !OidIsValid(c.stream_index) ||
-			!OidIsValid(c.event_id_index))
+			!OidIsValid(c.event_id_index) || !OidIsValid(c.log_relid) ||
+			!OidIsValid(c.log_pkey) || !OidIsValid(c.log_category_index) ||
+			!OidIsValid(c.log_type_index))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("extension \"event_store\" is not installed in this database"),
@@ -649,6 +659,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	nulls[Anum_events_stream_version - 1] = false;
 	record_version(stream_id, head.version + 1);
 	es_xact_appended = true;	/* wake the pipeline worker at commit */
+
+	/* inline projections (projection.c): their read models change with the append */
+	es_apply_inline(values, nulls);
 
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }

@@ -76,6 +76,7 @@
 
 #include "event_store.h"
 #include "pipeline.h"
+#include "projection.h"
 
 /* One buffered event. */
 typedef struct BufEvent
@@ -496,6 +497,7 @@ apply_buffer(void)
 		my_entry->last_apply_time = GetCurrentTimestamp();
 		my_entry->last_position = next - 1;
 		LWLockRelease(es_pipeline_lock);
+		es_pipeline_wake_projectors(MyDatabaseId);	/* new positions to apply */
 	}
 }
 
@@ -728,6 +730,7 @@ worker_loop(void)
 			}
 		}
 		more = pipeline_round(ctx);
+		es_supervise_projectors(false);	/* projector.c: start the projection workers */
 		if (more)
 			continue;
 

@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * projection.h
+ *	  Projections (read models): declarations shared by projection.c (the
+ *	  registry, the SQL functions, inline application, running handlers as
+ *	  their owner) and projector.c (the background workers that apply
+ *	  asynchronous projections from the global log).  Internal to
+ *	  event_store.so; not installed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ES_PROJECTION_H
+#define ES_PROJECTION_H
+
+#include "event_store.h"
+
+#include "access/tupdesc.h"
+#include "utils/array.h"
+
+/* The field4 of the lock tag that serialises work on one projection. */
+#define ES_LOCKTAG_PROJECTION		0x4560
+
+/* Settings (projection.c), documented in README.md, "Settings". */
+extern int	es_projection_workers;
+extern int	es_projection_batch_events;
+extern int	es_projection_batch_time_ms;
+extern int	es_projection_retries;
+extern int	es_projection_retry_delay_ms;
+
+/* One row of event_store.projections, as the functions and workers use it. */
+typedef struct EsProjection
+{
+	char	   *name;
+	char	   *handler_signature;
+	char	   *reset_signature;	/* NULL: none */
+	ArrayType  *event_types;	/* NULL: every type */
+	ArrayType  *categories;		/* NULL: every category */
+	bool		inline_mode;
+	bool		park;			/* on_error => 'park' (else 'stop') */
+	Oid			owner;
+	char	   *search_path;
+	char	   *state;
+	bool		has_position;	/* inline projections have none */
+	int64		position;
+	int32		retries;
+} EsProjection;
+
+/* A handler resolved for calling. */
+typedef struct EsHandler
+{
+	Oid			fn;
+	FmgrInfo	flinfo;
+	TupleDesc	event_desc;		/* of event_store.event */
+} EsHandler;
+
+/* What es_projection_enter saved. */
+typedef struct EsAsOwner
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nestlevel;
+} EsAsOwner;
+
+/* The event a handler is being called for, for error reports. */
+typedef struct EsProjectionEvent
+{
+	const char *projection;
+	int64		position;		/* 0: not ordered yet (inline) */
+	Datum		stream_id;
+	int64		stream_version;
+} EsProjectionEvent;
+
+/* projection.c */
+extern void es_projection_init(void);
+extern bool es_projection_read(const char *name, EsProjection *p);
+extern bool es_projection_lock(const char *name, bool wait);
+extern void es_projection_resolve(const EsProjection *p, EsHandler *h);
+extern void es_projection_enter(const EsProjection *p, EsAsOwner *save);
+extern void es_projection_leave(EsAsOwner *save);
+extern void es_projection_call(const EsProjection *p, EsHandler *h, const EsProjectionEvent *ev,
+							   Datum *values, bool *nulls);
+extern int	es_projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
+										const char *nulls);
+extern void es_apply_inline(Datum *values, bool *nulls);
+extern void es_projections_changed(void);
+
+/* projector.c */
+extern PGDLLEXPORT void event_store_projector_main(Datum arg);
+extern void es_supervise_projectors(bool recount);
+
+#endif							/* ES_PROJECTION_H */

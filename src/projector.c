@@ -1,0 +1,631 @@
+/*-------------------------------------------------------------------------
+ *
+ * projector.c
+ *	  The projection workers ("event_store projector"): background workers
+ *	  that apply the asynchronous projections of one database from the
+ *	  global log, and their supervision by the database's pipeline worker.
+ *
+ * Each database with asynchronous projections has up to
+ * event_store.projection_workers of them, started (and started again) by
+ * its pipeline worker, each in its own slot of the database's shared entry.
+ * The pipeline worker sets their latches whenever it has committed new
+ * positions.  A worker then takes turns over the projections that are behind
+ * the log (least recently served first): it tries a projection's lock
+ * (projection.c), and if no other worker holds it, applies one batch:
+ *
+ *	 1. in one transaction, with a snapshot taken after the lock, read the
+ *		log after the projection's position (the log scan of read_all.c, as
+ *		the projection's owner, so that the events are presented as the
+ *		owner reads them) and call the handler for each event, up to
+ *		event_store.projection_batch_events events or
+ *		event_store.projection_batch_time, whichever comes first;
+ *	 2. store the new position in the same transaction: the last event
+ *		applied, or, if the log was read to its end, the head of the log
+ *		as that snapshot saw it (events the filters skip are passed too).
+ *
+ * A crash or an error rolls back both, so each event's effect happens once.
+ * Failures: no subtransaction per event (thousands of them would overflow
+ * every backend's snapshot cache).  When a handler fails on the k-th event
+ * of a batch, the batch is rolled back and applied again with k events; the
+ * failing event then comes first in a batch of its own, which is retried
+ * event_store.projection_retries times with a doubling delay
+ * (event_store.projection_retry_delay), during which the worker serves other
+ * projections.  Then the projection stops (state 'failed', on_error =>
+ * 'stop') or the event is parked and the projection goes on (on_error =>
+ * 'park').  An error that is not an event's (the handler dropped, the
+ * owner's rights revoked) stops the projection after the same retries.
+ *
+ * A slow handler holds one worker for about projection_batch_time (or one
+ * event) at a time; the others go on with the other projections.  A worker
+ * commits with synchronous_commit = off: a lost commit is a lost batch,
+ * position and effects together, applied again after the restart.
+ *
+ * Locking: the projection's lock (projection.c) for a batch; the shared
+ * entry under es_pipeline_lock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "pipeline.h"
+#include "projection.h"
+
+/* This worker's slot in its database's entry. */
+static int	my_slot = -1;
+
+/* The event being handled, for the error path (survives the abort). */
+static struct
+{
+	bool		valid;			/* an event's presentation or handler failed */
+	bool		in_scan;		/* ... while the scan fetched and presented it */
+	int64		index;			/* events of the batch applied before it */
+	int64		position;
+	int64		stream_version;
+	char		stream_id[ES_MAX_ID_BYTES + 1];
+	char		event_type[ES_MAX_ID_BYTES + 1];
+} failing;
+
+static EsLogScan *volatile current_scan = NULL;
+
+/* A batch to shorten after a failure inside it: apply only the events before. */
+static char short_batch_name[ES_MAX_ID_BYTES + 1];
+static int64 short_batch_events = 0;
+
+static MemoryContext event_cxt = NULL;	/* per event, reset */
+static MemoryContext error_cxt = NULL;	/* the copied error, reset per failure */
+
+/* ---------------------------------------------------------------------
+ * Supervision, by the database's pipeline worker
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Start the projection workers the database needs: as many as it has
+ * asynchronous projections, at most event_store.projection_workers.  Called
+ * by the pipeline worker after each round; counts the projections (one
+ * query) when asked to, when they changed, and once a second.
+ */
+void
+es_supervise_projectors(bool recount)
+{
+	static TimestampTz last_count = 0;
+	static int	wanted = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	EsPipelineDb *db;
+	bool		changed;
+	int			i;
+
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	db = es_pipeline_find(MyDatabaseId);
+	changed = db != NULL && db->projections_changed;
+	if (db != NULL)
+		db->projections_changed = false;
+	LWLockRelease(es_pipeline_lock);
+	if (db == NULL)
+		return;
+
+	if (recount || changed || TimestampDifferenceExceeds(last_count, now, 1000))
+	{
+		Oid			nsp;
+		int64		n = 0;
+
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		nsp = get_namespace_oid("event_store", true);
+		if (OidIsValid(nsp) && OidIsValid(get_relname_relid("projections", nsp)))
+		{
+			bool		isnull;
+
+			SPI_connect();
+			if (SPI_execute("SELECT pg_catalog.count(*) FROM event_store.projections "
+							" WHERE mode OPERATOR(pg_catalog.=) 'async'", true, 1) == SPI_OK_SELECT)
+				n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			SPI_finish();
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		wanted = (int) Min(n, (int64) es_projection_workers);
+		last_count = now;
+	}
+
+	for (i = 0; i < wanted; i++)
+	{
+		BackgroundWorker worker;
+		BackgroundWorkerHandle *handle;
+		bool		start;
+
+		LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+		db = es_pipeline_find(MyDatabaseId);
+		start = db != NULL && db->projectors[i].pid == 0 &&
+			(db->projectors[i].start_requested == 0 ||
+			 TimestampDifferenceExceeds(db->projectors[i].start_requested, now, 10000));
+		if (start)
+			db->projectors[i].start_requested = now;
+		LWLockRelease(es_pipeline_lock);
+		if (!start)
+			continue;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = BGW_NEVER_RESTART;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_store");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "event_store_projector_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "event_store projector %d for database %u",
+				 i, MyDatabaseId);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "event_store projector");
+		worker.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
+		memcpy(worker.bgw_extra, &i, sizeof(i));
+		worker.bgw_notify_pid = MyProcPid;
+		if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+			ereport(LOG,
+					(errmsg("event_store pipeline: could not start projection worker %d for database %u",
+							i, MyDatabaseId),
+					 errhint("Raise max_worker_processes (each database with projections needs up to event_store.projection_workers of them).")));
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * The worker
+ * ---------------------------------------------------------------------
+ */
+
+static void
+projector_exit(int code, Datum arg)
+{
+	EsPipelineDb *db;
+
+	(void) code;
+	(void) arg;
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	db = es_pipeline_find(MyDatabaseId);
+	if (db != NULL && db->projectors[my_slot].pid == MyProcPid)
+	{
+		db->projectors[my_slot].pid = 0;
+		db->projectors[my_slot].latch = NULL;
+		db->projectors[my_slot].start_requested = 0;
+	}
+	LWLockRelease(es_pipeline_lock);
+}
+
+/* Is this still our slot of a served database?  (Not: exit.) */
+static bool
+slot_is_mine(void)
+{
+	EsPipelineDb *db;
+	bool		mine;
+
+	LWLockAcquire(es_pipeline_lock, LW_SHARED);
+	db = es_pipeline_find(MyDatabaseId);
+	mine = db != NULL && db->projectors[my_slot].pid == MyProcPid;
+	LWLockRelease(es_pipeline_lock);
+	return mine;
+}
+
+/* What one projection row of the round's query says. */
+typedef struct Candidate
+{
+	char	   *name;
+	bool		runnable;		/* behind the log, not waiting for a retry */
+} Candidate;
+
+/* Is the projection in a state the workers apply? */
+static bool
+state_runs(const char *state)
+{
+	return strcmp(state, "catching up") == 0 || strcmp(state, "live") == 0 ||
+		strcmp(state, "rebuilding") == 0;
+}
+
+/*
+ * Apply one batch of the projection, whose lock we hold, in the current
+ * transaction.  Returns the number of events applied (-1 if there was
+ * nothing to do).
+ */
+static int64
+apply_batch(const char *name)
+{
+	EsProjection p;
+	EsHandler	h;
+	EsAsOwner	save;
+	EsLogScan  *s;
+	Snapshot	snap;
+	int64		head;
+	int64		limit = es_projection_batch_events;
+	int64		applied = 0;
+	int64		position;
+	bool		exhausted;
+	bool		timed_out = false;
+	TimestampTz start = GetCurrentTimestamp();
+	Datum		args[5];
+	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, BOOLOID, BOOLOID};
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!es_projection_read(name, &p) || p.inline_mode || !state_runs(p.state))
+	{
+		PopActiveSnapshot();
+		return -1;
+	}
+	if (p.retries > 0)
+		limit = 1;				/* a failing event, alone */
+	if (short_batch_events > 0 && strcmp(short_batch_name, name) == 0)
+		limit = Min(limit, short_batch_events);
+	short_batch_events = 0;
+
+	es_projection_resolve(&p, &h);
+	PopActiveSnapshot();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+	head = es_log_head(snap);
+	if (head <= p.position)
+	{
+		UnregisterSnapshot(snap);
+		return -1;
+	}
+	PushActiveSnapshot(snap);
+	es_projection_enter(&p, &save);
+	s = es_log_scan_begin(p.position, p.categories, p.event_types, limit, snap);
+	current_scan = s;
+	for (;;)
+	{
+		EsProjectionEvent ev;
+		MemoryContext old;
+		text	   *stream;
+
+		failing.valid = true;
+		failing.in_scan = true;
+		failing.index = applied;
+		MemoryContextReset(event_cxt);
+		if (!es_log_scan_next(s))
+			break;
+		failing.in_scan = false;
+		failing.position = s->position;
+		failing.stream_version = s->current.stream_version;
+		stream = DatumGetTextPP(s->current.stream_id);
+		text_to_cstring_buffer(stream, failing.stream_id, sizeof(failing.stream_id));
+		text_to_cstring_buffer(DatumGetTextPP(s->values[Anum_events_event_type]),
+							   failing.event_type, sizeof(failing.event_type));
+		ev.projection = p.name;
+		ev.position = s->position;
+		ev.stream_id = s->current.stream_id;
+		ev.stream_version = s->current.stream_version;
+		old = MemoryContextSwitchTo(event_cxt);
+		es_projection_call(&p, &h, &ev, s->values, s->nulls);
+		MemoryContextSwitchTo(old);
+		applied++;
+		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), es_projection_batch_time_ms))
+		{
+			timed_out = true;
+			break;
+		}
+	}
+	failing.valid = false;
+	current_scan = NULL;
+	exhausted = !timed_out && applied < limit && !s->blocked;
+	position = exhausted ? Max(head, s->position) : s->position;
+	es_log_scan_end(s);
+	es_projection_leave(&save);
+
+	args[0] = CStringGetTextDatum(name);
+	args[1] = Int64GetDatum(position);
+	args[2] = Int64GetDatum(applied);
+	args[3] = BoolGetDatum(exhausted);
+	args[4] = BoolGetDatum(p.retries > 0);
+	SPI_connect();
+	es_projection_registry_exec("UPDATE event_store.projections "
+								"   SET position = $2, "
+								"       events_applied = events_applied OPERATOR(pg_catalog.+) $3, "
+								"       state = CASE WHEN $4 AND state OPERATOR(pg_catalog.<>) 'live' THEN 'live' ELSE state END, "
+								"       retries = 0, retry_at = NULL, "
+								"       last_error = CASE WHEN $5 THEN NULL ELSE last_error END, "
+								"       error_sqlstate = CASE WHEN $5 THEN NULL ELSE error_sqlstate END, "
+								"       error_position = CASE WHEN $5 THEN NULL ELSE error_position END, "
+								"       error_stream_id = CASE WHEN $5 THEN NULL ELSE error_stream_id END, "
+								"       error_stream_version = CASE WHEN $5 THEN NULL ELSE error_stream_version END, "
+								"       error_at = CASE WHEN $5 THEN NULL ELSE error_at END, "
+								"       applied_at = pg_catalog.now() "
+								" WHERE name OPERATOR(pg_catalog.=) $1",
+								5, types, args, NULL);
+	SPI_finish();
+	PopActiveSnapshot();
+	UnregisterSnapshot(snap);
+	return applied;
+}
+
+/*
+ * After a batch failed (its transaction aborted): shorten the next batch,
+ * schedule a retry, or, past the retries, stop the projection or park the
+ * event.  In a transaction of its own.
+ */
+static void
+record_failure(const char *name, ErrorData *edata)
+{
+	EsProjection p;
+	Datum		args[9];
+	char		nulls[9];
+	Oid			types[9] = {TEXTOID, INT4OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID, TEXTOID};
+	const char *sql;
+	int			retries;
+
+	if (failing.valid && failing.index > 0)
+	{
+		/* the events before it are fine: apply them alone, then meet it first */
+		strlcpy(short_batch_name, name, sizeof(short_batch_name));
+		short_batch_events = failing.index;
+		return;
+	}
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	(void) es_projection_lock(name, true);
+	if (!es_projection_read(name, &p) || !state_runs(p.state))
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return;
+	}
+	retries = p.retries + 1;
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = CStringGetTextDatum(name);
+	args[1] = Int32GetDatum(retries);
+	args[2] = Int64GetDatum((int64) es_projection_retry_delay_ms << Min(retries - 1, 20));
+	args[3] = CStringGetTextDatum(edata->message ? edata->message : "");
+	args[4] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+	args[5] = Int64GetDatum(failing.position);
+	args[6] = CStringGetTextDatum(failing.stream_id);
+	args[7] = Int64GetDatum(failing.stream_version);
+	args[8] = CStringGetTextDatum(failing.event_type);
+	if (!failing.valid)
+		nulls[5] = nulls[6] = nulls[7] = nulls[8] = 'n';
+
+	if (retries <= es_projection_retries)
+		sql = "UPDATE event_store.projections "
+			"   SET retries = $2, "
+			"       retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $3 OPERATOR(pg_catalog./) 1000.0), "
+			"       last_error = $4, error_sqlstate = $5, error_position = $6, "
+			"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now() "
+			" WHERE name OPERATOR(pg_catalog.=) $1";
+	else if (!failing.valid || !p.park)
+		sql = "UPDATE event_store.projections "
+			"   SET state = 'failed', retries = $2, retry_at = NULL, "
+			"       last_error = $4, error_sqlstate = $5, error_position = $6, "
+			"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now() "
+			" WHERE name OPERATOR(pg_catalog.=) $1";
+	else
+	{
+		/* park it, and go on after it */
+		SPI_connect();
+		es_projection_registry_exec("INSERT INTO event_store.projection_parked AS k "
+									"  (projection, stream_id, stream_version, global_position, event_type, error, error_sqlstate) "
+									"VALUES ($1, $7, $8, $6, $9, $4, $5) "
+									"ON CONFLICT (projection, stream_id, stream_version) DO UPDATE "
+									"SET error = EXCLUDED.error, error_sqlstate = EXCLUDED.error_sqlstate, "
+									"    global_position = EXCLUDED.global_position, parked_at = pg_catalog.now()",
+									9, types, args, nulls);
+		SPI_finish();
+		sql = "UPDATE event_store.projections "
+			"   SET position = $6, retries = 0, retry_at = NULL, "
+			"       last_error = $4, error_sqlstate = $5, error_position = $6, "
+			"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now(), "
+			"       applied_at = pg_catalog.now() "
+			" WHERE name OPERATOR(pg_catalog.=) $1";
+	}
+	SPI_connect();
+	es_projection_registry_exec(sql, 9, types, args, nulls);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * One round: find the projections behind the log, apply one batch of the
+ * first whose lock is free.  Returns true if it applied a batch (look again
+ * at once); otherwise *sleep_ms says when the next retry is due.
+ */
+static bool
+projector_round(long *sleep_ms)
+{
+	MemoryContext round_cxt = AllocSetContextCreate(TopMemoryContext, "event_store projector round",
+													ALLOCSET_SMALL_SIZES);
+	Candidate  *cands = NULL;
+	int			ncands = 0;
+	int			nasync = 0;
+	volatile bool worked = false;
+	char	   *volatile name = NULL;
+	int			i;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!OidIsValid(get_extension_oid("event_store", true)) ||
+		!OidIsValid(get_namespace_oid("event_store", true)) ||
+		!OidIsValid(get_relname_relid("projections", get_namespace_oid("event_store", true))))
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextDelete(round_cxt);
+		proc_exit(0);			/* dropped, or not at a version with projections */
+	}
+	SPI_connect();
+	{
+		Datum		args[1];
+		Oid			types[1] = {INT8OID};
+
+		args[0] = Int64GetDatum(es_log_head(GetActiveSnapshot()));
+		if (SPI_execute_with_args("SELECT name, "
+								  "       state OPERATOR(pg_catalog.=) ANY ('{catching up,live,rebuilding}'::pg_catalog.text[]) "
+								  "         AND COALESCE(position, 0) OPERATOR(pg_catalog.<) $1, "
+								  "       COALESCE(pg_catalog.ceil(pg_catalog.date_part('epoch', retry_at OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
+								  "                OPERATOR(pg_catalog.*) 1000), 0)::pg_catalog.int8 "
+								  "  FROM event_store.projections "
+								  " WHERE mode OPERATOR(pg_catalog.=) 'async' "
+								  " ORDER BY applied_at NULLS FIRST, name",
+								  1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_store projector: could not read the projections");
+	}
+	nasync = (int) SPI_processed;
+	cands = MemoryContextAllocZero(round_cxt, sizeof(Candidate) * Max(nasync, 1));
+	for (i = 0; i < nasync; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		bool		behind = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		int64		wait = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+
+		if (!behind)
+			continue;
+		if (wait > 0)
+		{
+			*sleep_ms = Min(*sleep_ms, (long) wait);
+			continue;
+		}
+		cands[ncands].name = MemoryContextStrdup(round_cxt,
+												 TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)));
+		cands[ncands].runnable = true;
+		ncands++;
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+
+	if (nasync == 0)
+	{
+		CommitTransactionCommand();
+		MemoryContextDelete(round_cxt);
+		proc_exit(0);			/* no asynchronous projection: started again when there is */
+	}
+
+	for (i = 0; i < ncands && !worked; i++)
+	{
+		if (!IsTransactionState())
+			StartTransactionCommand();
+		if (!es_projection_lock(cands[i].name, false))
+			continue;			/* another worker (or a rebuild) has it */
+		name = cands[i].name;
+		PG_TRY();
+		{
+			worked = apply_batch(name) >= 0;
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			/* keep what identifies the event before the abort frees it */
+			if (failing.valid && failing.in_scan && current_scan != NULL)
+			{
+				EsLogScan  *s = current_scan;
+
+				failing.position = s->current.position;
+				failing.stream_version = s->current.stream_version;
+				text_to_cstring_buffer(DatumGetTextPP(s->current.stream_id),
+									   failing.stream_id, sizeof(failing.stream_id));
+				if (!TTS_EMPTY(s->event_slot) &&
+					!s->event_slot->tts_isnull[Anum_events_event_type - 1])
+					text_to_cstring_buffer(DatumGetTextPP(s->event_slot->tts_values[Anum_events_event_type - 1]),
+										   failing.event_type, sizeof(failing.event_type));
+				else
+					failing.event_type[0] = '\0';
+			}
+			current_scan = NULL;
+			MemoryContextSwitchTo(error_cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			ereport(LOG,
+					(errmsg("event_store projection \"%s\" failed: %s", name, edata->message),
+					 edata->context ? errdetail_internal("%s", edata->context) : 0));
+			record_failure(name, edata);
+			failing.valid = false;
+			MemoryContextReset(error_cxt);
+			worked = true;		/* look again at once: the next batch is ready */
+		}
+		PG_END_TRY();
+	}
+	if (IsTransactionState())
+		CommitTransactionCommand();
+	if (worked)
+		ConditionVariableBroadcast(&es_pipeline->projection_cv);
+	MemoryContextDelete(round_cxt);
+	return worked;
+}
+
+/*
+ * Entry point of a projection worker; arg is the database's OID, bgw_extra
+ * the slot's number.
+ */
+void
+event_store_projector_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	EsPipelineDb *db;
+
+	memcpy(&my_slot, MyBgworkerEntry->bgw_extra, sizeof(my_slot));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	if (my_slot < 0 || my_slot >= ES_MAX_PROJECTORS)
+		proc_exit(0);
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	db = es_pipeline_find(dboid);
+	if (db == NULL || db->projectors[my_slot].pid != 0)
+	{
+		LWLockRelease(es_pipeline_lock);
+		proc_exit(0);			/* not wanted any more, or another runs */
+	}
+	db->projectors[my_slot].pid = MyProcPid;
+	db->projectors[my_slot].latch = MyLatch;
+	db->projectors[my_slot].start_requested = 0;
+	LWLockRelease(es_pipeline_lock);
+	before_shmem_exit(projector_exit, (Datum) 0);
+
+	pgstat_report_appname("event_store projector");
+	/* a lost commit is a lost batch, applied again: no need to wait for the flush */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
+	/* the worker's own statements are schema-qualified; handlers get their own path */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+	event_cxt = AllocSetContextCreate(TopMemoryContext, "event_store projector event",
+									  ALLOCSET_DEFAULT_SIZES);
+	error_cxt = AllocSetContextCreate(TopMemoryContext, "event_store projector error",
+									  ALLOCSET_DEFAULT_SIZES);
+	ereport(DEBUG1,
+			(errmsg("event_store projector %d started for database %u", my_slot, dboid)));
+
+	for (;;)
+	{
+		long		sleep_ms = es_pipeline_naptime_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (!es_pipeline_enabled || my_slot >= es_projection_workers || !slot_is_mine())
+			proc_exit(0);
+		if (projector_round(&sleep_ms))
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
