@@ -134,9 +134,7 @@ AS 'MODULE_PATHNAME', 'event_store_wait_for_projection';
 CREATE VIEW event_store.projection_status AS
 SELECT p.name,
        p.mode,
-       CASE WHEN p.state OPERATOR(pg_catalog.=) 'rebuilding'
-             AND p.position OPERATOR(pg_catalog.>=) p.rebuild_total THEN 'live'
-            ELSE p.state END AS state,
+       p.state,
        p.owner,
        p.handler,
        p.event_types,

@@ -619,10 +619,14 @@ call_reset(const EsProjection *p)
 {
 	Oid			fn = resolve_function(p->reset_signature, true, p->name);
 	EsAsOwner	save;
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fcinfo, 0);
 
 	check_owner_rights(p->owner, fn);
+	fmgr_info(fn, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
 	es_projection_enter(p, &save);
-	(void) OidFunctionCall0(fn);
+	(void) FunctionCallInvoke(fcinfo);	/* returns void: no result to check */
 	es_projection_leave(&save);
 	CommandCounterIncrement();
 }

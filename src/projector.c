@@ -255,10 +255,11 @@ apply_batch(const char *name)
 	int64		applied = 0;
 	int64		position;
 	bool		exhausted;
+	bool		caught_up;
 	bool		timed_out = false;
 	TimestampTz start = GetCurrentTimestamp();
-	Datum		args[5];
-	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, BOOLOID, BOOLOID};
+	Datum		args[4];
+	Oid			types[4] = {TEXTOID, INT8OID, INT8OID, BOOLOID};
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!es_projection_read(name, &p) || p.inline_mode || !state_runs(p.state))
@@ -322,29 +323,23 @@ apply_batch(const char *name)
 	current_scan = NULL;
 	exhausted = !timed_out && applied < limit && !s->blocked;
 	position = exhausted ? Max(head, s->position) : s->position;
+	caught_up = position >= head;
 	es_log_scan_end(s);
 	es_projection_leave(&save);
 
 	args[0] = CStringGetTextDatum(name);
 	args[1] = Int64GetDatum(position);
 	args[2] = Int64GetDatum(applied);
-	args[3] = BoolGetDatum(exhausted);
-	args[4] = BoolGetDatum(p.retries > 0);
+	args[3] = BoolGetDatum(caught_up);
 	SPI_connect();
 	es_projection_registry_exec("UPDATE event_store.projections "
 								"   SET position = $2, "
 								"       events_applied = events_applied OPERATOR(pg_catalog.+) $3, "
 								"       state = CASE WHEN $4 AND state OPERATOR(pg_catalog.<>) 'live' THEN 'live' ELSE state END, "
 								"       retries = 0, retry_at = NULL, "
-								"       last_error = CASE WHEN $5 THEN NULL ELSE last_error END, "
-								"       error_sqlstate = CASE WHEN $5 THEN NULL ELSE error_sqlstate END, "
-								"       error_position = CASE WHEN $5 THEN NULL ELSE error_position END, "
-								"       error_stream_id = CASE WHEN $5 THEN NULL ELSE error_stream_id END, "
-								"       error_stream_version = CASE WHEN $5 THEN NULL ELSE error_stream_version END, "
-								"       error_at = CASE WHEN $5 THEN NULL ELSE error_at END, "
 								"       applied_at = pg_catalog.now() "
 								" WHERE name OPERATOR(pg_catalog.=) $1",
-								5, types, args, NULL);
+								4, types, args, NULL);
 	SPI_finish();
 	PopActiveSnapshot();
 	UnregisterSnapshot(snap);

@@ -1,0 +1,55 @@
+-- The upgrade chain: a database at 0.1.0 with events in it, ALTER EXTENSION
+-- event_store UPDATE, then a projection that catches up over the events
+-- written before the upgrade.
+\set SHOW_CONTEXT never
+SELECT current_database() AS regression_db \gset
+-- what a fresh install at the default version has
+SELECT pg_catalog.md5(string_agg(pg_describe_object(classid, objid, objsubid), ', ' ORDER BY 1)) AS fresh_objects,
+       count(*) AS fresh_count
+  FROM pg_depend WHERE deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'event_store') \gset
+SELECT extversion FROM pg_extension WHERE extname = 'event_store';
+
+CREATE DATABASE es_upgrade;
+\c es_upgrade
+SET synchronous_commit = on;
+CREATE EXTENSION event_store VERSION '0.1.0' CASCADE;
+SELECT extversion FROM pg_extension WHERE extname = 'event_store';
+SELECT to_regclass('event_store.projections') AS projections_table;
+SELECT event_store.append('account-1', 'Deposited', '{"amount": 10}');
+SELECT event_store.append('account-1', 'Deposited', '{"amount": 5}');
+SELECT event_store.append('account-2', 'Deposited', '{"amount": 7}');
+SELECT event_store.wait_for_pipeline('30 s');
+SELECT count(*) FROM event_store.read_all();
+
+ALTER EXTENSION event_store UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'event_store';
+-- the updated extension has exactly the objects of a fresh install
+SELECT pg_catalog.md5(string_agg(pg_describe_object(classid, objid, objsubid), ', ' ORDER BY 1)) = :'fresh_objects' AS same_objects,
+       count(*) = :fresh_count AS same_count
+  FROM pg_depend WHERE deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'event_store');
+-- the events written before the update are still there, in the same order
+SELECT global_position, stream_id, stream_version, data FROM event_store.read_all();
+
+-- a projection created after the update catches up over them
+CREATE TABLE totals (account text PRIMARY KEY, total numeric NOT NULL);
+CREATE FUNCTION add_to_total(e event_store.event) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO totals VALUES (e.stream_id, (e.data->>'amount')::numeric)
+  ON CONFLICT (account) DO UPDATE SET total = totals.total + EXCLUDED.total
+$$;
+SELECT event_store.create_projection('totals', 'add_to_total(event_store.event)');
+SELECT event_store.append('account-2', 'Deposited', '{"amount": 1}');
+SELECT event_store.wait_for_projection('totals', '30 s');
+SELECT * FROM totals ORDER BY account;
+SELECT name, state, position, events_applied, lag_events FROM event_store.projection_status;
+-- and an inline one
+CREATE TABLE counts (account text PRIMARY KEY, n int NOT NULL);
+CREATE FUNCTION count_event(e event_store.event) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO counts VALUES (e.stream_id, 1) ON CONFLICT (account) DO UPDATE SET n = counts.n + 1
+$$;
+SELECT event_store.create_projection('counts', 'count_event(event_store.event)', mode => 'inline');
+SELECT event_store.append('account-1', 'Deposited', '{"amount": 2}');
+SELECT * FROM counts ORDER BY account;
+
+\c :regression_db
+DROP DATABASE es_upgrade;
+SELECT count(*) FROM pg_database WHERE datname = 'es_upgrade';
