@@ -400,59 +400,59 @@ SELECT event_store.drop_projection('doomed');
 SELECT event_store.drop_projection('doomed');
 
 -- privileges: handlers run as the projection's owner, never as the worker's superuser
-CREATE ROLE pj_owner NOLOGIN;
-CREATE ROLE pj_stranger NOLOGIN;
-GRANT USAGE ON SCHEMA event_store TO pj_owner, pj_stranger;
+CREATE ROLE regress_pj_owner NOLOGIN;
+CREATE ROLE regress_pj_stranger NOLOGIN;
+GRANT USAGE ON SCHEMA event_store TO regress_pj_owner, regress_pj_stranger;
 GRANT EXECUTE ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, text),
                           event_store.drop_projection(text), event_store.pause_projection(text),
                           event_store.resume_projection(text), event_store.rebuild_projection(text),
                           event_store.replay_parked(text), event_store.discard_parked(text, text, bigint),
-                          event_store.wait_for_projection(text, interval) TO pj_owner, pj_stranger;
-GRANT SELECT ON event_store.projection_status, event_store.parked_events TO pj_owner;
-GRANT INSERT, SELECT ON pj_seen TO pj_owner;
+                          event_store.wait_for_projection(text, interval) TO regress_pj_owner, regress_pj_stranger;
+GRANT SELECT ON event_store.projection_status, event_store.parked_events TO regress_pj_owner;
+GRANT INSERT, SELECT ON pj_seen TO regress_pj_owner;
 -- without SELECT on the events, no projection: it would read them for its owner
-SET ROLE pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.create_projection('owned', 'pj_seen(event_store.event)', categories => '{pj_order}');
 \echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE
 RESET ROLE;
-GRANT SELECT ON event_store.events, event_store.global_log TO pj_owner;
+GRANT SELECT ON event_store.events, event_store.global_log TO regress_pj_owner;
 -- without EXECUTE on the handler, none either
 REVOKE EXECUTE ON FUNCTION pj_seen(event_store.event) FROM PUBLIC;
-SET ROLE pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.create_projection('owned', 'pj_seen(event_store.event)', categories => '{pj_order}');
 \echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE
 RESET ROLE;
-GRANT EXECUTE ON FUNCTION pj_seen(event_store.event) TO pj_owner;
-SET ROLE pj_owner;
+GRANT EXECUTE ON FUNCTION pj_seen(event_store.event) TO regress_pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.create_projection('owned', 'pj_seen(event_store.event)', categories => '{pj_order}');
 SELECT event_store.wait_for_projection('owned', '30 s');
 RESET ROLE;
 SELECT DISTINCT who FROM pj_seen;
 SELECT owner FROM event_store.projection_status WHERE name = 'owned';
 -- someone else may not change it
-SET ROLE pj_stranger;
+SET ROLE regress_pj_stranger;
 SELECT event_store.pause_projection('owned');
 \echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE
 SELECT event_store.drop_projection('owned');
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 -- revoking the owner's right stops the projection at its next event
-REVOKE EXECUTE ON FUNCTION pj_seen(event_store.event) FROM pj_owner;
+REVOKE EXECUTE ON FUNCTION pj_seen(event_store.event) FROM regress_pj_owner;
 SELECT event_store.append('pj_order-4', 'PjOrderPlaced', '{}');
 SELECT pj_wait_until($$SELECT state = 'failed' FROM event_store.projection_status WHERE name = 'owned'$$);
 SELECT state, error_sqlstate FROM event_store.projection_status WHERE name = 'owned';
-SET ROLE pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.drop_projection('owned');
 RESET ROLE;
 -- a handler that tries what only a superuser may: it runs as its owner, and fails
 CREATE TABLE pj_escalation (attempt text, result text);
-GRANT INSERT ON pj_escalation TO pj_owner;
+GRANT INSERT ON pj_escalation TO regress_pj_owner;
 CREATE FUNCTION pj_escalate(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
   labels text[] := ARRAY['create a superuser', 'make itself superuser', 'set role to the superuser',
                          'set session authorization', 'copy to a program', 'read a server file',
                          'create a temporary table', 'alter system', 'terminate the worker'];
-  attempts text[] := ARRAY['CREATE ROLE pj_evil SUPERUSER', 'ALTER ROLE pj_owner SUPERUSER',
+  attempts text[] := ARRAY['CREATE ROLE regress_pj_evil SUPERUSER', 'ALTER ROLE regress_pj_owner SUPERUSER',
                            format('SET ROLE %I', session_user), format('SET SESSION AUTHORIZATION %I', session_user),
                            'COPY (SELECT 1) TO PROGRAM ''true''', 'SELECT pg_read_file(''postgresql.conf'')',
                            'CREATE TEMP TABLE pj_tmp (x int)', 'ALTER SYSTEM SET work_mem = ''1MB''',
@@ -469,16 +469,16 @@ BEGIN
   INSERT INTO pj_escalation VALUES ('current_user', current_user);
   INSERT INTO pj_escalation VALUES ('session_user is a superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = session_user)::text);
 END $$;
-ALTER FUNCTION pj_escalate(event_store.event) OWNER TO pj_owner;
-SET ROLE pj_owner;
+ALTER FUNCTION pj_escalate(event_store.event) OWNER TO regress_pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.create_projection('escalate', 'pj_escalate(event_store.event)', categories => '{pj_order}', start => 'now');
 RESET ROLE;
 SELECT event_store.append('pj_order-5', 'PjOrderPlaced', '{}');
 SELECT event_store.wait_for_projection('escalate', '30 s');
 SELECT * FROM pj_escalation;
-SELECT count(*) FROM pg_roles WHERE rolname = 'pj_evil' OR (rolname = 'pj_owner' AND rolsuper);
+SELECT count(*) FROM pg_roles WHERE rolname = 'regress_pj_evil' OR (rolname = 'regress_pj_owner' AND rolsuper);
 -- inline: a superuser's append runs the handler as its owner, too
-SET ROLE pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.drop_projection('escalate');
 SELECT event_store.create_projection('escalate_inline', 'pj_escalate(event_store.event)', categories => '{pj_order}',
                                      mode => 'inline', start => 'now');
@@ -486,7 +486,7 @@ RESET ROLE;
 TRUNCATE pj_escalation;
 SELECT event_store.append('pj_order-6', 'PjOrderPlaced', '{}');
 SELECT * FROM pj_escalation;
-SET ROLE pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.drop_projection('escalate_inline');
 RESET ROLE;
 
@@ -495,7 +495,7 @@ RESET ROLE;
 SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
 SELECT event_store.protect('PjUserRegistered', '$.user_id', '{$.email}');
 CREATE TABLE pj_users (user_id text PRIMARY KEY, email text, redacted text);
-GRANT SELECT, INSERT, UPDATE, DELETE ON pj_users TO pj_owner;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pj_users TO regress_pj_owner;
 CREATE FUNCTION pj_user(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
   IF e.event_type = 'SubjectForgotten' THEN
@@ -505,28 +505,57 @@ BEGIN
     ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, redacted = EXCLUDED.redacted;
   END IF;
 END $$;
-ALTER FUNCTION pj_user(event_store.event) OWNER TO pj_owner;
-SET ROLE pj_owner;
+ALTER FUNCTION pj_user(event_store.event) OWNER TO regress_pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.create_projection('users', 'pj_user(event_store.event)',
                                      event_types => '{PjUserRegistered, SubjectForgotten}', mode => 'inline', start => 'now');
 RESET ROLE;
 SELECT event_store.append('pj_user-1', 'PjUserRegistered', '{"user_id": "pu1", "email": "ann@example.com"}');
 SELECT * FROM pj_users;                      -- the owner may not read personal data: null
-GRANT EXECUTE ON FUNCTION event_store.personal_data_access() TO pj_owner;
+GRANT EXECUTE ON FUNCTION event_store.personal_data_access() TO regress_pj_owner;
 SELECT event_store.append('pj_user-2', 'PjUserRegistered', '{"user_id": "pu2", "email": "bob@example.com"}');
 SELECT * FROM pj_users ORDER BY user_id;     -- now it may
 SELECT event_store.forget('pu2');
 SELECT * FROM pj_users ORDER BY user_id;     -- the projection erased its copy
-SET ROLE pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.drop_projection('users');
 RESET ROLE;
-REVOKE EXECUTE ON FUNCTION event_store.personal_data_access() FROM pj_owner;
+REVOKE EXECUTE ON FUNCTION event_store.personal_data_access() FROM regress_pj_owner;
 RESET event_store.key_encryption_key;
 
--- the README's grants (Security)
+-- the README's grants (Security): a role with exactly them runs a projection
+CREATE ROLE regress_projector NOLOGIN;
+GRANT USAGE ON SCHEMA event_store TO regress_projector;
+GRANT SELECT ON event_store.events, event_store.global_log,
+                event_store.projection_status, event_store.parked_events TO regress_projector;
+GRANT EXECUTE ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, text),
+                          event_store.drop_projection(text), event_store.pause_projection(text),
+                          event_store.resume_projection(text), event_store.rebuild_projection(text),
+                          event_store.replay_parked(text), event_store.discard_parked(text, text, bigint),
+                          event_store.wait_for_projection(text, interval) TO regress_projector;
+CREATE TABLE pj_app (stream_id text);
+ALTER TABLE pj_app OWNER TO regress_projector;
+CREATE FUNCTION pj_app(e event_store.event) RETURNS void LANGUAGE sql AS $$ INSERT INTO pj_app VALUES (e.stream_id) $$;
+ALTER FUNCTION pj_app(event_store.event) OWNER TO regress_projector;
+SET ROLE regress_projector;
+SELECT event_store.create_projection('app', 'pj_app(event_store.event)', categories => '{pj_order}');
+SELECT event_store.wait_for_projection('app', '30 s');
+SELECT count(*) > 0 AS applied FROM pj_app;
+SELECT name, state, owner FROM event_store.projection_status WHERE name = 'app';
+SELECT event_store.pause_projection('app'), event_store.resume_projection('app'), event_store.drop_projection('app');
+-- but it may not write the registry itself
+UPDATE event_store.projections SET position = 0;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP TABLE pj_app;
+DROP FUNCTION pj_app(event_store.event);
+REVOKE ALL ON SCHEMA event_store FROM regress_projector;
+REVOKE ALL ON ALL TABLES IN SCHEMA event_store FROM regress_projector;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA event_store FROM regress_projector;
+DROP ROLE regress_projector;
 SELECT has_function_privilege('public', 'event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, text)', 'EXECUTE') AS public_create,
        has_table_privilege('public', 'event_store.projection_status', 'SELECT') AS public_status,
-       has_table_privilege('pj_owner', 'event_store.projections', 'UPDATE') AS owner_updates_registry;
+       has_table_privilege('regress_pj_owner', 'event_store.projections', 'UPDATE') AS owner_updates_registry;
 
 -- clean up
 SELECT event_store.drop_projection('balances');
@@ -539,8 +568,8 @@ DROP FUNCTION pj_balance(event_store.event), pj_balance_reset(), pj_seen(event_s
               pj_address(event_store.event), pj_escalate(event_store.event), pj_user(event_store.event), pj_wait_until(text),
               pj_wrong1(jsonb), pj_wrong2(event_store.event), pj_wrong3(event_store.event), pj_wrong5(integer);
 DROP PROCEDURE pj_wrong4(event_store.event);
-REVOKE ALL ON SCHEMA event_store FROM pj_owner, pj_stranger;
-REVOKE ALL ON ALL TABLES IN SCHEMA event_store FROM pj_owner, pj_stranger;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA event_store FROM pj_owner, pj_stranger;
-DROP ROLE pj_owner, pj_stranger;
+REVOKE ALL ON SCHEMA event_store FROM regress_pj_owner, regress_pj_stranger;
+REVOKE ALL ON ALL TABLES IN SCHEMA event_store FROM regress_pj_owner, regress_pj_stranger;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA event_store FROM regress_pj_owner, regress_pj_stranger;
+DROP ROLE regress_pj_owner, regress_pj_stranger;
 SELECT count(*) FROM event_store.projections;

@@ -112,6 +112,10 @@ int			es_projection_retry_delay_ms = 100;
 static Oid	registry_relid = InvalidOid;
 static Oid	registry_owner = InvalidOid;
 
+/* The tables whose grants the inline projections' owners need (set when loaded). */
+static Oid	inline_events_relid = InvalidOid;
+static Oid	inline_log_relid = InvalidOid;
+
 /*
  * Inline projections, loaded from the registry once per invalidation.  A
  * handler can cause a reload while it runs (DDL sends invalidations; an
@@ -172,6 +176,8 @@ projection_relcache_callback(Datum arg, Oid relid)
 		registry_relid = InvalidOid;
 		reset_inline_cache();
 	}
+	else if (relid == inline_events_relid || relid == inline_log_relid)
+		reset_inline_cache();	/* their grants changed: check the owners again */
 }
 
 /* A function changed (dropped, replaced, its ACL): resolve the handlers again. */
@@ -799,6 +805,8 @@ load_inline(void)
 	UnregisterSnapshot(snap);
 	table_close(rel, AccessShareLock);
 
+	inline_events_relid = es_catalog()->events_relid;
+	inline_log_relid = es_catalog()->log_relid;
 	cxt = AllocSetContextCreate(TopMemoryContext, "event_store inline projections",
 								ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
@@ -1480,11 +1488,4 @@ event_store_wait_for_projection(PG_FUNCTION_ARGS)
 	}
 	ConditionVariableCancelSleep();
 	PG_RETURN_BOOL(done);
-}
-
-/* Tell the pipeline at commit that the projections changed (projector.c's workers). */
-void
-es_projections_changed(void)
-{
-	changed_at_commit = true;
 }

@@ -82,7 +82,6 @@ extern void es_projection_call(const EsProjection *p, EsHandler *h, const EsProj
 extern int	es_projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
 										const char *nulls);
 extern void es_apply_inline(Datum *values, bool *nulls);
-extern void es_projections_changed(void);
 
 /* projector.c */
 extern PGDLLEXPORT void event_store_projector_main(Datum arg);

@@ -158,7 +158,7 @@ es_supervise_projectors(bool recount)
 		db = es_pipeline_find(MyDatabaseId);
 		start = db != NULL && db->projectors[i].pid == 0 &&
 			(db->projectors[i].start_requested == 0 ||
-			 TimestampDifferenceExceeds(db->projectors[i].start_requested, now, 10000));
+			 TimestampDifferenceExceeds(db->projectors[i].start_requested, now, 1000));
 		if (start)
 			db->projectors[i].start_requested = now;
 		LWLockRelease(es_pipeline_lock);
@@ -178,10 +178,18 @@ es_supervise_projectors(bool recount)
 		memcpy(worker.bgw_extra, &i, sizeof(i));
 		worker.bgw_notify_pid = MyProcPid;
 		if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		{
 			ereport(LOG,
 					(errmsg("event_store pipeline: could not start projection worker %d for database %u",
 							i, MyDatabaseId),
 					 errhint("Raise max_worker_processes (each database with projections needs up to event_store.projection_workers of them).")));
+			/* try again in 10 seconds, not at every round */
+			LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+			db = es_pipeline_find(MyDatabaseId);
+			if (db != NULL)
+				db->projectors[i].start_requested = TimestampTzPlusMilliseconds(now, 9000);
+			LWLockRelease(es_pipeline_lock);
+		}
 	}
 }
 
@@ -203,7 +211,8 @@ projector_exit(int code, Datum arg)
 	{
 		db->projectors[my_slot].pid = 0;
 		db->projectors[my_slot].latch = NULL;
-		db->projectors[my_slot].start_requested = 0;
+		/* a worker that fails at once is not restarted more than once a second */
+		db->projectors[my_slot].start_requested = GetCurrentTimestamp();
 	}
 	LWLockRelease(es_pipeline_lock);
 }
