@@ -568,8 +568,10 @@ es_projection_enter(const EsProjection *p, EsAsOwner *save)
 	GetUserIdAndSecContext(&save->save_user, &save->save_sec);
 	SetUserIdAndSecContext(p->owner, save->save_sec | SECURITY_RESTRICTED_OPERATION);
 	save->nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", p->search_path, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	/* (setting it costs a new search path; an inline projection's writer often has it already) */
+	if (namespace_search_path == NULL || strcmp(namespace_search_path, p->search_path) != 0)
+		(void) set_config_option("search_path", p->search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void

@@ -73,6 +73,9 @@
 /* This worker's slot in its database's entry. */
 static int	my_slot = -1;
 
+/* Exiting because there is nothing to do (not an error): may be started again at once. */
+static bool idle_exit = false;
+
 /* The event being handled, for the error path (survives the abort). */
 static struct
 {
@@ -212,7 +215,7 @@ projector_exit(int code, Datum arg)
 		db->projectors[my_slot].pid = 0;
 		db->projectors[my_slot].latch = NULL;
 		/* a worker that fails at once is not restarted more than once a second */
-		db->projectors[my_slot].start_requested = GetCurrentTimestamp();
+		db->projectors[my_slot].start_requested = idle_exit ? 0 : GetCurrentTimestamp();
 	}
 	LWLockRelease(es_pipeline_lock);
 }
@@ -466,6 +469,7 @@ projector_round(long *sleep_ms)
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		MemoryContextDelete(round_cxt);
+		idle_exit = true;
 		proc_exit(0);			/* dropped, or not at a version with projections */
 	}
 	SPI_connect();
@@ -513,6 +517,7 @@ projector_round(long *sleep_ms)
 	{
 		CommitTransactionCommand();
 		MemoryContextDelete(round_cxt);
+		idle_exit = true;
 		proc_exit(0);			/* no asynchronous projection: started again when there is */
 	}
 
@@ -625,7 +630,10 @@ event_store_projector_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		if (!es_pipeline_enabled || my_slot >= es_projection_workers || !slot_is_mine())
+		{
+			idle_exit = true;
 			proc_exit(0);
+		}
 		if (projector_round(&sleep_ms))
 			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

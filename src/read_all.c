@@ -31,6 +31,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
@@ -450,6 +451,15 @@ es_wait_for_pipeline_until(TimestampTz deadline)
 
 	ensure_worker();
 	target = GetXLogInsertRecPtr();
+
+	/*
+	 * That is where the next record goes, past the header of its page if it
+	 * starts one: flush up to the end of the last record, before the header.
+	 */
+	if (XLogSegmentOffset(target, wal_segment_size) == SizeOfXLogLongPHD)
+		target -= SizeOfXLogLongPHD;
+	else if (target % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		target -= SizeOfXLogShortPHD;
 	if (target > GetFlushRecPtr(NULL))
 		XLogFlush(target);
 	es_pipeline_wake_db(MyDatabaseId);

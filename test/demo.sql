@@ -110,7 +110,32 @@ SELECT stream_version, schema_version, data FROM event_store.read_stream('accoun
 SELECT stream_version, schema_version, data AS stored FROM event_store.events WHERE stream_id = 'account-103';
 
 \echo
-\echo '== 15. Personal data: the owner''s name is encrypted with a key of her own; forgetting her deletes the key'
+\echo '== 15. The read side (CQRS): a projection keeps a balances table current; query it with plain SQL'
+CREATE TABLE balances (account text PRIMARY KEY, owner text, balance numeric NOT NULL DEFAULT 0);
+CREATE FUNCTION project_balance(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  CASE e.event_type
+    WHEN 'AccountCreated' THEN INSERT INTO balances (account, owner) VALUES (e.stream_id, e.data->>'owner');
+    WHEN 'Deposited' THEN UPDATE balances SET balance = balance + (e.data->>'amount')::numeric WHERE account = e.stream_id;
+    WHEN 'Withdrawn' THEN UPDATE balances SET balance = balance - (e.data->>'amount')::numeric WHERE account = e.stream_id;
+    ELSE NULL;
+  END CASE;
+END $$;
+CREATE FUNCTION reset_balances() RETURNS void LANGUAGE sql AS $$ DELETE FROM balances $$;
+SELECT event_store.create_projection('balances', 'project_balance(event_store.event)',
+                                     categories => '{account}', reset => 'reset_balances()');
+SELECT event_store.wait_for_projection('balances', '30 s') AS caught_up_with_history;
+SELECT * FROM balances ORDER BY account;
+\echo 'Which accounts hold more than 50? (the question the event log is bad at)'
+SELECT account, owner, balance FROM balances WHERE balance > 50;
+\echo 'Bob deposits 100; read-your-writes: wait for the projection, then read'
+SELECT event_store.append('account-102', 'Deposited', '{"id": 102, "amount": 100}') AS version;
+SELECT event_store.wait_for_projection('balances') AS applied;
+SELECT account, owner, balance FROM balances WHERE balance > 50;
+SELECT name, mode, state, position, events_applied, lag_events FROM event_store.projection_status;
+
+\echo
+\echo '== 16. Personal data: the owner''s name is encrypted with a key of her own; forgetting her deletes the key'
 SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
 SELECT event_store.protect('CustomerRegistered', '$.customer_id', '{$.name, $.email}');
 SELECT event_store.append('customer-7', 'CustomerRegistered',
