@@ -73,6 +73,10 @@ SELECT * FROM event_store.read_all(0, -1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM event_store.read_all(0, 10, '{NULL}');
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_all(0, 10, '{""}');   -- an empty name
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_all(0, 10, NULL, ARRAY[repeat('t', 1025)]);
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM event_store.read_all(0, 10, NULL, '{{a},{b}}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT event_store.wait_for_pipeline(NULL);

@@ -230,6 +230,7 @@ extern int64 es_log_head(Snapshot snapshot);
 extern int64 es_latest_log_head(void);
 extern int64 es_interval_ms(Interval *interval, const char *what);
 extern int	es_text_cmp(const void *a, const void *b);
+extern int	es_name_array(ArrayType *arr, const char *what, text ***names);
 
 /* crypto.c: personal data (protect, forget) */
 extern void es_crypto_init(void);

@@ -734,25 +734,16 @@ replay_log(const EsProjection *p)
  * ---------------------------------------------------------------------
  */
 
+/* The sorted names of a filter (-1: no filter). */
 static int
-sorted_names(ArrayType *arr, text ***out)
+sorted_names(ArrayType *arr, const char *what, text ***out)
 {
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int			i;
-
 	if (arr == NULL)
 	{
 		*out = NULL;
 		return -1;
 	}
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	*out = palloc(sizeof(text *) * Max(n, 1));
-	for (i = 0; i < n; i++)
-		(*out)[i] = DatumGetTextPP(elems[i]);
-	qsort(*out, n, sizeof(text *), es_text_cmp);
-	return n;
+	return es_name_array(arr, what, out);
 }
 
 /*
@@ -821,8 +812,8 @@ load_inline(void)
 
 		if (!es_projection_read(lfirst(lc), &ip->def))
 			continue;			/* dropped meanwhile */
-		ip->ntypes = sorted_names(ip->def.event_types, &ip->types);
-		ip->ncategories = sorted_names(ip->def.categories, &ip->categories);
+		ip->ntypes = sorted_names(ip->def.event_types, "event_types", &ip->types);
+		ip->ncategories = sorted_names(ip->def.categories, "categories", &ip->categories);
 		set->n++;
 	}
 	MemoryContextSwitchTo(old);
@@ -996,33 +987,16 @@ choice_arg(FunctionCallInfo fcinfo, int argno, const char *name, const char *a, 
 	return false;				/* not reached */
 }
 
-/* A filter array: one-dimensional, no NULL, each an identifier. */
+/* A filter array argument (checked as es_name_array does), or NULL. */
 static ArrayType *
 filter_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 {
-	ArrayType  *arr;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int			i;
+	text	  **names;
 
 	if (PG_ARGISNULL(argno))
 		return NULL;
-	arr = PG_GETARG_ARRAYTYPE_P(argno);
-	if (ARR_NDIM(arr) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a one-dimensional array", name)));
-	if (array_contains_nulls(arr))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not contain null", name),
-				 errhint("Pass NULL instead of the array to select every %s.",
-						 strcmp(name, "categories") == 0 ? "category" : "event type")));
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (i = 0; i < n; i++)
-		(void) es_check_identifier(elems[i], false, strcmp(name, "categories") == 0 ? "a category" : "an event type");
-	return arr;
+	(void) es_name_array(PG_GETARG_ARRAYTYPE_P(argno), name, &names);
+	return PG_GETARG_ARRAYTYPE_P(argno);
 }
 
 /* A function argument: its identifier, for messages. */

@@ -71,17 +71,20 @@ typedef struct LogSubScan
 } LogSubScan;
 
 /*
- * A filter array of names: one-dimensional, without NULLs.  Returns its
- * distinct elements, sorted (byte order), in *names (palloc'd texts).
+ * A filter array of names (categories, event types): one-dimensional,
+ * without NULLs, each a valid identifier (es_check_identifier).  Returns the
+ * number of distinct names and them, sorted in byte order, in *names
+ * (palloc'd texts), for bsearch with es_text_cmp.  `what` names the argument.
  */
-static int
-name_array(ArrayType *arr, const char *what, text ***names)
+int
+es_name_array(ArrayType *arr, const char *what, text ***names)
 {
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
 	int			i;
 	int			k = 0;
+	bool		categories = strcmp(what, "categories") == 0;
 
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,
@@ -91,12 +94,13 @@ name_array(ArrayType *arr, const char *what, text ***names)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not contain null", what),
-				 errhint("Pass NULL instead of the array to read every %s.",
-						 strcmp(what, "categories") == 0 ? "category" : "event type")));
+				 errhint("Pass NULL instead of the array to select every %s.",
+						 categories ? "category" : "event type")));
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	*names = palloc(sizeof(text *) * Max(n, 1));
 	for (i = 0; i < n; i++)
-		(*names)[i] = DatumGetTextPP(elems[i]);
+		(*names)[i] = es_check_identifier(elems[i], false,
+										  categories ? "a category" : "an event type");
 	qsort(*names, n, sizeof(text *), es_text_cmp);
 	for (i = 0; i < n; i++)
 		if (k == 0 || es_text_cmp(&(*names)[k - 1], &(*names)[i]) != 0)
@@ -158,18 +162,18 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 	if (categories != NULL)
 	{
 		/* one scan per category; with types too, the types are checked on its rows */
-		nnames = name_array(categories, "categories", &names);
+		nnames = es_name_array(categories, "categories", &names);
 		index = cat->log_category_index;
 		if (event_types != NULL)
 		{
-			s->ntypes = name_array(event_types, "event_types", &s->types);
+			s->ntypes = es_name_array(event_types, "event_types", &s->types);
 			s->filter_types = true;
 		}
 	}
 	else if (event_types != NULL)
 	{
 		/* one scan per event type */
-		nnames = name_array(event_types, "event_types", &names);
+		nnames = es_name_array(event_types, "event_types", &names);
 		index = cat->log_type_index;
 	}
 	else
