@@ -14,6 +14,19 @@
 -- Projections: read models kept from the global log (src/projection.c)
 -- ---------------------------------------------------------------------------
 
+-- The identity of this database's global log: a random id made at install,
+-- not dumped.  A projection records the identity of the log its position
+-- refers to; a projection restored by pg_dump into another database (whose
+-- log numbers the events anew) does not match and is not applied until it
+-- is rebuilt.  pg_upgrade and CREATE DATABASE ... TEMPLATE copy the table,
+-- and the log with it.
+CREATE TABLE event_store.log_identity (
+    id uuid NOT NULL
+);
+INSERT INTO event_store.log_identity (id) VALUES (pg_catalog.gen_random_uuid());
+COMMENT ON TABLE event_store.log_identity IS
+    'The identity of this database''s global log (projections refer to it); not dumped.';
+
 -- The registry: one row per projection, its definition and its progress.
 -- Written only by the projection functions and the projection workers (as
 -- the extension's owner).  Handler and reset are stored by their
@@ -47,6 +60,7 @@ CREATE TABLE event_store.projections (
     error_at             timestamptz,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     applied_at           timestamptz,
+    log_identity         uuid        NOT NULL,
     CONSTRAINT projections_pkey PRIMARY KEY (name),
     CONSTRAINT projections_mode_check CHECK (mode OPERATOR(pg_catalog.=) ANY ('{async,inline}'::pg_catalog.text[])),
     CONSTRAINT projections_on_error_check CHECK (on_error OPERATOR(pg_catalog.=) ANY ('{stop,park}'::pg_catalog.text[])),
@@ -134,7 +148,7 @@ AS 'MODULE_PATHNAME', 'event_store_wait_for_projection';
 CREATE VIEW event_store.projection_status AS
 SELECT p.name,
        p.mode,
-       p.state,
+       CASE WHEN r.restored THEN 'failed' ELSE p.state END AS state,
        p.owner,
        p.handler,
        p.event_types,
@@ -155,8 +169,10 @@ SELECT p.name,
                             WHERE g.global_position OPERATOR(pg_catalog.>) COALESCE(p.position, 0)
                             ORDER BY g.global_position LIMIT 1),
                           '0'::pg_catalog.interval) END AS lag,
-       p.last_error,
-       p.error_sqlstate,
+       CASE WHEN r.restored
+            THEN 'restored from a dump: its position refers to another database''s global log; run event_store.rebuild_projection()'
+            ELSE p.last_error END AS last_error,
+       CASE WHEN r.restored THEN 'VE045' ELSE p.error_sqlstate END AS error_sqlstate,
        p.error_position,
        p.error_stream_id,
        p.error_stream_version,
@@ -170,7 +186,9 @@ SELECT p.name,
        p.created_at
   FROM event_store.projections p,
        LATERAL (SELECT COALESCE(pg_catalog.max(g.global_position), 0) AS head
-                  FROM event_store.global_log g) h;
+                  FROM event_store.global_log g) h,
+       LATERAL (SELECT p.log_identity OPERATOR(pg_catalog.<>) i.id AS restored
+                  FROM event_store.log_identity i) r;
 
 COMMENT ON VIEW event_store.projection_status IS
     'Every projection: mode, state, position, events applied, lag, last error and its event, rebuild progress.';
@@ -193,7 +211,7 @@ SELECT k.projection,
 COMMENT ON VIEW event_store.parked_events IS
     'Events a projection handler failed on and that were set aside (on_error => ''park''); see replay_parked() and discard_parked().';
 
-REVOKE ALL ON TABLE event_store.projections, event_store.projection_parked,
+REVOKE ALL ON TABLE event_store.log_identity, event_store.projections, event_store.projection_parked,
                     event_store.projection_status, event_store.parked_events FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.drop_projection(text) FROM PUBLIC;

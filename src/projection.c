@@ -358,9 +358,10 @@ es_projection_read(const char *name, EsProjection *p)
 	args[0] = CStringGetTextDatum(name);
 	SPI_connect();
 	found = es_projection_registry_exec(
-										"SELECT name, handler, reset, event_types, categories, mode, on_error, "
-										"       owner::pg_catalog.oid, search_path, state, position, retries "
-										"  FROM event_store.projections WHERE name OPERATOR(pg_catalog.=) $1",
+										"SELECT p.name, p.handler, p.reset, p.event_types, p.categories, p.mode, p.on_error, "
+										"       p.owner::pg_catalog.oid, p.search_path, p.state, p.position, p.retries, "
+										"       p.log_identity OPERATOR(pg_catalog.<>) (SELECT i.id FROM event_store.log_identity i) "
+										"  FROM event_store.projections p WHERE p.name OPERATOR(pg_catalog.=) $1",
 										1, types, args, NULL) == 1;
 	if (found)
 	{
@@ -391,6 +392,8 @@ es_projection_read(const char *name, EsProjection *p)
 		p->has_position = !isnull;
 		p->position = isnull ? 0 : DatumGetInt64(d);
 		p->retries = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+		d = SPI_getbinval(tup, desc, 13, &isnull);
+		p->restored = isnull || DatumGetBool(d);
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
@@ -440,6 +443,21 @@ check_owner(const EsProjection *p)
 				 errdetail("Projection \"%s\" belongs to role \"%s\".", p->name,
 						   owner ? owner : "(dropped)")));
 	}
+}
+
+/*
+ * A projection restored by pg_dump into another database refers to that
+ * database's global log: only a rebuild can make it right.
+ */
+static void
+check_not_restored(const EsProjection *p)
+{
+	if (p->restored)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_PROJECTION_RESTORED),
+				 errmsg("projection \"%s\" was restored from a dump", p->name),
+				 errdetail("Its position refers to the global log of the database it was dumped from; this database orders its events anew."),
+				 errhint("Run event_store.rebuild_projection('%s').", p->name)));
 }
 
 /* ---------------------------------------------------------------------
@@ -810,8 +828,8 @@ load_inline(void)
 	{
 		InlineProjection *ip = &set->items[set->n];
 
-		if (!es_projection_read(lfirst(lc), &ip->def))
-			continue;			/* dropped meanwhile */
+		if (!es_projection_read(lfirst(lc), &ip->def) || ip->def.restored)
+			continue;			/* dropped meanwhile; restored from a dump: rebuild first */
 		ip->ntypes = sorted_names(ip->def.event_types, "event_types", &ip->types);
 		ip->ncategories = sorted_names(ip->def.categories, "categories", &ip->categories);
 		set->n++;
@@ -1079,8 +1097,9 @@ event_store_create_projection(PG_FUNCTION_ARGS)
 	SPI_connect();
 	if (es_projection_registry_exec("INSERT INTO event_store.projections "
 									"  (name, handler, reset, event_types, categories, mode, on_error, owner, "
-									"   search_path, state, position) "
-									"VALUES ($1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.regrole, $9, $10, $11) "
+									"   search_path, state, position, log_identity) "
+									"SELECT $1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.regrole, $9, $10, $11, i.id "
+									"  FROM event_store.log_identity i "
 									"ON CONFLICT (name) DO NOTHING",
 									11, argtypes, args, nulls) != 1)
 		ereport(ERROR,
@@ -1188,6 +1207,7 @@ event_store_resume_projection(PG_FUNCTION_ARGS)
 	EsProjection p;
 
 	lock_for_change(name, &p);
+	check_not_restored(&p);
 	if (!p.inline_mode)
 		set_state(name, strcmp(p.state, "paused") == 0 || strcmp(p.state, "failed") == 0 ?
 				  "catching up" : p.state);
@@ -1225,16 +1245,18 @@ event_store_rebuild_projection(PG_FUNCTION_ARGS)
 	SPI_connect();
 	es_projection_registry_exec("DELETE FROM event_store.projection_parked WHERE projection OPERATOR(pg_catalog.=) $1",
 								1, types, args, NULL);
-	if (!p.inline_mode)
-	{
-		args[1] = Int64GetDatum(es_latest_log_head());
-		es_projection_registry_exec("UPDATE event_store.projections "
-									"   SET state = 'rebuilding', position = 0, rebuild_total = $2, "
-									"       events_applied = 0, retries = 0, retry_at = NULL "
-									" WHERE name OPERATOR(pg_catalog.=) $1",
-									2, types, args, NULL);
-	}
+	args[1] = Int64GetDatum(p.inline_mode ? 0 : es_latest_log_head());
+	es_projection_registry_exec("UPDATE event_store.projections p "
+								"   SET state = CASE WHEN p.mode OPERATOR(pg_catalog.=) 'inline' THEN 'live' ELSE 'rebuilding' END, "
+								"       position = CASE WHEN p.mode OPERATOR(pg_catalog.=) 'inline' THEN NULL ELSE 0 END, "
+								"       rebuild_total = CASE WHEN p.mode OPERATOR(pg_catalog.=) 'inline' THEN NULL ELSE $2 END, "
+								"       events_applied = 0, retries = 0, retry_at = NULL, "
+								"       log_identity = (SELECT i.id FROM event_store.log_identity i) "
+								" WHERE p.name OPERATOR(pg_catalog.=) $1",
+								2, types, args, NULL);
 	SPI_finish();
+	CacheInvalidateRelcacheByRelid(registry());	/* a restored inline projection applies again */
+	CommandCounterIncrement();
 	changed_at_commit = true;
 	if (p.inline_mode)
 		(void) replay_log(&p);
@@ -1264,6 +1286,7 @@ event_store_replay_parked(PG_FUNCTION_ARGS)
 	int64	   *positions;
 
 	lock_for_change(name, &p);
+	check_not_restored(&p);
 	es_projection_resolve(&p, &h);
 	args[0] = CStringGetTextDatum(name);
 	SPI_connect();
@@ -1431,6 +1454,7 @@ event_store_wait_for_projection(PG_FUNCTION_ARGS)
 										   es_interval_ms(PG_GETARG_INTERVAL_P(1), "timeout"));
 	require_registry();
 	read_or_fail(name, &p);
+	check_not_restored(&p);
 	if (p.inline_mode)
 		PG_RETURN_BOOL(true);
 	es_require_pipeline();

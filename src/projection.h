@@ -40,6 +40,7 @@ typedef struct EsProjection
 	Oid			owner;
 	char	   *search_path;
 	char	   *state;
+	bool		restored;		/* its position refers to another database's log (pg_dump) */
 	bool		has_position;	/* inline projections have none */
 	int64		position;
 	int32		retries;

@@ -141,7 +141,9 @@ es_supervise_projectors(bool recount)
 
 			SPI_connect();
 			if (SPI_execute("SELECT pg_catalog.count(*) FROM event_store.projections "
-							" WHERE mode OPERATOR(pg_catalog.=) 'async'", true, 1) == SPI_OK_SELECT)
+							" WHERE mode OPERATOR(pg_catalog.=) 'async' "
+							"   AND log_identity OPERATOR(pg_catalog.=) (SELECT i.id FROM event_store.log_identity i)",
+							true, 1) == SPI_OK_SELECT)
 				n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			SPI_finish();
 		}
@@ -274,7 +276,7 @@ apply_batch(const char *name)
 	Oid			types[4] = {TEXTOID, INT8OID, INT8OID, BOOLOID};
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!es_projection_read(name, &p) || p.inline_mode || !state_runs(p.state))
+	if (!es_projection_read(name, &p) || p.inline_mode || p.restored || !state_runs(p.state))
 	{
 		PopActiveSnapshot();
 		return -1;
@@ -485,6 +487,7 @@ projector_round(long *sleep_ms)
 								  "                OPERATOR(pg_catalog.*) 1000), 0)::pg_catalog.int8 "
 								  "  FROM event_store.projections "
 								  " WHERE mode OPERATOR(pg_catalog.=) 'async' "
+								  "   AND log_identity OPERATOR(pg_catalog.=) (SELECT i.id FROM event_store.log_identity i) "
 								  " ORDER BY applied_at NULLS FIRST, name",
 								  1, types, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "event_store projector: could not read the projections");

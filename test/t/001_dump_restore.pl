@@ -1,6 +1,10 @@
 # pg_dump and restore keep every event intact, byte for byte, also when the
 # table's physical order is not version order (vacuum reused the space of a
-# rolled-back append), and appends continue after the restore.
+# rolled-back append), and appends continue after the restore.  Projections
+# come along (definitions, positions, parked events, the read models' own
+# tables) but are not applied in the restored database until rebuilt: the
+# restored log numbers its events anew, and an inline projection must not
+# run again while the restore replays the events.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -9,7 +13,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('dump');
 $node->init(allows_streaming => 'logical');
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'event_store'");
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'event_store'\nevent_store.projection_retry_delay = 10ms\n");
 $node->start;
 
 $node->safe_psql('postgres', 'CREATE DATABASE src');
@@ -26,6 +30,35 @@ $node->safe_psql('src', q{
 	SELECT event_store.append_events('big-1', (SELECT jsonb_agg(jsonb_build_object('type', 'T', 'data', jsonb_build_object('i', i))) FROM generate_series(1, 2000) i));
 	SELECT event_store.append('large-1', 'Blob', jsonb_build_object('s', repeat('y', 300000)));
 });
+# an asynchronous projection with a parked event, and an inline one
+$node->safe_psql('src', q{
+	CREATE TABLE totals (stream_id text PRIMARY KEY, n int NOT NULL);
+	CREATE FUNCTION tot(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+	  IF e.data ? 'bad' THEN RAISE EXCEPTION 'bad event'; END IF;
+	  INSERT INTO totals VALUES (e.stream_id, 1) ON CONFLICT (stream_id) DO UPDATE SET n = totals.n + 1;
+	END $$;
+	CREATE FUNCTION tot_reset() RETURNS void LANGUAGE sql AS $$ DELETE FROM totals $$;
+	SELECT event_store.create_projection('totals', 'tot(event_store.event)', categories => '{account,big}',
+	                                     reset => 'tot_reset()', on_error => 'park');
+	CREATE TABLE counts (stream_id text PRIMARY KEY, n int NOT NULL);
+	CREATE FUNCTION cnt(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+	  INSERT INTO counts VALUES (e.stream_id, 1) ON CONFLICT (stream_id) DO UPDATE SET n = counts.n + 1;
+	END $$;
+	CREATE FUNCTION cnt_reset() RETURNS void LANGUAGE sql AS $$ DELETE FROM counts $$;
+	SELECT event_store.create_projection('counts', 'cnt(event_store.event)', mode => 'inline', reset => 'cnt_reset()');
+	SELECT event_store.append('account-102', 'Bad', '{"bad": true}');
+});
+is($node->safe_psql('src', q{SELECT event_store.wait_for_projection('totals', '60 s')}), 't', 'the projection caught up before the dump');
+is($node->safe_psql('src', q{SELECT count(*) FROM event_store.parked_events}), '1', 'one event parked before the dump');
+my $projections = q{SELECT string_agg(format('%s %s %s %s %s %s %s %s', name, handler, reset, categories, mode, on_error, owner, search_path), '; ' ORDER BY name) FROM event_store.projections};
+my $models = q{SELECT (SELECT string_agg(stream_id || '=' || n, ' ' ORDER BY stream_id) FROM totals) || ' | ' || (SELECT string_agg(stream_id || '=' || n, ' ' ORDER BY stream_id) FROM counts)};
+my $fold = q{SELECT (SELECT string_agg(stream_id || '=' || n, ' ' ORDER BY stream_id) FROM (SELECT stream_id, count(*) n FROM event_store.events WHERE split_part(stream_id, '-', 1) IN ('account', 'big') AND NOT data ? 'bad' GROUP BY 1) f)
+                || ' | ' || (SELECT string_agg(stream_id || '=' || n, ' ' ORDER BY stream_id) FROM (SELECT stream_id, count(*) n FROM event_store.events WHERE stream_id <> 'event_store-subjects' GROUP BY 1) f)};
+my $src_projections = $node->safe_psql('src', $projections);
+my $src_models = $node->safe_psql('src', $models);
+is($src_models, $node->safe_psql('src', $fold), 'before the dump the read models equal a fresh fold');
 
 # the case the dump must survive: version 2 stored physically before version 1
 my $physical = $node->safe_psql('src',
@@ -58,6 +91,33 @@ my ($rc, $out, $err) = $node->psql('dst_custom', 'DELETE FROM event_store.events
 like($err, qr/DELETE on event_store.events is not allowed/, 'restored log is append-only');
 is($node->safe_psql('dst_plain', q{SELECT string_agg(event_type, ' ' ORDER BY stream_version) FROM event_store.read_stream('inv-1')}),
 	'First Second', 'read_stream after restore');
+
+# projections after a restore: definitions, parked events and read models as dumped, not applied
+is($node->safe_psql('dst_custom', $projections), $src_projections, 'the projection definitions are restored');
+is($node->safe_psql('dst_plain', $projections), $src_projections, 'the projection definitions are restored (plain)');
+is($node->safe_psql('dst_plain', q{SELECT count(*) FROM event_store.parked_events}), '1', 'the parked event is restored');
+is($node->safe_psql('dst_plain', $models), $src_models,
+	'the read models are as dumped: the inline projection did not run again while the restore replayed the events');
+is($node->safe_psql('dst_plain', q{SELECT string_agg(name || ' ' || state || ' ' || error_sqlstate, ', ' ORDER BY name) FROM event_store.projection_status}),
+	'counts failed VE045, totals failed VE045', 'restored projections show as failed with VE045 until rebuilt');
+($rc, $out, $err) = $node->psql('dst_plain', q{SELECT event_store.resume_projection('totals')});
+like($err, qr/projection "totals" was restored from a dump/, 'resume is refused: only a rebuild makes it right');
+($rc, $out, $err) = $node->psql('dst_plain', q{SELECT event_store.wait_for_projection('totals')});
+like($err, qr/was restored from a dump/, 'wait_for_projection says so too, rather than answer true');
+$node->safe_psql('dst_plain', q{SELECT event_store.append('account-101', 'Deposited', '{"amount": 1}')});
+is($node->safe_psql('dst_plain', $models), $src_models, 'a restored inline projection does not apply new appends either');
+$node->safe_psql('dst_plain', q{
+	SELECT event_store.rebuild_projection('totals');
+	SELECT event_store.rebuild_projection('counts');
+});
+is($node->safe_psql('dst_plain', q{SELECT event_store.wait_for_projection('totals', '60 s')}), 't', 'the rebuilt projection catches up');
+is($node->safe_psql('dst_plain', $models), $node->safe_psql('dst_plain', $fold), 'after the rebuilds the read models equal a fresh fold of the restored log');
+is($node->safe_psql('dst_plain', q{SELECT string_agg(name || ' ' || state, ', ' ORDER BY name) FROM event_store.projection_status}),
+	'counts live, totals live', 'and they are live again');
+$node->safe_psql('dst_plain', q{SELECT event_store.append('account-101', 'Deposited', '{"amount": 1}')});
+is($node->safe_psql('dst_plain', q{SELECT n FROM counts WHERE stream_id = 'account-101'}),
+	$node->safe_psql('dst_plain', q{SELECT count(*) FROM event_store.events WHERE stream_id = 'account-101'}),
+	'the rebuilt inline projection applies new appends');
 
 $node->stop;
 done_testing();
