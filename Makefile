@@ -24,7 +24,7 @@ REGRESS      = event_log append_events read_stream bad_input append_only privile
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \
-                 read_all_order projection_wait projection_rebuild
+                 read_all_order projection_wait projection_rebuild projection_inline
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

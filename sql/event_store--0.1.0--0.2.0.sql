@@ -61,6 +61,7 @@ CREATE TABLE event_store.projections (
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     applied_at           timestamptz,
     log_identity         uuid        NOT NULL,
+    incarnation          uuid        NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
     CONSTRAINT projections_pkey PRIMARY KEY (name),
     CONSTRAINT projections_mode_check CHECK (mode OPERATOR(pg_catalog.=) ANY ('{async,inline}'::pg_catalog.text[])),
     CONSTRAINT projections_on_error_check CHECK (on_error OPERATOR(pg_catalog.=) ANY ('{stop,park}'::pg_catalog.text[])),
@@ -144,7 +145,8 @@ AS 'MODULE_PATHNAME', 'event_store_wait_for_projection';
 
 -- Every projection, its state and lag.  lag_events counts the log positions
 -- it has not passed yet (events its filters skip included); lag is the age
--- of the oldest of them.
+-- of the oldest of them.  The text of a handler's error (which may quote
+-- the data it was handed) is shown to members of the owner's role only.
 CREATE VIEW event_store.projection_status AS
 SELECT p.name,
        p.mode,
@@ -171,7 +173,8 @@ SELECT p.name,
                           '0'::pg_catalog.interval) END AS lag,
        CASE WHEN r.restored
             THEN 'restored from a dump: its position refers to another database''s global log; run event_store.rebuild_projection()'
-            ELSE p.last_error END AS last_error,
+            WHEN pg_catalog.pg_has_role(p.owner, 'USAGE') THEN p.last_error
+       END AS last_error,
        CASE WHEN r.restored THEN 'VE045' ELSE p.error_sqlstate END AS error_sqlstate,
        p.error_position,
        p.error_stream_id,
@@ -193,17 +196,18 @@ SELECT p.name,
 COMMENT ON VIEW event_store.projection_status IS
     'Every projection: mode, state, position, events applied, lag, last error and its event, rebuild progress.';
 
--- Parked events, with what the handler said.
+-- Parked events, with what the handler said (to members of the owner's role).
 CREATE VIEW event_store.parked_events AS
 SELECT k.projection,
        COALESCE(k.global_position, g.global_position) AS global_position,
        k.stream_id,
        k.stream_version,
        k.event_type,
-       k.error,
+       CASE WHEN pg_catalog.pg_has_role(p.owner, 'USAGE') THEN k.error END AS error,
        k.error_sqlstate,
        k.parked_at
   FROM event_store.projection_parked k
+  JOIN event_store.projections p ON p.name OPERATOR(pg_catalog.=) k.projection
   LEFT JOIN event_store.global_log g
     ON g.stream_id OPERATOR(pg_catalog.=) k.stream_id
    AND g.stream_version OPERATOR(pg_catalog.=) k.stream_version;

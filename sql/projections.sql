@@ -167,6 +167,22 @@ SELECT name, mode, state, position, events_applied, lag_events, lag FROM event_s
 UPDATE pj_inline SET balance = -1;
 SELECT event_store.rebuild_projection('inline_balances');
 SELECT account, balance FROM pj_inline ORDER BY account;
+-- the history is applied in the caller's transaction only under READ COMMITTED
+-- and before it appends anything itself (its own events are not in the log yet)
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT event_store.rebuild_projection('inline_balances');
+\echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE
+ROLLBACK;
+BEGIN;
+SELECT event_store.append('pj_account-101', 'Deposited', '{"amount": 1}');
+SELECT event_store.rebuild_projection('inline_balances');
+\echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE
+ROLLBACK;
+BEGIN;
+SELECT event_store.append('pj_account-101', 'Deposited', '{"amount": 1}');
+SELECT event_store.create_projection('inline_late', 'pj_inline(event_store.event)', mode => 'inline');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
 SELECT event_store.drop_projection('inline_balances');
 SELECT event_store.append('pj_account-103', 'Deposited', '{"amount": 9, "fail": "no longer applied"}');
 
@@ -199,6 +215,22 @@ SELECT count(*) FROM event_store.parked_events;
 SELECT event_store.drop_projection('inline_park');
 TRUNCATE pj_seen;
 
+-- what a handler SETs lasts for its event only, however events are batched
+CREATE TABLE pj_settings (stream_version bigint, seen text);
+CREATE FUNCTION pj_setting(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO pj_settings VALUES (e.stream_version, current_setting('pj.leftover', true));
+  PERFORM set_config('pj.leftover', 'set at version ' || e.stream_version, false);
+  SET work_mem = '1MB';
+END $$;
+SELECT count(event_store.append('pj_settings-1', 'Set', '{}')) FROM generate_series(1, 5);
+SELECT event_store.create_projection('settings', 'pj_setting(event_store.event)', categories => '{pj_settings}');
+SELECT event_store.wait_for_projection('settings', '30 s');
+SELECT stream_version, coalesce(nullif(seen, ''), '(not set)') AS seen FROM pj_settings ORDER BY 1;
+SELECT event_store.drop_projection('settings');
+DROP TABLE pj_settings;
+DROP FUNCTION pj_setting(event_store.event);
+
 -- async, on_error => 'stop': retried with back-off, then stopped; resume retries
 CREATE TABLE pj_poison (stream_id text, stream_version bigint);
 CREATE FUNCTION pj_poisoned(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
@@ -217,7 +249,7 @@ SELECT pj_wait_until($$SELECT state = 'failed' FROM event_store.projection_statu
 SELECT name, state, events_applied, retries, last_error, error_sqlstate, error_stream_id, error_stream_version,
        error_position = (SELECT global_position FROM event_store.global_log
                           WHERE stream_id = 'pj_poison-1' AND stream_version = 2) AS error_position_right,
-       error_at IS NOT NULL AS error_at, parked
+       error_at >= created_at AS error_at_after_creation, parked
   FROM event_store.projection_status WHERE name = 'stopper';
 -- the events before the poison were applied (a batch is applied up to the failing event), none after
 SELECT * FROM pj_poison ORDER BY stream_version;
@@ -441,7 +473,13 @@ REVOKE EXECUTE ON FUNCTION pj_seen(event_store.event) FROM regress_pj_owner;
 SELECT event_store.append('pj_order-4', 'PjOrderPlaced', '{}');
 SELECT pj_wait_until($$SELECT state = 'failed' FROM event_store.projection_status WHERE name = 'owned'$$);
 SELECT state, error_sqlstate FROM event_store.projection_status WHERE name = 'owned';
+-- the text of a handler's error (it may quote the event's data) is for the owner's members only
+GRANT SELECT ON event_store.projection_status TO regress_pj_stranger;
+SET ROLE regress_pj_stranger;
+SELECT name, state, error_sqlstate, last_error FROM event_store.projection_status WHERE name = 'owned';
+RESET ROLE;
 SET ROLE regress_pj_owner;
+SELECT name, state, error_sqlstate, last_error IS NOT NULL AS sees_error FROM event_store.projection_status WHERE name = 'owned';
 SELECT event_store.drop_projection('owned');
 RESET ROLE;
 -- a handler that tries what only a superuser may: it runs as its owner, and fails
@@ -477,9 +515,16 @@ SELECT event_store.append('pj_order-5', 'PjOrderPlaced', '{}');
 SELECT event_store.wait_for_projection('escalate', '30 s');
 SELECT * FROM pj_escalation;
 SELECT count(*) FROM pg_roles WHERE rolname = 'regress_pj_evil' OR (rolname = 'regress_pj_owner' AND rolsuper);
--- inline: a superuser's append runs the handler as its owner, too
+-- inline: a superuser's append runs the handler as its owner, too.  An inline
+-- projection is code every writer runs, as a trigger is: it needs TRIGGER on the log
 SET ROLE regress_pj_owner;
 SELECT event_store.drop_projection('escalate');
+SELECT event_store.create_projection('escalate_inline', 'pj_escalate(event_store.event)', categories => '{pj_order}',
+                                     mode => 'inline', start => 'now');
+\echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE
+RESET ROLE;
+GRANT TRIGGER ON event_store.events TO regress_pj_owner;
+SET ROLE regress_pj_owner;
 SELECT event_store.create_projection('escalate_inline', 'pj_escalate(event_store.event)', categories => '{pj_order}',
                                      mode => 'inline', start => 'now');
 RESET ROLE;
@@ -533,6 +578,7 @@ GRANT EXECUTE ON FUNCTION event_store.create_projection(text, regprocedure, text
                           event_store.resume_projection(text), event_store.rebuild_projection(text),
                           event_store.replay_parked(text), event_store.discard_parked(text, text, bigint),
                           event_store.wait_for_projection(text, interval) TO regress_projector;
+GRANT TRIGGER ON event_store.events TO regress_projector;
 CREATE TABLE pj_app (stream_id text);
 ALTER TABLE pj_app OWNER TO regress_projector;
 CREATE FUNCTION pj_app(e event_store.event) RETURNS void LANGUAGE sql AS $$ INSERT INTO pj_app VALUES (e.stream_id) $$;
@@ -543,6 +589,8 @@ SELECT event_store.wait_for_projection('app', '30 s');
 SELECT count(*) > 0 AS applied FROM pj_app;
 SELECT name, state, owner FROM event_store.projection_status WHERE name = 'app';
 SELECT event_store.pause_projection('app'), event_store.resume_projection('app'), event_store.drop_projection('app');
+SELECT event_store.create_projection('app_inline', 'pj_app(event_store.event)', categories => '{pj_order}', mode => 'inline');
+SELECT event_store.drop_projection('app_inline');
 -- but it may not write the registry itself
 UPDATE event_store.projections SET position = 0;
 \echo :LAST_ERROR_SQLSTATE

@@ -211,12 +211,13 @@ typedef struct EsLogScan
 	bool		blocked;		/* ended before a position whose event it cannot see */
 	int64		remaining;		/* events still to return; -1: no limit */
 	int64		position;		/* of the last event returned (at first: `after`) */
+	bool		have_current;	/* `current` identifies the row being fetched */
 	struct
 	{
 		int64		position;
 		Datum		stream_id;
 		int64		stream_version;
-	}			current;		/* the row being fetched and presented */
+	}			current;		/* the row being fetched and presented, then returned */
 	MemoryContext cxt;			/* where the scan lives */
 	MemoryContext row_context;	/* what presenting the current event allocated */
 	Datum		values[Natts_event];	/* the current event_store.event */

@@ -15,6 +15,7 @@
 
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "replication/reorderbuffer.h"
@@ -101,6 +102,18 @@ typedef struct EsPipelineShared
 	ConditionVariable projection_cv;	/* broadcast when a projection made progress */
 	EsPipelineDb dbs[ES_MAX_PIPELINES];
 } EsPipelineShared;
+
+/*
+ * A background worker's transaction: like a client's statement, it first sets
+ * the statement start time, so that now() (and the recorded_at of events a
+ * handler appends) is the time of this transaction, not the worker's start.
+ */
+static inline void
+es_worker_begin(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+}
 
 extern EsPipelineShared *es_pipeline;
 extern LWLock *es_pipeline_lock;

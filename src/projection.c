@@ -258,6 +258,7 @@ es_projection_init(void)
 	CacheRegisterRelcacheCallback(projection_relcache_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(PROCOID, projection_syscache_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, projection_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, projection_syscache_callback, (Datum) 0);
 	RegisterXactCallback(projection_xact_callback, NULL);
 }
 
@@ -344,12 +345,20 @@ text_column(HeapTuple tup, TupleDesc desc, int col)
 }
 
 /*
- * Read the projection's row into *p (palloc'd in the current context).
+ * Read the projection's row into *p (palloc'd in the current context), as
+ * the transaction's snapshot sees it, or with `latest` as the latest one
+ * (a projection committed after a REPEATABLE READ transaction began counts).
  * Returns false if there is no such projection.
  */
 bool
-es_projection_read(const char *name, EsProjection *p)
+es_projection_read(const char *name, bool latest, EsProjection *p)
 {
+	static const char *sql =
+		"SELECT p.name, p.handler, p.reset, p.event_types, p.categories, p.mode, p.on_error, "
+		"       p.owner::pg_catalog.oid, p.search_path, p.state, p.position, p.retries, "
+		"       p.log_identity OPERATOR(pg_catalog.<>) (SELECT i.id FROM event_store.log_identity i), "
+		"       p.incarnation::pg_catalog.text "
+		"  FROM event_store.projections p WHERE p.name OPERATOR(pg_catalog.=) $1";
 	MemoryContext caller = CurrentMemoryContext;
 	Datum		args[1];
 	Oid			types[1] = {TEXTOID};
@@ -357,12 +366,31 @@ es_projection_read(const char *name, EsProjection *p)
 
 	args[0] = CStringGetTextDatum(name);
 	SPI_connect();
-	found = es_projection_registry_exec(
-										"SELECT p.name, p.handler, p.reset, p.event_types, p.categories, p.mode, p.on_error, "
-										"       p.owner::pg_catalog.oid, p.search_path, p.state, p.position, p.retries, "
-										"       p.log_identity OPERATOR(pg_catalog.<>) (SELECT i.id FROM event_store.log_identity i) "
-										"  FROM event_store.projections p WHERE p.name OPERATOR(pg_catalog.=) $1",
-										1, types, args, NULL) == 1;
+	if (latest)
+	{
+		SPIPlanPtr	plan;
+		Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+		Oid			save_user;
+		int			save_sec;
+		int			rc;
+
+		require_registry();
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(registry_owner,
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+		plan = SPI_prepare(sql, 1, types);
+		if (plan == NULL)
+			elog(ERROR, "event_store: could not prepare the projection registry read: %s",
+				 SPI_result_code_string(SPI_result));
+		rc = SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0);
+		SetUserIdAndSecContext(save_user, save_sec);
+		UnregisterSnapshot(snap);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "event_store: projection registry read failed: %s", SPI_result_code_string(rc));
+		found = SPI_processed == 1;
+	}
+	else
+		found = es_projection_registry_exec(sql, 1, types, args, NULL) == 1;
 	if (found)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
@@ -394,6 +422,7 @@ es_projection_read(const char *name, EsProjection *p)
 		p->retries = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
 		d = SPI_getbinval(tup, desc, 13, &isnull);
 		p->restored = isnull || DatumGetBool(d);
+		p->incarnation = text_column(tup, desc, 14);
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
@@ -404,7 +433,7 @@ es_projection_read(const char *name, EsProjection *p)
 static void
 read_or_fail(const char *name, EsProjection *p)
 {
-	if (!es_projection_read(name, p))
+	if (!es_projection_read(name, false, p))
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_UNKNOWN_PROJECTION),
 				 errmsg("projection \"%s\" does not exist", name),
@@ -424,6 +453,18 @@ es_projection_lock(const char *name, bool wait)
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 ES_LOCKTAG_PROJECTION);
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* Does this transaction hold the projection's lock? */
+static bool
+es_projection_lock_held(const char *name)
+{
+	LOCKTAG		tag;
+	uint64		h = hash_bytes_extended((const unsigned char *) name, strlen(name), 0);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+						 ES_LOCKTAG_PROJECTION);
+	return LockHeldByMe(&tag, ExclusiveLock);
 }
 
 /*
@@ -536,10 +577,21 @@ resolve_function(const char *signature, bool reset, const char *projection)
  * event table and the global log (a projection reads the log for its owner).
  */
 static void
-check_owner_rights(Oid owner, Oid fn)
+check_owner_rights(Oid owner, Oid fn, bool inline_mode)
 {
 	const EsCatalog *cat = es_catalog();
 	AclResult	acl;
+
+	/*
+	 * An inline projection is code every writer runs, like a trigger on the
+	 * event table: its owner needs the right to create one there.
+	 */
+	if (inline_mode && pg_class_aclcheck(cat->events_relid, owner, ACL_TRIGGER) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not run code in every append to event_store.events",
+						GetUserNameFromId(owner, false)),
+				 errhint("An inline projection runs in every appending transaction, as a trigger would: its owner needs the TRIGGER privilege on event_store.events.")));
 
 	acl = pg_proc_aclcheck(fn, owner, ACL_EXECUTE);
 	if (acl != ACLCHECK_OK)
@@ -571,7 +623,7 @@ es_projection_resolve(const EsProjection *p, EsHandler *h)
 				 errdetail("Role %u was dropped.", p->owner),
 				 errhint("Drop the projection and create it again as another role.")));
 	h->fn = resolve_function(p->handler_signature, false, p->name);
-	check_owner_rights(p->owner, h->fn);
+	check_owner_rights(p->owner, h->fn, p->inline_mode);
 	fmgr_info(h->fn, &h->flinfo);
 	h->event_desc = lookup_rowtype_tupdesc_copy(es_agg_catalog()->event_type, -1);
 }
@@ -648,7 +700,7 @@ call_reset(const EsProjection *p)
 	FmgrInfo	flinfo;
 	LOCAL_FCINFO(fcinfo, 0);
 
-	check_owner_rights(p->owner, fn);
+	check_owner_rights(p->owner, fn, p->inline_mode);
 	fmgr_info(fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
 	es_projection_enter(p, &save);
@@ -687,6 +739,32 @@ park_event(const char *projection, Datum stream_id, int64 stream_version, int64 
 								"    parked_at = pg_catalog.now()",
 								7, types, args, nulls);
 	SPI_finish();
+}
+
+/*
+ * The history can be applied to an inline projection in this transaction (a
+ * catch-up, a rebuild) only under READ COMMITTED, where each statement sees
+ * the latest commits (a transaction snapshot would miss the appends the lock
+ * on the event table waited for, and the reset would leave their effects),
+ * and only before the transaction appends anything itself (its own events
+ * are not in the log yet).
+ */
+static void
+check_replay_possible(const char *name)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("projection \"%s\" cannot be caught up or rebuilt in a %s transaction", name,
+						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errdetail("The transaction's snapshot would not show the events committed while it waited for appends to finish."),
+				 errhint("Run it in a READ COMMITTED transaction.")));
+	if (es_xact_appended)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("projection \"%s\" cannot be caught up or rebuilt in a transaction that has appended events", name),
+				 errdetail("The transaction's own events are not in the global log yet, so they would be missed."),
+				 errhint("Commit the appends first.")));
 }
 
 /* ---------------------------------------------------------------------
@@ -828,8 +906,11 @@ load_inline(void)
 	{
 		InlineProjection *ip = &set->items[set->n];
 
-		if (!es_projection_read(lfirst(lc), &ip->def) || ip->def.restored)
-			continue;			/* dropped meanwhile; restored from a dump: rebuild first */
+		if (!es_projection_read(lfirst(lc), true, &ip->def))
+			elog(ERROR, "event_store: inline projection \"%s\" vanished while its definition was read",
+				 (char *) lfirst(lc));
+		if (ip->def.restored)
+			continue;			/* restored from a dump: not applied until rebuilt */
 		ip->ntypes = sorted_names(ip->def.event_types, "event_types", &ip->types);
 		ip->ncategories = sorted_names(ip->def.categories, "categories", &ip->categories);
 		set->n++;
@@ -1050,13 +1131,15 @@ event_store_create_projection(PG_FUNCTION_ARGS)
 	require_registry();
 	handler = PG_GETARG_OID(1);
 	check_function(handler, false, name);
-	check_owner_rights(owner, handler);
+	check_owner_rights(owner, handler, !async);
 	if (!PG_ARGISNULL(5))
 	{
 		reset = PG_GETARG_OID(5);
 		check_function(reset, true, name);
-		check_owner_rights(owner, reset);
+		check_owner_rights(owner, reset, !async);
 	}
+	if (!async && beginning)
+		check_replay_possible(name);
 	if (async)
 		es_require_pipeline();
 
@@ -1134,7 +1217,7 @@ event_store_drop_projection(PG_FUNCTION_ARGS)
 	Oid			types[1] = {TEXTOID};
 
 	require_registry();
-	if (!es_projection_read(name, &p))
+	if (!es_projection_read(name, false, &p))
 		PG_RETURN_BOOL(false);
 	check_owner(&p);
 	(void) es_projection_lock(name, true);
@@ -1236,7 +1319,13 @@ event_store_rebuild_projection(PG_FUNCTION_ARGS)
 				 errdetail("A rebuild applies every event again; without a reset the read model would count them twice."),
 				 errhint("Drop the projection and create it again with reset => a function that empties its tables.")));
 	if (p.inline_mode)
+	{
+		EsHandler	h;
+
+		check_replay_possible(name);
+		es_projection_resolve(&p, &h);	/* its owner's rights, before any lock */
 		LockRelationOid(es_catalog()->events_relid, ShareRowExclusiveLock);
+	}
 	else
 		es_require_pipeline();
 	call_reset(&p);
@@ -1251,6 +1340,7 @@ event_store_rebuild_projection(PG_FUNCTION_ARGS)
 								"       position = CASE WHEN p.mode OPERATOR(pg_catalog.=) 'inline' THEN NULL ELSE 0 END, "
 								"       rebuild_total = CASE WHEN p.mode OPERATOR(pg_catalog.=) 'inline' THEN NULL ELSE $2 END, "
 								"       events_applied = 0, retries = 0, retry_at = NULL, "
+								"       incarnation = pg_catalog.gen_random_uuid(), "
 								"       log_identity = (SELECT i.id FROM event_store.log_identity i) "
 								" WHERE p.name OPERATOR(pg_catalog.=) $1",
 								2, types, args, NULL);
@@ -1323,7 +1413,7 @@ event_store_replay_parked(PG_FUNCTION_ARGS)
 	{
 		ResourceOwner owner = CurrentResourceOwner;
 		EsProjectionEvent ev;
-		Datum		event_type = (Datum) 0;
+		volatile Datum event_type = (Datum) 0;
 
 		ev.projection = name;
 		ev.position = positions[i];
@@ -1430,7 +1520,7 @@ current_position(const char *name)
 {
 	EsProjection p;
 
-	if (!es_projection_read(name, &p))
+	if (!es_projection_read(name, true, &p))
 		return -1;
 	return p.has_position ? p.position : 0;
 }
@@ -1458,6 +1548,12 @@ event_store_wait_for_projection(PG_FUNCTION_ARGS)
 	if (p.inline_mode)
 		PG_RETURN_BOOL(true);
 	es_require_pipeline();
+	if (es_projection_lock_held(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_PROJECTION_STATE),
+				 errmsg("cannot wait for projection \"%s\" in the transaction that changes it", name),
+				 errdetail("The projection workers wait for this transaction to end before they apply it."),
+				 errhint("Commit first, then wait.")));
 
 	/* everything committed before the call is in the log ... */
 	if (!es_wait_for_pipeline_until(deadline))

@@ -41,6 +41,7 @@ typedef struct EsProjection
 	char	   *search_path;
 	char	   *state;
 	bool		restored;		/* its position refers to another database's log (pg_dump) */
+	char	   *incarnation;	/* a uuid, new at creation and at every rebuild */
 	bool		has_position;	/* inline projections have none */
 	int64		position;
 	int32		retries;
@@ -73,7 +74,7 @@ typedef struct EsProjectionEvent
 
 /* projection.c */
 extern void es_projection_init(void);
-extern bool es_projection_read(const char *name, EsProjection *p);
+extern bool es_projection_read(const char *name, bool latest, EsProjection *p);
 extern bool es_projection_lock(const char *name, bool wait);
 extern void es_projection_resolve(const EsProjection *p, EsHandler *h);
 extern void es_projection_enter(const EsProjection *p, EsAsOwner *save);

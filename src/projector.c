@@ -66,6 +66,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "pipeline.h"
 #include "projection.h"
@@ -76,11 +77,19 @@ static int	my_slot = -1;
 /* Exiting because there is nothing to do (not an error): may be started again at once. */
 static bool idle_exit = false;
 
-/* The event being handled, for the error path (survives the abort). */
+/*
+ * The batch being applied and the event being handled, for the error path
+ * (kept outside the transaction, which the abort frees).  The batch is
+ * identified by the projection's incarnation (a rebuild or a new projection
+ * of the same name has another) and its start position: a failure is
+ * recorded only if both still hold when it is.
+ */
 static struct
 {
+	char		name[ES_MAX_ID_BYTES + 1];
+	char		incarnation[UUID_LEN * 2 + 5];
+	int64		start;			/* the projection's position when the batch began */
 	bool		valid;			/* an event's presentation or handler failed */
-	bool		in_scan;		/* ... while the scan fetched and presented it */
 	int64		index;			/* events of the batch applied before it */
 	int64		position;
 	int64		stream_version;
@@ -90,9 +99,17 @@ static struct
 
 static EsLogScan *volatile current_scan = NULL;
 
-/* A batch to shorten after a failure inside it: apply only the events before. */
-static char short_batch_name[ES_MAX_ID_BYTES + 1];
-static int64 short_batch_events = 0;
+/*
+ * A batch to shorten after a failure inside it: apply only the events before
+ * the failing one (same projection, incarnation and start).
+ */
+static struct
+{
+	char		name[ES_MAX_ID_BYTES + 1];
+	char		incarnation[UUID_LEN * 2 + 5];
+	int64		start;
+	int64		events;			/* 0: none */
+} short_batch;
 
 static MemoryContext event_cxt = NULL;	/* per event, reset */
 static MemoryContext error_cxt = NULL;	/* the copied error, reset per failure */
@@ -132,7 +149,7 @@ es_supervise_projectors(bool recount)
 		Oid			nsp;
 		int64		n = 0;
 
-		StartTransactionCommand();
+		es_worker_begin();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		nsp = get_namespace_oid("event_store", true);
 		if (OidIsValid(nsp) && OidIsValid(get_relname_relid("projections", nsp)))
@@ -251,12 +268,21 @@ state_runs(const char *state)
 		strcmp(state, "rebuilding") == 0;
 }
 
+/* Outcome of apply_batch. */
+typedef enum BatchResult
+{
+	BATCH_NOTHING,				/* nothing to do (not behind, not runnable) */
+	BATCH_BLOCKED,				/* the next event is not visible yet: look again soon */
+	BATCH_APPLIED				/* committed a new position */
+} BatchResult;
+
 /*
  * Apply one batch of the projection, whose lock we hold, in the current
- * transaction.  Returns the number of events applied (-1 if there was
- * nothing to do).
+ * transaction (see the header).  The handler runs as the owner, each event
+ * in a GUC nest level of its own, so that what it sets lasts for that event
+ * only, as inline.
  */
-static int64
+static BatchResult
 apply_batch(const char *name)
 {
 	EsProjection p;
@@ -271,21 +297,28 @@ apply_batch(const char *name)
 	bool		exhausted;
 	bool		caught_up;
 	bool		timed_out = false;
+	bool		blocked;
 	TimestampTz start = GetCurrentTimestamp();
 	Datum		args[4];
 	Oid			types[4] = {TEXTOID, INT8OID, INT8OID, BOOLOID};
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!es_projection_read(name, &p) || p.inline_mode || p.restored || !state_runs(p.state))
+	if (!es_projection_read(name, false, &p) || p.inline_mode || p.restored || !state_runs(p.state))
 	{
 		PopActiveSnapshot();
-		return -1;
+		return BATCH_NOTHING;
 	}
+	strlcpy(failing.name, name, sizeof(failing.name));
+	strlcpy(failing.incarnation, p.incarnation, sizeof(failing.incarnation));
+	failing.start = p.position;
 	if (p.retries > 0)
 		limit = 1;				/* a failing event, alone */
-	if (short_batch_events > 0 && strcmp(short_batch_name, name) == 0)
-		limit = Min(limit, short_batch_events);
-	short_batch_events = 0;
+	if (short_batch.events > 0 && strcmp(short_batch.name, name) == 0)
+	{
+		if (strcmp(short_batch.incarnation, p.incarnation) == 0 && short_batch.start == p.position)
+			limit = Min(limit, short_batch.events);
+		short_batch.events = 0;
+	}
 
 	es_projection_resolve(&p, &h);
 	PopActiveSnapshot();
@@ -294,7 +327,7 @@ apply_batch(const char *name)
 	if (head <= p.position)
 	{
 		UnregisterSnapshot(snap);
-		return -1;
+		return BATCH_NOTHING;
 	}
 	PushActiveSnapshot(snap);
 	es_projection_enter(&p, &save);
@@ -304,19 +337,21 @@ apply_batch(const char *name)
 	{
 		EsProjectionEvent ev;
 		MemoryContext old;
-		text	   *stream;
+		int			nest;
 
 		failing.valid = true;
-		failing.in_scan = true;
 		failing.index = applied;
 		MemoryContextReset(event_cxt);
+		nest = NewGUCNestLevel();
 		if (!es_log_scan_next(s))
+		{
+			AtEOXact_GUC(false, nest);
 			break;
-		failing.in_scan = false;
+		}
 		failing.position = s->position;
 		failing.stream_version = s->current.stream_version;
-		stream = DatumGetTextPP(s->current.stream_id);
-		text_to_cstring_buffer(stream, failing.stream_id, sizeof(failing.stream_id));
+		text_to_cstring_buffer(DatumGetTextPP(s->current.stream_id),
+							   failing.stream_id, sizeof(failing.stream_id));
 		text_to_cstring_buffer(DatumGetTextPP(s->values[Anum_events_event_type]),
 							   failing.event_type, sizeof(failing.event_type));
 		ev.projection = p.name;
@@ -326,6 +361,7 @@ apply_batch(const char *name)
 		old = MemoryContextSwitchTo(event_cxt);
 		es_projection_call(&p, &h, &ev, s->values, s->nulls);
 		MemoryContextSwitchTo(old);
+		AtEOXact_GUC(false, nest);
 		applied++;
 		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), es_projection_batch_time_ms))
 		{
@@ -335,12 +371,20 @@ apply_batch(const char *name)
 	}
 	failing.valid = false;
 	current_scan = NULL;
-	exhausted = !timed_out && applied < limit && !s->blocked;
+	blocked = s->blocked;
+	exhausted = !timed_out && applied < limit && !blocked;
 	position = exhausted ? Max(head, s->position) : s->position;
 	caught_up = position >= head;
 	es_log_scan_end(s);
 	es_projection_leave(&save);
 
+	if (applied == 0 && position == p.position)
+	{
+		/* stopped before an event its transaction does not show yet: write nothing */
+		PopActiveSnapshot();
+		UnregisterSnapshot(snap);
+		return blocked ? BATCH_BLOCKED : BATCH_NOTHING;
+	}
 	args[0] = CStringGetTextDatum(name);
 	args[1] = Int64GetDatum(position);
 	args[2] = Int64GetDatum(applied);
@@ -357,16 +401,19 @@ apply_batch(const char *name)
 	SPI_finish();
 	PopActiveSnapshot();
 	UnregisterSnapshot(snap);
-	return applied;
+	return BATCH_APPLIED;
 }
 
 /*
  * After a batch failed (its transaction aborted): shorten the next batch,
  * schedule a retry, or, past the retries, stop the projection or park the
- * event.  In a transaction of its own.
+ * event.  In a transaction of its own; only if the projection is still the
+ * incarnation, at the position, that the batch started from (a rebuild,
+ * resume or re-creation meanwhile makes the failure moot: if it recurs, the
+ * new batch will meet it).
  */
 static void
-record_failure(const char *name, ErrorData *edata)
+record_failure(ErrorData *edata)
 {
 	EsProjection p;
 	Datum		args[9];
@@ -378,15 +425,20 @@ record_failure(const char *name, ErrorData *edata)
 	if (failing.valid && failing.index > 0)
 	{
 		/* the events before it are fine: apply them alone, then meet it first */
-		strlcpy(short_batch_name, name, sizeof(short_batch_name));
-		short_batch_events = failing.index;
+		strlcpy(short_batch.name, failing.name, sizeof(short_batch.name));
+		strlcpy(short_batch.incarnation, failing.incarnation, sizeof(short_batch.incarnation));
+		short_batch.start = failing.start;
+		short_batch.events = failing.index;
 		return;
 	}
 
-	StartTransactionCommand();
+	es_worker_begin();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	(void) es_projection_lock(name, true);
-	if (!es_projection_read(name, &p) || !state_runs(p.state))
+	(void) es_projection_lock(failing.name, true);
+	PopActiveSnapshot();
+	PushActiveSnapshot(GetTransactionSnapshot());	/* one taken after the lock */
+	if (!es_projection_read(failing.name, false, &p) || !state_runs(p.state) ||
+		strcmp(p.incarnation, failing.incarnation) != 0 || p.position != failing.start)
 	{
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -394,7 +446,7 @@ record_failure(const char *name, ErrorData *edata)
 	}
 	retries = p.retries + 1;
 	memset(nulls, ' ', sizeof(nulls));
-	args[0] = CStringGetTextDatum(name);
+	args[0] = CStringGetTextDatum(failing.name);
 	args[1] = Int32GetDatum(retries);
 	args[2] = Int64GetDatum((int64) es_projection_retry_delay_ms << Min(retries - 1, 20));
 	args[3] = CStringGetTextDatum(edata->message ? edata->message : "");
@@ -446,9 +498,40 @@ record_failure(const char *name, ErrorData *edata)
 }
 
 /*
+ * record_failure, whose own errors (a lock timeout, a dropped extension) are
+ * logged rather than end the worker: the failure is then not recorded, and
+ * the next batch meets the event again.
+ */
+static void
+record_failure_safely(ErrorData *edata)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		record_failure(edata);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *second;
+
+		MemoryContextSwitchTo(cxt);
+		second = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("event_store projection \"%s\": could not record its failure: %s",
+						failing.name, second->message)));
+		FreeErrorData(second);
+	}
+	PG_END_TRY();
+}
+
+/*
  * One round: find the projections behind the log, apply one batch of the
  * first whose lock is free.  Returns true if it applied a batch (look again
- * at once); otherwise *sleep_ms says when the next retry is due.
+ * at once); otherwise *sleep_ms says when to look again (a retry that is
+ * due, an event not visible yet).
  */
 static bool
 projector_round(long *sleep_ms)
@@ -459,10 +542,9 @@ projector_round(long *sleep_ms)
 	int			ncands = 0;
 	int			nasync = 0;
 	volatile bool worked = false;
-	char	   *volatile name = NULL;
 	int			i;
 
-	StartTransactionCommand();
+	es_worker_begin();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!OidIsValid(get_extension_oid("event_store", true)) ||
 		!OidIsValid(get_namespace_oid("event_store", true)) ||
@@ -526,22 +608,31 @@ projector_round(long *sleep_ms)
 
 	for (i = 0; i < ncands && !worked; i++)
 	{
+		char	   *name = cands[i].name;
+
 		if (!IsTransactionState())
-			StartTransactionCommand();
-		if (!es_projection_lock(cands[i].name, false))
+			es_worker_begin();
+		if (!es_projection_lock(name, false))
 			continue;			/* another worker (or a rebuild) has it */
-		name = cands[i].name;
+		pgstat_report_activity(STATE_RUNNING, name);
 		PG_TRY();
 		{
-			worked = apply_batch(name) >= 0;
+			BatchResult r = apply_batch(name);
+
 			CommitTransactionCommand();
+			if (r == BATCH_APPLIED)
+				worked = true;
+			else if (r == BATCH_BLOCKED)
+				*sleep_ms = Min(*sleep_ms, 10);
 		}
 		PG_CATCH();
 		{
 			ErrorData  *edata;
 
 			/* keep what identifies the event before the abort frees it */
-			if (failing.valid && failing.in_scan && current_scan != NULL)
+			if (failing.valid && current_scan != NULL && !current_scan->have_current)
+				failing.valid = false;	/* failed before an event was fetched */
+			else if (failing.valid && current_scan != NULL)
 			{
 				EsLogScan  *s = current_scan;
 
@@ -564,15 +655,17 @@ projector_round(long *sleep_ms)
 			ereport(LOG,
 					(errmsg("event_store projection \"%s\" failed: %s", name, edata->message),
 					 edata->context ? errdetail_internal("%s", edata->context) : 0));
-			record_failure(name, edata);
+			record_failure_safely(edata);
 			failing.valid = false;
 			MemoryContextReset(error_cxt);
 			worked = true;		/* look again at once: the next batch is ready */
 		}
 		PG_END_TRY();
+		pgstat_report_activity(STATE_IDLE, NULL);
 	}
 	if (IsTransactionState())
 		CommitTransactionCommand();
+	pgstat_report_stat(false);	/* the read models' tables are vacuumed like any other */
 	if (worked)
 		ConditionVariableBroadcast(&es_pipeline->projection_cv);
 	MemoryContextDelete(round_cxt);
@@ -613,6 +706,11 @@ event_store_projector_main(Datum arg)
 	pgstat_report_appname("event_store projector");
 	/* a lost commit is a lost batch, applied again: no need to wait for the flush */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
+	/* the rounds rely on these, whatever postgresql.conf says */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_SESSION);
 	/* the worker's own statements are schema-qualified; handlers get their own path */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	event_cxt = AllocSetContextCreate(TopMemoryContext, "event_store projector event",

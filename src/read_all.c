@@ -249,6 +249,7 @@ es_log_scan_next(EsLogScan *s)
 	bool		found;
 	int			i;
 
+	s->have_current = false;
 	if (s->remaining == 0 || s->ended)
 		return false;
 	CHECK_FOR_INTERRUPTS();
@@ -273,6 +274,7 @@ es_log_scan_next(EsLogScan *s)
 	s->current.position = best->position;
 	s->current.stream_id = slot_getattr(best->slot, Anum_log_stream_id, &isnull);
 	s->current.stream_version = DatumGetInt64(slot_getattr(best->slot, Anum_log_stream_version, &isnull));
+	s->have_current = true;
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, s->current.stream_id);
 	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ,
 				Int64GetDatum(s->current.stream_version));
@@ -297,6 +299,8 @@ es_log_scan_next(EsLogScan *s)
 	es_present_event(s->values, s->nulls);
 	MemoryContextSwitchTo(caller);
 
+	/* the log row's datum goes with its slot, which moves on below: keep the event's */
+	s->current.stream_id = s->values[Anum_events_stream_id];
 	s->position = best->position;
 	if (s->remaining > 0)
 		s->remaining--;

@@ -237,7 +237,7 @@ shut_down_for_dropped_extension(void)
 		AbortCurrentTransaction();
 	replorigin_session_reset();
 	replorigin_session_origin = InvalidRepOriginId;
-	StartTransactionCommand();
+	es_worker_begin();
 	replorigin_drop_by_name(my_name, true, false);
 	CommitTransactionCommand();
 
@@ -277,7 +277,7 @@ rebuild_from_events(void)
 	int			ret;
 	int64		added;
 
-	StartTransactionCommand();
+	es_worker_begin();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!extension_installed())
 	{
@@ -354,7 +354,7 @@ acquire_slot(void)
 	{
 		LogicalDecodingContext *ctx;
 
-		StartTransactionCommand();
+		es_worker_begin();
 		CheckLogicalDecodingRequirements();
 		ReplicationSlotCreate(my_name, true, RS_EPHEMERAL, false);
 		ctx = CreateInitDecodingContext(ES_PLUGIN_NAME, NIL, false, InvalidXLogRecPtr,
@@ -413,7 +413,7 @@ apply_buffer(void)
 	bool		isnull;
 	int			t;
 
-	StartTransactionCommand();
+	es_worker_begin();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!extension_installed())
 	{
@@ -517,7 +517,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 	if (XLogRecPtrIsInvalid(start) || start < end_of_wal)
 	{
 		buffer_reset();
-		StartTransactionCommand();
+		es_worker_begin();
 		MemoryContextSwitchTo(round_context);
 		old_owner = CurrentResourceOwner;
 		InvalidateSystemCaches();
@@ -556,7 +556,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 		else
 		{
 			/* notice a dropped extension even when nothing is decoded */
-			StartTransactionCommand();
+			es_worker_begin();
 			if (!extension_installed())
 				shut_down_for_dropped_extension();
 			CommitTransactionCommand();
@@ -568,7 +568,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 	else
 	{
 		/* nothing new; still notice a dropped extension */
-		StartTransactionCommand();
+		es_worker_begin();
 		if (!extension_installed())
 			shut_down_for_dropped_extension();
 		CommitTransactionCommand();
@@ -671,7 +671,7 @@ worker_loop(void)
 	RepOriginId origin;
 
 	/* the replication origin: our progress, and the tag of our own writes */
-	StartTransactionCommand();
+	es_worker_begin();
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	my_entry->want_again = false;
 	LWLockRelease(es_pipeline_lock);
@@ -681,7 +681,7 @@ worker_loop(void)
 	if (origin == InvalidRepOriginId)
 		origin = replorigin_create(my_name);
 	CommitTransactionCommand();
-	StartTransactionCommand();
+	es_worker_begin();
 	replorigin_session_setup(origin);
 	replorigin_session_origin = origin;
 	CommitTransactionCommand();
@@ -693,7 +693,7 @@ worker_loop(void)
 
 	ctx_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline decoding",
 										ALLOCSET_DEFAULT_SIZES);
-	StartTransactionCommand();
+	es_worker_begin();
 	{
 		MemoryContext old = MemoryContextSwitchTo(ctx_context);
 

@@ -176,6 +176,57 @@ is(differences('slow_tallies'), '0', 'the killed worker\'s own read model = fres
 is(differences('inline_tallies'), '0', 'inline read model = fresh fold');
 $node->safe_psql('postgres', q{SELECT event_store.drop_projection('slow_tallies')});
 
+# --- cancels in the middle of batches, and the statistics of the read models -----
+# A projection worker whose batch is cancelled (pg_cancel_backend) at any
+# point, even before it has fetched an event, records a failure and retries:
+# it never crashes the server, and nothing is applied twice.
+my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+@clients = start_clients('c');
+for (1 .. 150)
+{
+	$node->safe_psql('postgres', q{
+		SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE backend_type = 'event_store projector'});
+	usleep(10_000);
+}
+eval { $_->{h}->kill_kill; $_->{h}->finish } for @clients;
+is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
+	'cancelling projection workers at random never crashed the server');
+is($node->safe_psql('postgres', q{
+	SELECT bool_and(event_store.wait_for_projection(n, '120 s')) FROM unnest('{tallies}'::text[]) n}),
+	't', 'the projection catches up after the cancels');
+is(differences('tallies'), '0', 'read model = fresh fold after the cancels');
+# the workers report their writes, so that autovacuum and autoanalyze look after read models
+ok($node->poll_query_until('postgres', q{
+	SELECT n_tup_ins + n_tup_upd > 0 FROM pg_stat_user_tables WHERE relname = 'tallies'}),
+	'the projection workers report the read model\'s writes to the statistics');
+
+# --- a database whose defaults would stop an unprepared worker ------------------
+# (REPEATABLE READ, read-only transactions and a tiny lock_timeout by default:
+# the workers set their own.)
+$node->safe_psql('postgres', 'CREATE DATABASE hostile');
+$node->safe_psql('hostile', q{
+	CREATE EXTENSION event_store CASCADE;
+	CREATE TABLE seen (stream_id text, stream_version bigint);
+	CREATE FUNCTION see(e event_store.event) RETURNS void LANGUAGE sql AS $$
+	  INSERT INTO seen VALUES (e.stream_id, e.stream_version) $$;
+	ALTER DATABASE hostile SET default_transaction_isolation = 'repeatable read';
+	ALTER DATABASE hostile SET lock_timeout = '1ms';
+});
+$node->safe_psql('hostile', q{SELECT event_store.wait_for_pipeline('60 s')});
+$node->safe_psql('hostile', q{
+	SELECT event_store.create_projection('see', 'see(event_store.event)');
+	SELECT count(event_store.append('h-' || (i % 3), 'E', '{}')) FROM generate_series(1, 300) i;
+	ALTER DATABASE hostile SET default_transaction_read_only = on;
+});
+is($node->safe_psql('hostile', q{
+	SET default_transaction_read_only = off;
+	SELECT event_store.wait_for_projection('see', '60 s')}), 't',
+	'a projection applies in a database whose defaults are repeatable read, read-only and lock_timeout = 1ms');
+is($node->safe_psql('hostile', q{SELECT count(*) || ' ' || count(DISTINCT (stream_id, stream_version)) FROM seen}),
+	'300 300', 'every event once');
+is($node->safe_psql('hostile', q{SELECT retries || ' ' || coalesce(last_error, 'no error') FROM event_store.projection_status}),
+	'0 no error', 'and without a single failed batch');
+
 # --- a slow projection does not delay a fast one ------------------------------
 $node->safe_psql('postgres', q{
 	CREATE TABLE fast_seen (stream_id text, stream_version bigint);
@@ -212,7 +263,7 @@ cmp_ok($lag2, '<', 2, 'with two projection workers, the fast projection stays wi
 $node->append_conf('postgresql.conf', "event_store.projection_workers = 1\n");
 $node->reload;
 $node->poll_query_until('postgres', q{
-	SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'event_store projector'})
+	SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'event_store projector' AND datname = current_database()})
   or die 'the second projection worker did not stop';
 my $lag1 = fast_lag('one');
 note sprintf('one projection worker: the fast projection lagged at most %.3f s', $lag1);
