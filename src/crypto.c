@@ -135,7 +135,6 @@ typedef struct CryptoCatalog
 	Oid			tomb_relid;		/* forgotten_subjects */
 	Oid			tomb_pkey;		/* (subject_hash) */
 	Oid			rules_relid;	/* protected_types */
-	Oid			owner;			/* owner of our tables */
 } CryptoCatalog;
 
 static CryptoCatalog ccat;
@@ -469,12 +468,6 @@ crypto_catalog(void)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("the personal-data tables of extension \"event_store\" are missing"),
 					 errhint("Reinstall the extension: DROP EXTENSION event_store; CREATE EXTENSION event_store CASCADE.")));
-		{
-			Relation	r = table_open(c.keys_relid, AccessShareLock);
-
-			c.owner = r->rd_rel->relowner;
-			table_close(r, AccessShareLock);
-		}
 		ccat = c;
 		ccat_valid = true;
 	}
@@ -1304,17 +1297,6 @@ is_forgotten(const uint8 *hash)
 	return tup != NULL;
 }
 
-/* Run SPI as the owner of our tables, so that callers need no right on them. */
-#define AS_OWNER_BEGIN(c) \
-	do { \
-		Oid			save_user_; \
-		int			save_sec_; \
-		GetUserIdAndSecContext(&save_user_, &save_sec_); \
-		SetUserIdAndSecContext((c)->owner, save_sec_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
-#define AS_OWNER_END() \
-		SetUserIdAndSecContext(save_user_, save_sec_); \
-	} while (0)
-
 /*
  * The key id of the subject (whose SHA-256 is hash), creating a random key on
  * first use.  A forgotten subject is refused.
@@ -1358,6 +1340,7 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		Datum		args[4];
 		Oid			types[4] = {UUIDOID, TEXTOID, BYTEAOID, TEXTOID};
 		int			rc;
+		EsOwnerSave owner;
 
 		random_bytes(key_id->data, UUID_LEN);
 		key_id->data[6] = (key_id->data[6] & 0x0f) | 0x40;
@@ -1368,7 +1351,7 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		args[2] = PointerGetDatum(wrap_key(kek, key_id, k));
 		args[3] = CStringGetTextDatum(kek->id);
 		explicit_bzero(k, sizeof(k));
-		AS_OWNER_BEGIN(c);
+		es_owner_begin(&owner);
 		SPI_connect();
 		rc = SPI_execute_with_args("INSERT INTO event_store.subject_keys (key_id, subject, wrapped_key, kek_id) "
 								   "VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING",
@@ -1376,7 +1359,7 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "could not store a subject key: %s", SPI_result_code_string(rc));
 		SPI_finish();
-		AS_OWNER_END();
+		es_owner_end(&owner);
 		/* a concurrent first use may have won: use what is stored */
 		tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
 						PointerGetDatum(subject), &desc);
@@ -2008,6 +1991,7 @@ event_store_protect(PG_FUNCTION_ARGS)
 	Datum		args[3];
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTARRAYOID};
 	int			rc;
+	EsOwnerSave owner;
 
 	es_require_arg(fcinfo, 2, "fields");
 	arr = PG_GETARG_ARRAYTYPE_P(2);
@@ -2048,7 +2032,7 @@ event_store_protect(PG_FUNCTION_ARGS)
 	args[0] = PointerGetDatum(event_type);
 	args[1] = CStringGetTextDatum(sp.text);
 	args[2] = PointerGetDatum(arr);
-	AS_OWNER_BEGIN(c);
+	es_owner_begin(&owner);
 	SPI_connect();
 	rc = SPI_execute_with_args("INSERT INTO event_store.protected_types (event_type, subject, fields) "
 							   "VALUES ($1, $2, $3) ON CONFLICT (event_type) DO UPDATE "
@@ -2058,7 +2042,7 @@ event_store_protect(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not store the rule: %s", SPI_result_code_string(rc));
 	SPI_finish();
-	AS_OWNER_END();
+	es_owner_end(&owner);
 	CacheInvalidateRelcacheByRelid(c->rules_relid);
 	PG_RETURN_VOID();
 }
@@ -2138,6 +2122,7 @@ event_store_forget(PG_FUNCTION_ARGS)
 	bool		was_forgotten;
 	int			i;
 	int			rc;
+	EsOwnerSave owner;
 
 	/*
 	 * The key row is overwritten in place at pre-commit, which cannot be
@@ -2169,7 +2154,7 @@ event_store_forget(PG_FUNCTION_ARGS)
 	if (was_forgotten && key_id == NULL)
 		PG_RETURN_BOOL(false);
 
-	AS_OWNER_BEGIN(c);
+	es_owner_begin(&owner);
 	SPI_connect();
 	if (key_id)
 	{
@@ -2226,7 +2211,7 @@ event_store_forget(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not record the audit event: %s", SPI_result_code_string(rc));
 	}
 	SPI_finish();
-	AS_OWNER_END();
+	es_owner_end(&owner);
 	CacheInvalidateRelcacheByRelid(c->keys_relid);
 	PG_RETURN_BOOL(true);
 }
@@ -2247,9 +2232,10 @@ event_store_rewrap_keys(PG_FUNCTION_ARGS)
 	uint64		n;
 	SPITupleTable *tt;
 	int			rc;
+	EsOwnerSave owner;
 
 	(void) fcinfo;
-	AS_OWNER_BEGIN(c);
+	es_owner_begin(&owner);
 	SPI_connect();
 	args[0] = CStringGetTextDatum(cur->id);
 	rc = SPI_execute_with_args("SELECT key_id, wrapped_key, kek_id FROM event_store.subject_keys "
@@ -2280,7 +2266,7 @@ event_store_rewrap_keys(PG_FUNCTION_ARGS)
 		done++;
 	}
 	SPI_finish();
-	AS_OWNER_END();
+	es_owner_end(&owner);
 	CacheInvalidateRelcacheByRelid(c->keys_relid);
 	PG_RETURN_INT64((int64) done);
 }

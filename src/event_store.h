@@ -119,6 +119,7 @@ typedef struct EsCatalog
 	Oid			events_relid;
 	Oid			stream_index;	/* (stream_id, stream_version), the primary key */
 	Oid			event_id_index; /* unique (event_id) */
+	Oid			owner;			/* owner of the event table: the extension's owner */
 } EsCatalog;
 
 extern const EsCatalog *es_catalog(void);
@@ -201,6 +202,32 @@ extern void es_pipeline_init(void);
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 extern text *es_check_identifier(Datum value, bool isnull, const char *what);
 extern text *es_identifier_arg(FunctionCallInfo fcinfo, int argno, const char *name);
+
+/*
+ * event_store.c: run SQL (SPI) as the owner of the extension's tables, the
+ * way referential-integrity triggers run as the table's owner.  Every write
+ * of the registries (upcasters, aggregates, protected_types), the key tables
+ * and the snapshots goes through here, so that callers need the function's
+ * EXECUTE right and no right on the tables.  An error in between needs no
+ * cleanup: (sub)transaction abort restores the user.
+ */
+typedef struct EsOwnerSave
+{
+	Oid			user;
+	int			sec_context;
+} EsOwnerSave;
+
+extern void es_owner_begin(EsOwnerSave *save);
+extern void es_owner_end(const EsOwnerSave *save);
+
+/*
+ * event_store.c: the function a stored signature names (registries keep
+ * "schema.name(argtypes)" as format_procedure_qualified() wrote it), or
+ * InvalidOid when it is gone or the text is not such a signature with
+ * exactly these argument types.  Never raises for malformed text, so that a
+ * bad registry row breaks only what needs it.
+ */
+extern Oid	es_resolve_signature(const char *signature, int nargs, const Oid *argtypes);
 
 /* crypto.c (beyond the hooks above) */
 extern bool es_may_read_personal_data(void);

@@ -40,6 +40,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -56,6 +57,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "event_store.h"
 
@@ -153,6 +155,14 @@ es_catalog(void)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("extension \"event_store\" is not installed in this database"),
 					 errhint("Run CREATE EXTENSION event_store CASCADE.")));
+		{
+			HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(c.events_relid));
+
+			if (!HeapTupleIsValid(tp))
+				elog(ERROR, "cache lookup failed for relation %u", c.events_relid);
+			c.owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+			ReleaseSysCache(tp);
+		}
 		catalog = c;
 		catalog_valid = true;
 	}
