@@ -286,6 +286,13 @@ SELECT event_store.delete_snapshots(aggregate => 'dropped');
 CREATE FUNCTION last_data(state jsonb, e event_store.event) RETURNS jsonb
 LANGUAGE sql AS 'SELECT e.data';
 SELECT * FROM event_store.load_aggregate('acct-1', 'dropped');
+-- a row written around define_aggregate (only the owner can) whose reducer is
+-- no signature: its loads fail with VE017, other aggregates are not affected
+INSERT INTO event_store.aggregates VALUES ('garbled', 'not a signature(', '{}', NULL, 1, now());
+SELECT * FROM event_store.load_aggregate('acct-1', 'garbled');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.load_aggregate('acct-1', 'dropped');
+DELETE FROM event_store.aggregates WHERE name = 'garbled';
 -- negative and impossible versions
 SELECT * FROM event_store.load_aggregate('acct-1', 'account', at_version => -1);
 \echo :LAST_ERROR_SQLSTATE

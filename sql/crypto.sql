@@ -132,6 +132,27 @@ SELECT event_store.append('pd-order-2', 'OrderPlaced', '{"customer": {"id": {"x"
 SELECT event_store.append('pd-order-2', 'OrderPlaced', '{"customer": {"id": null, "address": "Elm St 2"}}');
 \echo :LAST_ERROR_SQLSTATE
 
+-- a rule written around protect() (only the owner can) that protect() would
+-- refuse: events of its type are refused (never stored in clear), others are not
+INSERT INTO event_store.protected_types (event_type, subject, fields)
+VALUES ('Garbled', 'not a path', '{$.email}'), ('Garbled2', '$.id', '{$.a, $.a.b}');
+\c
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+SELECT event_store.append('garbled-1', 'Garbled', '{"id": "g1", "email": "g@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append('garbled-1', 'Garbled2', '{"id": "g1", "a": {"b": 1}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append('garbled-1', 'Unprotected', '{"id": "g1"}');
+SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.org"}');
+SELECT data->>'email' AS email FROM event_store.read_stream('user-3', backwards => true, max_count => 1);
+-- protect() sets it right: the rule applies again (here: no subject in the event)
+SELECT event_store.protect('Garbled', '$.id', '{$.email}');
+SELECT event_store.append('garbled-1', 'Garbled', '{"email": "g@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM event_store.protected_types WHERE event_type LIKE 'Garbled%';
+\c
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+
 -- tampering fails loudly: a flipped byte, a truncated ciphertext, a ciphertext moved to another field
 ALTER TABLE event_store.events DISABLE TRIGGER append_only;
 SELECT event_store.append('tamper-1', 'UserRegistered', '{"user_id": "u4", "email": "dave@example.com", "profile": {"name": "Dave"}}',

@@ -134,6 +134,23 @@ SELECT event_store.append('tag-1', 'Tagged', '{"tag": "new"}');
 SELECT event_store.drop_upcaster('Tagged', 1);
 SELECT stream_version, schema_version, data FROM event_store.read_stream('tag-1');
 
+-- Rows written around the functions (only the owner can) break nothing but
+-- the events that need them: not the reads of other types, not appends.
+INSERT INTO event_store.upcasters VALUES ('Garbled', 1, 'not a signature(', NULL),
+       ('Garbled', 2000000000, 'public.address_v1_to_v2(pg_catalog.jsonb)', NULL),
+       ('Garbled2', 1, 'public.address_v1_to_v2(pg_catalog.jsonb, pg_catalog.jsonb)', 'x');
+\c
+\set SHOW_CONTEXT never
+SELECT event_store.append('garbled-1', 'Garbled', '{}', schema_version => 1);
+SELECT stream_version, schema_version, data FROM event_store.read_stream('customer-1', max_count => 1);
+SELECT event_store.append('garbled-2', 'Other', '{}');
+SELECT * FROM event_store.read_stream('garbled-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_type, current_version, steps FROM event_store.event_schemas WHERE event_type LIKE 'Garbled%' ORDER BY 1;
+DELETE FROM event_store.upcasters WHERE event_type LIKE 'Garbled%';
+\c
+\set SHOW_CONTEXT never
+
 -- Registering needs EXECUTE on the upcaster, and the right to call add_upcaster.
 CREATE ROLE regress_upcast_admin;
 GRANT USAGE ON SCHEMA event_store TO regress_upcast_admin;

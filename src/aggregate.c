@@ -22,9 +22,12 @@
  * OID: the definition survives pg_dump and pg_upgrade (which refuses reg*
  * columns in user tables).  It is resolved again at each load.
  *
- * Locking: loads take AccessShareLock on the tables they read, as a SELECT
- * does; writes go through SPI (INSERT, UPDATE, DELETE) with the caller's
- * rights.
+ * Locking and rights: loads take AccessShareLock on the tables they read, as
+ * a SELECT does, and check the caller's SELECT right on the events and the
+ * registry.  The registry and the snapshots are written through SPI as the
+ * extension's owner (es_owner_begin): EXECUTE on define_aggregate is the
+ * right to define, and no role needs (or should get) a write grant on
+ * event_store.aggregates.
  *
  *-------------------------------------------------------------------------
  */
@@ -245,16 +248,9 @@ check_execute(Oid fn)
 static Oid
 resolve_reducer(text *aggregate, const char *signature)
 {
-	LOCAL_FCINFO(fcinfo, 1);
-	Datum		result;
-	Oid			fn = InvalidOid;
+	Oid			argtypes[2] = {JSONBOID, es_agg_catalog()->event_type};
+	Oid			fn = es_resolve_signature(signature, 2, argtypes);
 
-	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = CStringGetTextDatum(signature);
-	fcinfo->args[0].isnull = false;
-	result = to_regprocedure(fcinfo);
-	if (!fcinfo->isnull)
-		fn = DatumGetObjectId(result);
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_REDUCER_MISSING),
@@ -444,6 +440,7 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 	Datum		drop_values[2];
 	bool		isnull;
 	int			ret;
+	EsOwnerSave owner;
 
 	es_require_arg(fcinfo, 1, "reducer");
 	es_require_arg(fcinfo, 2, "initial_state");
@@ -464,6 +461,8 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 	values[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
 	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
 
+	/* the registry (and the snapshots) are written by the functions only, as their owner */
+	es_owner_begin(&owner);
 	SPI_connect();
 	if (define_plan == NULL)
 	{
@@ -488,6 +487,7 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	SPI_finish();
+	es_owner_end(&owner);
 	PG_RETURN_VOID();
 }
 

@@ -164,6 +164,7 @@ typedef struct JsonPath
 typedef struct RuleEntry
 {
 	char		event_type[PATH_KEY_LEN];	/* hash key */
+	bool		corrupt;		/* a row protect() would have refused */
 	JsonPath	subject;
 	int			nfields;
 	JsonPath   *fields;
@@ -1121,7 +1122,9 @@ load_rules(void)
 		bool		n[3];
 		char	   *type;
 		RuleEntry  *e;
+		ArrayType  *arr;
 		Datum	   *elems;
+		bool	   *enulls;
 		int			nelems;
 		int			i;
 
@@ -1130,16 +1133,35 @@ load_rules(void)
 			continue;
 		old = MemoryContextSwitchTo(crypto_cxt);
 		type = TextDatumGetCString(v[0]);
+		if (strlen(type) >= PATH_KEY_LEN)
+		{
+			/* no event has such a type */
+			MemoryContextSwitchTo(old);
+			continue;
+		}
 		e = hash_search(rules, type, HASH_ENTER, NULL);
-		if (!parse_path(TextDatumGetCString(v[1]), &e->subject))
-			elog(ERROR, "corrupt rule in event_store.protected_types");
-		deconstruct_array(DatumGetArrayTypeP(v[2]), TEXTOID, -1, false, TYPALIGN_INT,
-						  &elems, NULL, &nelems);
-		e->nfields = nelems;
-		e->fields = palloc(sizeof(JsonPath) * nelems);
-		for (i = 0; i < nelems; i++)
-			if (!parse_path(TextDatumGetCString(elems[i]), &e->fields[i]))
-				elog(ERROR, "corrupt rule in event_store.protected_types");
+		e->nfields = 0;
+		e->fields = NULL;
+		e->corrupt = !parse_path(TextDatumGetCString(v[1]), &e->subject);
+		arr = DatumGetArrayTypeP(v[2]);
+		if (!e->corrupt && ARR_NDIM(arr) == 1 && ARR_ELEMTYPE(arr) == TEXTOID)
+		{
+			deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &nelems);
+			e->fields = palloc(sizeof(JsonPath) * Max(nelems, 1));
+			e->corrupt = (nelems == 0 || nelems > MAX_FIELDS);
+			for (i = 0; i < nelems && !e->corrupt; i++)
+			{
+				int			j;
+
+				e->corrupt = enulls[i] || !parse_path(TextDatumGetCString(elems[i]), &e->fields[i]);
+				for (j = 0; j < i && !e->corrupt; j++)
+					e->corrupt = path_prefix(&e->fields[j], &e->fields[i]) ||
+						path_prefix(&e->fields[i], &e->fields[j]);
+			}
+			e->nfields = e->corrupt ? 0 : nelems;
+		}
+		else
+			e->corrupt = true;
 		MemoryContextSwitchTo(old);
 		nrules++;
 	}
@@ -1577,6 +1599,12 @@ es_protect_event(Datum *values, bool *nulls)
 	rule = find_rule(event_type);
 	if (rule == NULL)
 		return;
+	if (rule->corrupt)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_INVALID_PATH),
+				 errmsg("the personal-data rule of event type \"%s\" is invalid", rule->event_type),
+				 errdetail("Its row in event_store.protected_types was not written by event_store.protect(); events of the type are refused rather than stored in clear."),
+				 errhint("Set the rule again with event_store.protect().")));
 
 	sv = path_get(data, &rule->subject);
 	if (sv == NULL || (sv->type != jbvString && sv->type != jbvNumeric))

@@ -14,9 +14,11 @@
  * before a version or a time, is found by a single backward index probe.
  * Snapshots are derived data: deleting any of them changes no result.
  *
- * Locking: reads take AccessShareLock on the table and index, as a SELECT
- * does, and check the caller's SELECT privilege; writes go through SPI with
- * the caller's rights.
+ * Locking and rights: reads take AccessShareLock on the table and index, as
+ * a SELECT does, and check the caller's SELECT privilege; writes go through
+ * SPI as the extension's owner (es_owner_begin), so that EXECUTE on
+ * save_snapshot and delete_snapshots is the right to call them, and INSERT
+ * on event_store.snapshots the right of a load to write one.
  *
  *-------------------------------------------------------------------------
  */
@@ -182,6 +184,7 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 	Oid			types[7] = {TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID};
 	Datum		values[7];
 	int			ret;
+	EsOwnerSave owner;
 
 	values[0] = PointerGetDatum(stream_id);
 	values[1] = PointerGetDatum(agg->name);
@@ -190,6 +193,7 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 	values[4] = Int64GetDatum(snap->version);
 	values[5] = JsonbPGetDatum(snap->state);
 	values[6] = TimestampTzGetDatum(snap->recorded_at);
+	es_owner_begin(&owner);
 	SPI_connect();
 	ret = SPI_execute_plan(replace ? get_plan(&replace_plan, replace_sql, 7, types)
 						   : get_plan(&write_plan, write_sql, 7, types),
@@ -197,6 +201,7 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	SPI_finish();
+	es_owner_end(&owner);
 }
 
 /*
@@ -286,7 +291,7 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 
 /*
  * Delete the snapshots of a stream, of an aggregate, of both, or (both NULL)
- * all, with the caller's rights; returns how many.  For other modules too:
+ * all, as the extension's owner; returns how many.  For other modules too:
  * whatever changes the events readers are handed (a new upcaster, a
  * forgotten subject) must delete the snapshots derived from them, or
  * "snapshot + later events = full replay" no longer holds.
@@ -299,17 +304,20 @@ es_delete_snapshots(text *stream_id, text *aggregate)
 	char		nulls[2];
 	int			ret;
 	uint64		deleted;
+	EsOwnerSave owner;
 
 	values[0] = PointerGetDatum(stream_id);
 	nulls[0] = stream_id ? ' ' : 'n';
 	values[1] = PointerGetDatum(aggregate);
 	nulls[1] = aggregate ? ' ' : 'n';
+	es_owner_begin(&owner);
 	SPI_connect();
 	ret = SPI_execute_plan(get_plan(&delete_plan, delete_sql, 2, types), values, nulls, false, 0);
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	deleted = SPI_processed;
 	SPI_finish();
+	es_owner_end(&owner);
 	return (int64) deleted;
 }
 
