@@ -134,6 +134,33 @@ SELECT event_store.append('tag-1', 'Tagged', '{"tag": "new"}');
 SELECT event_store.drop_upcaster('Tagged', 1);
 SELECT stream_version, schema_version, data FROM event_store.read_stream('tag-1');
 
+-- Snapshots follow the upcasters' code: once an upcaster's body is replaced
+-- (CREATE OR REPLACE, or drop and create under the same signature), loads
+-- fold again rather than serve state folded under the old body.
+CREATE FUNCTION public.grade_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"grade": "A"}' $$;
+CREATE FUNCTION public.grades(state jsonb, e event_store.event) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT jsonb_build_object('grades', coalesce(state->'grades', '[]') || jsonb_build_array(e.data->'grade')) $$;
+SELECT event_store.append('grade-1', 'Graded', '{}', schema_version => 1),
+       event_store.append('grade-1', 'Graded', '{}', schema_version => 1);
+SELECT event_store.add_upcaster('Graded', 1, 'public.grade_v1(jsonb)');
+SELECT event_store.define_aggregate('grades', 'public.grades(jsonb, event_store.event)', '{}', 1);
+SELECT * FROM event_store.load_aggregate('grade-1', 'grades');
+SELECT count(*) AS snapshots FROM event_store.snapshots WHERE aggregate = 'grades';
+CREATE OR REPLACE FUNCTION public.grade_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"grade": "B"}' $$;
+SELECT * FROM event_store.load_aggregate('grade-1', 'grades');
+DROP FUNCTION public.grade_v1(jsonb);
+CREATE FUNCTION public.grade_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"grade": "C"}' $$;
+SELECT * FROM event_store.load_aggregate('grade-1', 'grades');
+-- a body that did not change keeps the snapshots valid
+CREATE OR REPLACE FUNCTION public.grade_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"grade": "C"}' $$;
+SELECT * FROM event_store.load_snapshot('grade-1', 'grades');
+SELECT event_store.drop_upcaster('Graded', 1);
+DELETE FROM event_store.aggregates WHERE name = 'grades';
+
 -- Rows written around the functions (only the owner can) break nothing but
 -- the events that need them: not the reads of other types, not appends.
 INSERT INTO event_store.upcasters VALUES ('Garbled', 1, 'not a signature(', NULL),
@@ -168,22 +195,44 @@ DROP ROLE regress_upcast_admin;
 
 -- A C extension upcasts through the hook (test/modules/upcast_hook): for
 -- Paid events at version 1 it renames "amount" to "amount_cents".
+-- An aggregate over them shows that snapshots follow the hook too: the
+-- module declares what it does in event_store_upcast_hook_fingerprint.
 SELECT event_store.append('invoice-1', 'Paid', '{"amount": 1250, "by": "card"}');
 SELECT stream_version, schema_version, data FROM event_store.read_stream('invoice-1');
+CREATE FUNCTION public.last_data_of(state jsonb, e event_store.event) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT e.data $$;
+SELECT event_store.define_aggregate('last_paid', 'public.last_data_of(jsonb, event_store.event)', '{}', 1);
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
 \getenv abs_builddir PG_ABS_BUILDDIR
 \getenv dlsuffix PG_DLSUFFIX
 \set hook_library :abs_builddir '/test/modules/upcast_hook/upcast_hook' :dlsuffix
 LOAD :'hook_library';
 SET upcast_hook.event_type = 'Paid';
 SELECT stream_version, schema_version, data FROM event_store.read_stream('invoice-1');
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
 -- the hook runs after the SQL chain: it sees (and may continue from) its result
 CREATE FUNCTION public.paid_add_currency(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
   AS $$ SELECT data || '{"currency": "EUR"}' $$;
 SELECT event_store.add_upcaster('Paid', 1, 'public.paid_add_currency(jsonb)');
 SET upcast_hook.from_version = 2;
 SELECT stream_version, schema_version, data FROM event_store.read_stream('invoice-1');
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
 RESET upcast_hook.event_type;
 SELECT stream_version, schema_version, data FROM event_store.read_stream('invoice-1');
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
+-- a hook that declares no fingerprint: snapshots are neither used nor written
+SET upcast_hook.event_type = 'Paid';
+SET upcast_hook.declare_fingerprint = off;
+SELECT event_store.delete_snapshots(aggregate => 'last_paid');
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
+SELECT count(*) AS snapshots FROM event_store.snapshots WHERE aggregate = 'last_paid';
+SELECT * FROM event_store.load_snapshot('invoice-1', 'last_paid');
+SELECT event_store.save_snapshot('invoice-1', 'last_paid', 1, '{}');
+\echo :LAST_ERROR_SQLSTATE
+RESET upcast_hook.declare_fingerprint;
+RESET upcast_hook.event_type;
+RESET upcast_hook.from_version;
+DELETE FROM event_store.aggregates WHERE name = 'last_paid';
 
 -- pg_dump keeps the registry
 SELECT count(*) FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'event_store' AND c = 'event_store.upcasters'::regclass;

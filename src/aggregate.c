@@ -338,14 +338,16 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 	Datum		state;
 	int64		replayed = 0;
 	Jsonb	   *result;
+	bool		usable;
+	int64		view_after;
 
 	if (at_version == 0)
 	{
 		*version = 0;
 		return agg->initial_state;
 	}
-	snap.view = es_snapshot_view();
-	if (!es_find_snapshot(stream_id, agg, as_of, at_version, snapshot, &snap))
+	usable = es_snapshot_view(&snap.view);
+	if (!usable || !es_find_snapshot(stream_id, agg, as_of, at_version, snapshot, &snap))
 	{
 		snap.version = 0;
 		snap.state = agg->initial_state;
@@ -413,8 +415,8 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 	MemoryContextDelete(spare);
 
 	/* not if the view changed meanwhile (a registry change seen mid-fold) */
-	if (agg->snapshot_every > 0 && replayed >= agg->snapshot_every && es_may_write_snapshots() &&
-		es_snapshot_view() == snap.view)
+	if (usable && agg->snapshot_every > 0 && replayed >= agg->snapshot_every &&
+		es_may_write_snapshots() && es_snapshot_view(&view_after) && view_after == snap.view)
 	{
 		snap.state = result;
 		es_write_snapshot(stream_id, agg, &snap, false);

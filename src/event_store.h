@@ -105,6 +105,17 @@ typedef struct EventStoreUpcastEvent
 typedef void (*event_store_upcast_hook_type) (EventStoreUpcastEvent *event);
 extern PGDLLIMPORT event_store_upcast_hook_type event_store_upcast_hook;
 
+/*
+ * What the hook does is part of the fingerprint that snapshots of aggregates
+ * carry (state folded from upcast events is valid only for the same
+ * upcasting).  A module that sets the hook adds a nonzero value of its own
+ * to event_store_upcast_hook_fingerprint with ^=, and replaces it (^= old ^
+ * new) whenever what it does changes: a new version of the module, a
+ * setting it depends on.  While the hook is set and the fingerprint is 0,
+ * snapshots are neither used nor written.
+ */
+extern PGDLLIMPORT uint64 event_store_upcast_hook_fingerprint;
+
 /* Everything below is internal to event_store.so (built with -DEVENT_STORE_INTERNAL). */
 #ifdef EVENT_STORE_INTERNAL
 
@@ -236,7 +247,7 @@ extern bool es_may_read_personal_data(void);
 extern void es_upcast_init(void);
 extern void es_upcast_event(Datum *values, bool *nulls);
 extern int32 es_current_schema_version(text *event_type);
-extern uint64 es_upcast_fingerprint(void);
+extern bool es_upcast_fingerprint(uint64 *fingerprint);
 
 #endif							/* EVENT_STORE_INTERNAL */
 

@@ -90,16 +90,21 @@ get_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
  * decrypted or redacted (the caller's right to read personal data).  State
  * folded under one view is never served under another: it is the
  * `upcasters` column of the snapshot key.  0 is the plain view: no
- * upcasters, personal data readable (or none protected).
+ * upcasters, personal data readable (or none protected).  Returns false when
+ * the view cannot be fingerprinted (a C upcast hook that declares nothing):
+ * then no snapshot is used or written.
  */
-int64
-es_snapshot_view(void)
+bool
+es_snapshot_view(int64 *view)
 {
-	uint64		view = es_upcast_fingerprint();
+	uint64		v;
 
+	if (!es_upcast_fingerprint(&v))
+		return false;
 	if (!es_may_read_personal_data())
-		view ^= UINT64CONST(0x9e3779b97f4a7c15);
-	return (int64) view;
+		v ^= UINT64CONST(0x9e3779b97f4a7c15);
+	*view = (int64) v;
+	return true;
 }
 
 /*
@@ -253,7 +258,12 @@ event_store_save_snapshot(PG_FUNCTION_ARGS)
 						   text_to_cstring(stream_id), head),
 				 errhint("Save a snapshot only of a version the stream has.")));
 	}
-	snap.view = es_snapshot_view();
+	if (!es_snapshot_view(&snap.view))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("snapshots cannot be saved while an upcast hook without a fingerprint is loaded"),
+				 errdetail("A C module sets event_store_upcast_hook but declares nothing in event_store_upcast_hook_fingerprint, so the state could not be told apart from state folded under other upcasting."),
+				 errhint("Have the module declare a fingerprint, or save the snapshot in a session that does not load it.")));
 	es_write_snapshot(stream_id, &agg, &snap, true);
 	PG_RETURN_VOID();
 }
@@ -276,8 +286,8 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 	name = es_identifier_arg(fcinfo, 1, "aggregate");
 	InitMaterializedSRF(fcinfo, 0);
 	es_lookup_aggregate(name, GetActiveSnapshot(), false, &agg);
-	snap.view = es_snapshot_view();
-	if (es_find_snapshot(stream_id, &agg, NULL, -1, GetActiveSnapshot(), &snap))
+	if (es_snapshot_view(&snap.view) &&
+		es_find_snapshot(stream_id, &agg, NULL, -1, GetActiveSnapshot(), &snap))
 	{
 		Datum		values[2];
 		bool		nulls[2] = {false, false};

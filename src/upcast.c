@@ -54,8 +54,9 @@ PG_FUNCTION_INFO_V1(event_store_add_upcaster);
 PG_FUNCTION_INFO_V1(event_store_drop_upcaster);
 PG_FUNCTION_INFO_V1(event_store_current_schema_version);
 
-/* The public hook (event_store.h). */
+/* The public hook and what it does (event_store.h). */
 event_store_upcast_hook_type event_store_upcast_hook = NULL;
+uint64		event_store_upcast_hook_fingerprint = 0;
 
 /* Columns of event_store.upcasters. */
 #define Anum_upcasters_event_type		1
@@ -211,6 +212,48 @@ resolve_signature(const char *signature)
 	Oid			argtypes[1] = {JSONBOID};
 
 	return es_resolve_signature(signature, 1, argtypes);
+}
+
+/*
+ * What a function does, as far as the catalog tells: its language, source
+ * (or C symbol and library), settings and security mode.  Part of the
+ * registry's fingerprint, so that replacing an upcaster's body (CREATE OR
+ * REPLACE FUNCTION, or drop and create under the same signature) changes it
+ * and the snapshots folded under the old body are no longer used.
+ */
+static uint64
+function_fingerprint(Oid fn)
+{
+	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	uint64		h;
+	bool		isnull;
+	Datum		d;
+	char	   *lang;
+	static const int attrs[3] = {Anum_pg_proc_prosrc, Anum_pg_proc_probin, Anum_pg_proc_proconfig};
+	int			i;
+
+	if (!HeapTupleIsValid(tp))
+		return 0;
+	proc = (Form_pg_proc) GETSTRUCT(tp);
+	lang = get_language_name(proc->prolang, true);
+	h = hash_bytes_extended((const unsigned char *) (lang ? lang : ""), lang ? strlen(lang) : 0,
+							proc->prosecdef ? 1 : 0);
+	for (i = 0; i < 3; i++)
+	{
+		d = SysCacheGetAttr(PROCOID, tp, attrs[i], &isnull);
+		if (!isnull)
+		{
+			struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) VARDATA_ANY(v),
+													  VARSIZE_ANY_EXHDR(v), i + 1));
+		}
+		else
+			h = hash_combine64(h, i + 1);
+	}
+	ReleaseSysCache(tp);
+	return h;
 }
 
 /*
@@ -372,11 +415,16 @@ load_registry(void)
 			}
 		}
 
-		/* order-insensitive: heap order must not matter */
+		/*
+		 * Order-insensitive (heap order must not matter).  The step's
+		 * function is in it by signature and by definition (see
+		 * function_fingerprint).
+		 */
 		registry_fingerprint +=
 			hash_bytes_extended((const unsigned char *) type, strlen(type), from) ^
 			hash_bytes_extended((const unsigned char *) signature, strlen(signature), 0) ^
-			(to_type ? hash_bytes_extended((const unsigned char *) to_type, strlen(to_type), 1) : 0);
+			(to_type ? hash_bytes_extended((const unsigned char *) to_type, strlen(to_type), 1) : 0) ^
+			(step->broken ? 0 : function_fingerprint(fn));
 		registry_empty = false;
 	}
 	systable_endscan(scan);
@@ -440,14 +488,24 @@ es_current_schema_version(text *event_type)
 }
 
 /*
- * A fingerprint of the registry's content: state folded from events depends
- * on it (snapshots record it, and are ignored when it changed).
+ * A fingerprint of what upcasting does: the registry's content (with the
+ * definitions of its functions) and the C hook's declared fingerprint.
+ * State folded from events depends on it (snapshots record it, and are
+ * ignored when it changed).  Returns false when it cannot be known: a hook is
+ * installed that declares no fingerprint.
  */
-uint64
-es_upcast_fingerprint(void)
+bool
+es_upcast_fingerprint(uint64 *fingerprint)
 {
 	ensure_registry();
-	return registry_fingerprint;
+	*fingerprint = registry_fingerprint;
+	if (event_store_upcast_hook != NULL)
+	{
+		if (event_store_upcast_hook_fingerprint == 0)
+			return false;
+		*fingerprint = hash_combine64(*fingerprint, event_store_upcast_hook_fingerprint);
+	}
+	return true;
 }
 
 /* Error context while an upcaster runs: the event it works on. */
