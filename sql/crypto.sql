@@ -329,9 +329,10 @@ SELECT * FROM event_store.load_aggregate('pdsnap-1', 'pd_emails');
 -- snapshots of their own
 CREATE ROLE regress_pd_handler;
 GRANT USAGE ON SCHEMA event_store TO regress_pd_handler;
-GRANT SELECT ON event_store.events, event_store.aggregates, event_store.snapshots TO regress_pd_handler;
+GRANT SELECT ON event_store.events, event_store.aggregates TO regress_pd_handler;
 GRANT INSERT ON event_store.snapshots TO regress_pd_handler;
-GRANT EXECUTE ON FUNCTION event_store.load_aggregate(text, text, timestamptz, bigint) TO regress_pd_handler;
+GRANT EXECUTE ON FUNCTION event_store.load_aggregate(text, text, timestamptz, bigint),
+                          event_store.load_snapshot(text, text) TO regress_pd_handler;
 SELECT event_store.append('pdsnap-2', 'Signed', '{"user_id": "snap-v", "email": "v@example.com"}'),
        event_store.append('pdsnap-2', 'Signed', '{"user_id": "snap-v", "email": "v2@example.com"}');
 SET ROLE regress_pd_handler;
@@ -341,6 +342,10 @@ SELECT * FROM event_store.load_aggregate('pdsnap-2', 'pd_emails');
 SELECT count(*) AS snapshots, count(DISTINCT upcasters) AS views FROM event_store.snapshots WHERE stream_id = 'pdsnap-2';
 SET ROLE regress_pd_handler;
 SELECT * FROM event_store.load_aggregate('pdsnap-2', 'pd_emails');
+SELECT * FROM event_store.load_snapshot('pdsnap-2', 'pd_emails');
+-- the snapshot folded in clear is in the table, which only the functions read
+SELECT state FROM event_store.snapshots WHERE stream_id = 'pdsnap-2';
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DROP OWNED BY regress_pd_handler;
 DROP ROLE regress_pd_handler;

@@ -66,7 +66,7 @@ GRANT EXECUTE ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, u
 CREATE ROLE regress_reader NOLOGIN;
 GRANT USAGE ON SCHEMA event_store TO regress_reader;
 GRANT SELECT ON event_store.events, event_store.streams TO regress_reader;
-GRANT SELECT ON event_store.aggregates, event_store.snapshots TO regress_reader;
+GRANT SELECT ON event_store.aggregates TO regress_reader;
 GRANT EXECUTE ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz),
                           event_store.stream_version(text),
                           event_store.current_schema_version(text),
@@ -150,6 +150,7 @@ SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)'
 SET ROLE regress_reader;
 SELECT * FROM event_store.load_aggregate('priv-2', 'priv_counter');
 SELECT count(*) AS snapshots FROM event_store.snapshots WHERE stream_id = 'priv-2';
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM event_store.load_snapshot('priv-2', 'priv_counter');
 SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
 \echo :LAST_ERROR_SQLSTATE
@@ -166,7 +167,12 @@ INSERT INTO event_store.snapshots (stream_id, aggregate, generation, version, st
 SET ROLE regress_handler;
 SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
 SELECT * FROM event_store.load_aggregate('priv-2', 'priv_counter');
+SELECT * FROM event_store.load_snapshot('priv-2', 'priv_counter');
 SELECT version, state FROM event_store.snapshots WHERE stream_id = 'priv-2' ORDER BY version;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT version, state FROM event_store.snapshots WHERE stream_id = 'priv-2' ORDER BY version;
+SET ROLE regress_handler;
 SELECT event_store.save_snapshot('priv-2', 'priv_counter', 1, '{"n": 99}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT event_store.delete_snapshots('priv-2');

@@ -15,10 +15,13 @@
  * Snapshots are derived data: deleting any of them changes no result.
  *
  * Locking and rights: reads take AccessShareLock on the table and index, as
- * a SELECT does, and check the caller's SELECT privilege; writes go through
- * SPI as the extension's owner (es_owner_begin), so that EXECUTE on
- * save_snapshot and delete_snapshots is the right to call them, and INSERT
- * on event_store.snapshots the right of a load to write one.
+ * a SELECT does.  The table is read by the functions only, for callers with
+ * SELECT on event_store.events (a snapshot is derived from the events, and
+ * its state may hold a protected field in clear: no role is granted SELECT
+ * on it).  Writes go through SPI as the extension's owner (es_owner_begin),
+ * so that EXECUTE on save_snapshot and delete_snapshots is the right to call
+ * them, and INSERT on event_store.snapshots the right of a load to write
+ * one.
  *
  *-------------------------------------------------------------------------
  */
@@ -127,7 +130,11 @@ es_find_snapshot(text *stream_id, const EsAggregate *agg, const TimestampTz *as_
 	int			nkeys = 0;
 	bool		ok;
 
-	es_check_table_read(rel);
+	/*
+	 * No privilege check: only the functions read the table (a state may hold
+	 * what the reducer copied from a protected field, in clear), for callers
+	 * who may read the events the state is folded from.
+	 */
 	idx = index_open(as_of ? cat->snapshots_time_idx : cat->snapshots_pkey, AccessShareLock);
 	ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
 	ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(agg->name));
@@ -286,6 +293,13 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 	name = es_identifier_arg(fcinfo, 1, "aggregate");
 	InitMaterializedSRF(fcinfo, 0);
 	es_lookup_aggregate(name, GetActiveSnapshot(), false, &agg);
+	{
+		/* the right to read a state is the right to read its events */
+		Relation	events = table_open(es_catalog()->events_relid, AccessShareLock);
+
+		es_check_read_access(events);
+		table_close(events, AccessShareLock);
+	}
 	if (es_snapshot_view(&snap.view) &&
 		es_find_snapshot(stream_id, &agg, NULL, -1, GetActiveSnapshot(), &snap))
 	{
