@@ -2,6 +2,8 @@
 -- forget (crypto-shredding), keys wrapped by the key-encryption key.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
+-- pgcrypto is found at run time, wherever it is installed; event_store does not depend on it
+CREATE EXTENSION pgcrypto;
 
 -- no key-encryption key yet: protecting works, appending a protected event does not
 SELECT event_store.protect('UserRegistered', '$.user_id', '{$.email, $.profile.name}');

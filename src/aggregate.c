@@ -157,7 +157,7 @@ es_agg_catalog(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("extension \"event_store\" is not installed in this database"),
-					 errhint("Run CREATE EXTENSION event_store CASCADE.")));
+					 errhint("Run CREATE EXTENSION event_store.")));
 		agg_catalog = c;
 		agg_catalog_valid = true;
 	}

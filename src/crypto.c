@@ -468,7 +468,7 @@ crypto_catalog(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("the personal-data tables of extension \"event_store\" are missing"),
-					 errhint("Reinstall the extension: DROP EXTENSION event_store; CREATE EXTENSION event_store CASCADE.")));
+					 errhint("Reinstall the extension: DROP EXTENSION event_store; CREATE EXTENSION event_store.")));
 		ccat = c;
 		ccat_valid = true;
 	}

@@ -154,7 +154,7 @@ es_catalog(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("extension \"event_store\" is not installed in this database"),
-					 errhint("Run CREATE EXTENSION event_store CASCADE.")));
+					 errhint("Run CREATE EXTENSION event_store.")));
 		{
 			HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(c.events_relid));
 

@@ -25,7 +25,8 @@ my $alice_name  = 'Alice Pleasance Liddell';
 my $bob_email   = 'bob.builder.secret@example.com';
 
 $node->safe_psql('postgres', qq{
-	CREATE EXTENSION event_store CASCADE;
+	CREATE EXTENSION pgcrypto;
+	CREATE EXTENSION event_store;
 	SELECT event_store.protect('UserRegistered', '\$.user_id', '{\$.email, \$.name}');
 	SELECT event_store.append('user-bob', 'UserRegistered',
 	       jsonb_build_object('user_id', 'subject-bob', 'email', '$bob_email', 'name', 'Bob'));

@@ -1,0 +1,90 @@
+# Installing and updating: no role but a superuser can drop the log through a
+# dependency (a database owner's DROP SCHEMA public CASCADE once took
+# pgcrypto and the extension with it), and ALTER EXTENSION UPDATE walks
+# 0.1.0 to the current version with the events in place.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $kek = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+my $node = PostgreSQL::Test::Cluster->new('install');
+$node->init;
+$node->append_conf('postgresql.conf', "event_store.key_encryption_key = '$kek'");
+$node->start;
+$node->safe_psql('postgres', q{
+	CREATE ROLE dbowner LOGIN;
+	CREATE DATABASE owned OWNER dbowner;
+	CREATE DATABASE owned_old OWNER dbowner;
+});
+
+my $has_extension = q{SELECT count(*) FROM pg_extension WHERE extname = 'event_store'};
+my $depends_on_pgcrypto = q{
+	SELECT count(*) FROM pg_depend d
+	  JOIN pg_extension e ON d.classid = 'pg_extension'::regclass AND d.objid = e.oid
+	  JOIN pg_extension r ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = r.oid
+	 WHERE e.extname = 'event_store' AND r.extname = 'pgcrypto'};
+
+# 1. A database owner (not a superuser) drops the schema public with
+#    everything in it, pgcrypto included: the log stays.
+$node->safe_psql('owned', q{
+	CREATE EXTENSION pgcrypto;
+	CREATE EXTENSION event_store CASCADE;
+	SELECT event_store.protect('Registered', '$.uid', '{$.email}');
+	SELECT event_store.append('user-1', 'Registered', '{"uid": "u1", "email": "a@example.com"}');
+	SELECT event_store.append('order-1', 'Placed', '{}');
+});
+is($node->safe_psql('owned', $depends_on_pgcrypto), '0', 'event_store does not depend on pgcrypto');
+$node->safe_psql('owned', 'DROP SCHEMA public CASCADE', extra_params => [ '-U', 'dbowner' ]);
+is($node->safe_psql('owned', q{SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'}), '0',
+	'the database owner dropped pgcrypto');
+is($node->safe_psql('owned', $has_extension), '1', 'but not event_store');
+is($node->safe_psql('owned', q{SELECT count(*) FROM event_store.events}), '2', 'nor its events');
+is($node->safe_psql('owned', q{SELECT event_store.append('order-1', 'Paid', '{}')}), '2',
+	'the log works without pgcrypto');
+my ($rc, $out, $err) = $node->psql('owned', q{\set VERBOSITY verbose
+SELECT data FROM event_store.read_stream('user-1')});
+like($err, qr/55000: extension "pgcrypto" is not installed/, 'personal data without pgcrypto: 55000');
+like($err, qr/HINT:  Run CREATE EXTENSION pgcrypto/, 'with a hint');
+($rc, $out, $err) = $node->psql('owned', q{SELECT event_store.append('user-2', 'Registered', '{"uid": "u2", "email": "b@example.com"}')});
+like($err, qr/extension "pgcrypto" is not installed/, 'appending a protected event too');
+# pgcrypto back, in another schema: found at run time
+is($node->safe_psql('owned', q{
+	CREATE SCHEMA crypto;
+	CREATE EXTENSION pgcrypto SCHEMA crypto;
+	SELECT data->>'email' FROM event_store.read_stream('user-1')}), 'a@example.com',
+	'pgcrypto reinstalled elsewhere is found');
+
+# 2. An install of 0.1.0 made with the control file it shipped with
+#    (requires = 'pgcrypto') depends on pgcrypto; ALTER EXTENSION UPDATE
+#    removes that dependency.
+$node->safe_psql('owned_old', q{
+	CREATE EXTENSION pgcrypto;
+	CREATE EXTENSION event_store VERSION '0.1.0';
+	SELECT event_store.append('acct-1', 'Opened', '{}');
+	SELECT event_store.append('acct-1', 'Deposited', '{"amount": 5}');
+});
+# what the shipped control file recorded (this tree's control file no longer does)
+$node->safe_psql('owned_old', qq{
+	INSERT INTO pg_depend (classid, objid, objsubid, refclassid, refobjid, refobjsubid, deptype)
+	SELECT 'pg_extension'::regclass, e.oid, 0, 'pg_extension'::regclass, r.oid, 0, 'n'
+	  FROM pg_extension e, pg_extension r
+	 WHERE e.extname = 'event_store' AND r.extname = 'pgcrypto' AND ($depends_on_pgcrypto) = 0});
+is($node->safe_psql('owned_old', $depends_on_pgcrypto), '1', '0.1.0 as shipped depends on pgcrypto');
+is($node->safe_psql('owned_old', qq{BEGIN; DROP SCHEMA public CASCADE; $has_extension; ROLLBACK},
+		extra_params => [ '-U', 'dbowner' ]), '0',
+	'so the database owner could drop the log (rolled back)');
+$node->safe_psql('owned_old', 'ALTER EXTENSION event_store UPDATE');
+is($node->safe_psql('owned_old', q{SELECT extversion FROM pg_extension WHERE extname = 'event_store'}),
+	'0.2.0', 'updated to 0.2.0');
+is($node->safe_psql('owned_old', $depends_on_pgcrypto), '0', 'the update removed the dependency');
+$node->safe_psql('owned_old', 'DROP SCHEMA public CASCADE', extra_params => [ '-U', 'dbowner' ]);
+is($node->safe_psql('owned_old', $has_extension), '1', 'the database owner cannot drop the log any more');
+is($node->safe_psql('owned_old', q{SELECT string_agg(stream_version || ':' || event_type, ' ' ORDER BY stream_version) FROM event_store.read_stream('acct-1')}),
+	'1:Opened 2:Deposited', 'the events survived the update');
+is($node->safe_psql('owned_old', q{SELECT event_store.append('acct-1', 'Withdrawn', '{}', expected_version => 2)}),
+	'3', 'and appends continue');
+
+$node->stop;
+done_testing();
