@@ -10,6 +10,103 @@
 -- Review fixes (issue 10)
 -- ---------------------------------------------------------------------------
 
+-- The schema event_store must be the extension owner's own.  CREATE
+-- EXTENSION installs into a schema of that name that exists already, and
+-- the role owning it (or allowed to create objects in it) could add
+-- objects -- an overload of append, a fake forget -- that run with the
+-- rights of whoever calls them, a superuser included, or drop the schema
+-- and the extension with it.  This runs at CREATE EXTENSION (after the
+-- 0.1.0 script) and at ALTER EXTENSION UPDATE from 0.1.0, and aborts either
+-- with VE007 unless the schema belongs to the extension's owner, lets no
+-- other role create objects in it, and holds only the extension's objects.
+-- Only pg_catalog is called (plpgsql's own statements aside).
+DO $check$
+DECLARE
+    ext pg_catalog.oid;
+    ext_owner pg_catalog.oid;
+    nsp pg_catalog.oid;
+    nsp_owner pg_catalog.oid;
+    creator pg_catalog.text;
+    strangers pg_catalog.text;
+BEGIN
+    SELECT e.oid, e.extowner, e.extnamespace INTO ext, ext_owner, nsp
+      FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'event_store';
+    SELECT n.nspowner INTO nsp_owner FROM pg_catalog.pg_namespace n WHERE n.oid OPERATOR(pg_catalog.=) nsp;
+    IF nsp_owner OPERATOR(pg_catalog.<>) ext_owner THEN
+        RAISE EXCEPTION USING ERRCODE = 'VE007',
+            MESSAGE = pg_catalog.format('schema "event_store" belongs to role "%s", not to the extension''s owner "%s"',
+                                        pg_catalog.pg_get_userbyid(nsp_owner), pg_catalog.pg_get_userbyid(ext_owner)),
+            DETAIL = 'The schema existed before the extension was installed. Its owner could add objects to it that run with the rights of whoever calls them, or drop it with the extension.',
+            HINT = pg_catalog.format('Drop the schema (or rename it) and create the extension again, or check what it holds and run ALTER SCHEMA event_store OWNER TO %I.',
+                                     pg_catalog.pg_get_userbyid(ext_owner));
+    END IF;
+    SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                               ELSE pg_catalog.pg_get_userbyid(a.grantee) END, ', ')
+      INTO creator
+      FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+     WHERE n.oid OPERATOR(pg_catalog.=) nsp AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+       AND a.grantee OPERATOR(pg_catalog.<>) nsp_owner;
+    IF creator IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'VE007',
+            MESSAGE = pg_catalog.format('schema "event_store" lets role "%s" create objects in it', creator),
+            DETAIL = 'A role that may create objects in the extension''s schema could add objects that run with the rights of whoever calls them.',
+            HINT = pg_catalog.format('Run REVOKE CREATE ON SCHEMA event_store FROM %s, check what the schema holds, and run the command again.', creator);
+    END IF;
+    SELECT pg_catalog.string_agg(i.type OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) i.identity, ', '
+                                 ORDER BY i.type, i.identity)
+      INTO strangers
+      FROM (SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, p.oid FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_class c
+             WHERE c.relnamespace OPERATOR(pg_catalog.=) nsp
+               AND c.relkind OPERATOR(pg_catalog.<>) ALL ('{i,I,c}'::pg_catalog."char"[])
+            UNION ALL
+            -- types, but not the row types of tables and views, nor array types
+            SELECT 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, t.oid FROM pg_catalog.pg_type t
+             WHERE t.typnamespace OPERATOR(pg_catalog.=) nsp
+               AND (t.typrelid OPERATOR(pg_catalog.=) 0
+                    OR EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t.typrelid
+                                AND c.relkind OPERATOR(pg_catalog.=) 'c'))
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_type e WHERE e.typarray OPERATOR(pg_catalog.=) t.oid)
+            UNION ALL
+            SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid, o.oid FROM pg_catalog.pg_operator o
+             WHERE o.oprnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_collation c
+             WHERE c.collnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_conversion c
+             WHERE c.connamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid, f.oid FROM pg_catalog.pg_opfamily f
+             WHERE f.opfnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_opclass c
+             WHERE c.opcnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_ts_config c
+             WHERE c.cfgnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass::pg_catalog.oid, d.oid FROM pg_catalog.pg_ts_dict d
+             WHERE d.dictnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass::pg_catalog.oid, s.oid FROM pg_catalog.pg_statistic_ext s
+             WHERE s.stxnamespace OPERATOR(pg_catalog.=) nsp) o(classid, objid),
+           LATERAL pg_catalog.pg_identify_object(o.classid, o.objid, 0) i
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                        WHERE d.classid OPERATOR(pg_catalog.=) o.classid AND d.objid OPERATOR(pg_catalog.=) o.objid
+                          AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                          AND d.refobjid OPERATOR(pg_catalog.=) ext AND d.deptype OPERATOR(pg_catalog.=) 'e');
+    IF strangers IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'VE007',
+            MESSAGE = 'schema "event_store" holds objects that are not the extension''s',
+            DETAIL = pg_catalog.format('Found: %s.', strangers),
+            HINT = 'Drop them, or move them to another schema, and run the command again.';
+    END IF;
+END
+$check$;
+
 -- The registries are written by their functions only (as the extension's
 -- owner, src/event_store.c es_owner_begin): a row of upcasters written by
 -- hand may hold anything, so the view resolves only text that is a signature

@@ -55,6 +55,8 @@
 #define ERRCODE_ES_UPCASTER_CONFLICT		MAKE_SQLSTATE('V','E','0','0','4')
 #define ERRCODE_ES_UPCASTER_SIGNATURE		MAKE_SQLSTATE('V','E','0','0','5')
 #define ERRCODE_ES_UPCASTER_RESULT			MAKE_SQLSTATE('V','E','0','0','6')
+/* raised by the upgrade script (CREATE EXTENSION, ALTER EXTENSION UPDATE) */
+#define ERRCODE_ES_FOREIGN_SCHEMA			MAKE_SQLSTATE('V','E','0','0','7')
 
 /* Aggregates, snapshots and execute() (aggregate.c, snapshot.c, command.c). */
 #define ERRCODE_ES_UNKNOWN_AGGREGATE		MAKE_SQLSTATE('V','E','0','1','0')

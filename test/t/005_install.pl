@@ -1,7 +1,9 @@
 # Installing and updating: no role but a superuser can drop the log through a
 # dependency (a database owner's DROP SCHEMA public CASCADE once took
-# pgcrypto and the extension with it), and ALTER EXTENSION UPDATE walks
-# 0.1.0 to the current version with the events in place.
+# pgcrypto and the extension with it), the schema event_store is the
+# extension owner's own (a schema made beforehand by another role is
+# refused, VE007), and ALTER EXTENSION UPDATE walks 0.1.0 to the current
+# version with the events in place.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -15,6 +17,7 @@ $node->append_conf('postgresql.conf', "event_store.key_encryption_key = '$kek'")
 $node->start;
 $node->safe_psql('postgres', q{
 	CREATE ROLE dbowner LOGIN;
+	CREATE ROLE mallory LOGIN;
 	CREATE DATABASE owned OWNER dbowner;
 	CREATE DATABASE owned_old OWNER dbowner;
 });
@@ -85,6 +88,65 @@ is($node->safe_psql('owned_old', q{SELECT string_agg(stream_version || ':' || ev
 	'1:Opened 2:Deposited', 'the events survived the update');
 is($node->safe_psql('owned_old', q{SELECT event_store.append('acct-1', 'Withdrawn', '{}', expected_version => 2)}),
 	'3', 'and appends continue');
+
+# 3. A schema event_store made before the install by another role is
+#    refused: its owner could add objects (an overload of append, a fake
+#    forget) that run as whoever calls them.
+$node->safe_psql('postgres', q{
+	CREATE DATABASE planted;
+	GRANT CREATE ON DATABASE planted TO mallory;
+});
+$node->safe_psql('planted', q{
+	CREATE SCHEMA event_store;
+	CREATE FUNCTION event_store.append(text, text, text) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint';
+}, extra_params => [ '-U', 'mallory' ]);
+($rc, $out, $err) = $node->psql('planted', q{\set VERBOSITY verbose
+CREATE EXTENSION event_store});
+like($err, qr/VE007: schema "event_store" belongs to role "mallory", not to the extension's owner/,
+	'a schema of another role: VE007');
+is($node->safe_psql('planted', $has_extension), '0', 'nothing is installed');
+# a superuser's schema where another role may create objects, or holding foreign objects
+$node->safe_psql('planted', q{
+	DROP SCHEMA event_store CASCADE;
+	CREATE SCHEMA event_store;
+	GRANT CREATE ON SCHEMA event_store TO mallory;
+});
+($rc, $out, $err) = $node->psql('planted', q{\set VERBOSITY verbose
+CREATE EXTENSION event_store});
+like($err, qr/VE007: schema "event_store" lets role "mallory" create objects in it/,
+	'a schema another role may create objects in: VE007');
+$node->safe_psql('planted', q{
+	CREATE FUNCTION event_store.forget(subject text, really boolean DEFAULT true) RETURNS boolean
+	  LANGUAGE sql AS 'SELECT true';
+}, extra_params => [ '-U', 'mallory' ]);
+$node->safe_psql('planted', 'REVOKE CREATE ON SCHEMA event_store FROM mallory');
+($rc, $out, $err) = $node->psql('planted', q{\set VERBOSITY verbose
+CREATE EXTENSION event_store});
+like($err, qr/VE007: schema "event_store" holds objects that are not the extension's/,
+	'a schema holding foreign objects: VE007');
+like($err, qr/Found: function event_store\.forget\(pg_catalog\.text,boolean\)\./, 'the detail names them');
+$node->safe_psql('planted', q{DROP FUNCTION event_store.forget(text, boolean)});
+$node->safe_psql('planted', q{CREATE EXTENSION event_store});
+is($node->safe_psql('planted', q{SELECT n.nspowner::regrole FROM pg_namespace n WHERE n.nspname = 'event_store'}),
+	$node->safe_psql('planted', q{SELECT extowner::regrole FROM pg_extension WHERE extname = 'event_store'}),
+	'an empty schema of the installing superuser is accepted');
+
+# ALTER EXTENSION UPDATE checks the schema too: an 0.1.0 install that went
+# into another role's schema is refused until the schema is the owner's.
+$node->safe_psql('postgres', q{CREATE DATABASE planted_old; GRANT CREATE ON DATABASE planted_old TO mallory});
+$node->safe_psql('planted_old', q{CREATE SCHEMA event_store}, extra_params => [ '-U', 'mallory' ]);
+$node->safe_psql('planted_old', q{
+	CREATE EXTENSION event_store VERSION '0.1.0';
+	SELECT event_store.append('acct-1', 'Opened', '{}');
+});
+($rc, $out, $err) = $node->psql('planted_old', q{\set VERBOSITY verbose
+ALTER EXTENSION event_store UPDATE});
+like($err, qr/VE007: schema "event_store" belongs to role "mallory"/, 'the update refuses it: VE007');
+is($node->safe_psql('planted_old', q{SELECT extversion FROM pg_extension WHERE extname = 'event_store'}),
+	'0.1.0', 'and leaves 0.1.0 in place');
+$node->safe_psql('planted_old', q{ALTER SCHEMA event_store OWNER TO CURRENT_USER; ALTER EXTENSION event_store UPDATE});
+is($node->safe_psql('planted_old', q{SELECT extversion || ' ' || event_store.stream_version('acct-1') FROM pg_extension WHERE extname = 'event_store'}),
+	'0.2.0 1', 'updated once the schema is the owner\'s');
 
 $node->stop;
 done_testing();
