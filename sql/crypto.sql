@@ -157,6 +157,7 @@ SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff0011223344
 
 -- tampering fails loudly: a flipped byte, a truncated ciphertext, a ciphertext moved to another field
 ALTER TABLE event_store.events DISABLE TRIGGER append_only;
+ALTER TABLE event_store.events DISABLE TRIGGER append_only_rows;
 SELECT event_store.append('tamper-1', 'UserRegistered', '{"user_id": "u4", "email": "dave@example.com", "profile": {"name": "Dave"}}',
        event_id => '00000000-0000-4000-8000-0000c0dee001');
 SELECT event_store.append('tamper-2', 'UserRegistered', '{"user_id": "u4", "email": "dave@example.com", "profile": {"name": "Dave"}}',
@@ -174,6 +175,7 @@ UPDATE event_store.events
    SET data = jsonb_set(data, '{email}', data->'profile'->'name')
  WHERE stream_id = 'tamper-3';
 ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only;
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only_rows;
 SELECT data FROM event_store.read_stream('tamper-1');
 \echo :LAST_ERROR_SQLSTATE
 SELECT data FROM event_store.read_stream('tamper-2');

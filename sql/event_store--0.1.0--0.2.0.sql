@@ -107,6 +107,15 @@ BEGIN
 END
 $check$;
 
+-- Append-only on a logical replica too: the logical-replication apply
+-- worker fires row triggers only, never statement triggers, so a replicated
+-- UPDATE or DELETE passed the statement-level guard append_only.  This row
+-- guard fires for every row changed, whatever the path, also under
+-- session_replication_role = replica.
+CREATE TRIGGER append_only_rows BEFORE UPDATE OR DELETE ON event_store.events
+    FOR EACH ROW EXECUTE FUNCTION event_store._refuse_change();
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only_rows;
+
 -- The registries are written by their functions only (as the extension's
 -- owner, src/event_store.c es_owner_begin): a row of upcasters written by
 -- hand may hold anything, so the view resolves only text that is a signature

@@ -8,7 +8,10 @@
  * Every append, whatever its path (append(), append_events(), a plain
  * INSERT, COPY, a logical-replication apply), goes through
  * event_store_version_events(), which fires ALWAYS, so that
- * session_replication_role cannot bypass it.
+ * session_replication_role cannot bypass it.  The append-only guards are
+ * ALWAYS triggers too, at statement level (which refuses a statement even
+ * when it matches no row, and TRUNCATE) and at row level (the
+ * logical-replication apply worker fires row triggers only).
  *
  * Locking rules.  An append holds an ExclusiveLock on its stream's lock tag
  * (advisory class, field4 = ES_LOCKTAG_STREAM, key = 64-bit hash of the
@@ -196,6 +199,52 @@ es_check_identifier(Datum value, bool isnull, const char *what)
 				 errmsg("%s is too long", what),
 				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
 	return t;
+}
+
+/*
+ * Streams of the category "event_store" (the id "event_store", or starting
+ * with "event_store-") are the extension's own: forget() records
+ * SubjectForgotten in event_store-subjects.  Only superusers write them (the
+ * extension's functions run as its owner, a superuser; so do restores and
+ * logical replicas).
+ */
+static void
+check_stream_writer(text *stream_id)
+{
+	static const char prefix[] = "event_store";
+	int			len = VARSIZE_ANY_EXHDR(stream_id);
+	const char *id = VARDATA_ANY(stream_id);
+	int			plen = sizeof(prefix) - 1;
+
+	if (len >= plen && memcmp(id, prefix, plen) == 0 && (len == plen || id[plen] == '-') &&
+		!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to append to stream \"%s\"", text_to_cstring(stream_id)),
+				 errdetail("Streams of the category \"event_store\" are written by the extension itself."),
+				 errhint("Use a stream of another category.")));
+}
+
+/*
+ * A recorded_at the INSERT supplies: finite (a time in the future, infinity
+ * above all, would pin every later event of the stream there, and as_of
+ * would never return them), and only from a superuser: a restore, an
+ * import, a logical replica.  Appends get their transaction's time.
+ */
+static void
+check_supplied_recorded_at(TimestampTz ts)
+{
+	if (TIMESTAMP_NOT_FINITE(ts))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("recorded_at of an event must be a finite time"),
+				 errdetail("Got %s.", timestamptz_to_str(ts))));
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set recorded_at of an event"),
+				 errdetail("Only superusers supply recorded_at (a restore, an import, a logical replica); an append records its transaction's start time."),
+				 errhint("Leave recorded_at out of the INSERT.")));
 }
 
 /*
@@ -529,6 +578,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 								  nulls[Anum_events_event_type - 1], "event_type");
 	values[Anum_events_stream_id - 1] = PointerGetDatum(stream_id);
 	values[Anum_events_event_type - 1] = PointerGetDatum(event_type);
+	check_stream_writer(stream_id);
+	if (!nulls[Anum_events_recorded_at - 1])
+		check_supplied_recorded_at(DatumGetTimestampTz(values[Anum_events_recorded_at - 1]));
 
 	if (nulls[Anum_events_data - 1])
 		ereport(ERROR,

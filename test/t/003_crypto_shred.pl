@@ -145,9 +145,11 @@ $node->psql('postgres', q{
 	INSERT INTO event_store.events (stream_id, event_type, data)
 	SELECT 'user-log2', 'UserRegistered', jsonb_build_object('user_id', 'subject-log', 'email', email) FROM pii;
 	ALTER TABLE event_store.events DISABLE TRIGGER append_only;
+	ALTER TABLE event_store.events DISABLE TRIGGER append_only_rows;
 	UPDATE event_store.events SET data = jsonb_set(data, '{email}', to_jsonb(substr(data->>'email', 1, 60)))
 	 WHERE stream_id = 'user-log2';
 	ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only;
+	ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only_rows;
 	SELECT * FROM event_store.read_stream('user-log2');
 }, on_error_stop => 0);
 my $log = slurp_file($node->logfile, $log_offset);
