@@ -6,7 +6,8 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = event_store
 OBJS = src/event_store.o src/versioning.o src/append.o src/read.o src/upcast.o \
        src/aggregate.o src/snapshot.o src/command.o src/crypto.o \
-       src/decoder.o src/publish.o src/shmem.o src/launcher.o src/worker.o src/read_all.o
+       src/decoder.o src/publish.o src/shmem.o src/launcher.o src/worker.o src/read_all.o \
+       src/locks.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
@@ -23,7 +24,7 @@ REGRESS      = event_log append_events read_stream bad_input append_only privile
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \
-                 read_all_order
+                 read_all_order event_id_race
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

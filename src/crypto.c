@@ -46,11 +46,13 @@
  *
  * Locking.  Creating a subject's key and forgetting a subject take an
  * ExclusiveLock on the subject's lock tag (advisory class, field4 =
- * ES_LOCKTAG_SUBJECT, key = 64 bits of the subject's SHA-256) until the
- * transaction ends, so that a key is never created beside a tombstone.  Past
- * event_store.max_stream_locks new subjects, a transaction takes ShareLock on
- * event_store.forgotten_subjects instead; forget() takes RowExclusiveLock on
- * it before anything else.  Appends with a cached key take no lock.  The extension's own tables are
+ * ES_LOCKTAG_SUBJECT, key = 64 bits of the subject's SHA-256) from their
+ * checks to their writes (locks.c), so that a key is never created beside a
+ * tombstone: under the lock, the tombstone and the key row are read with a
+ * dirty snapshot, and a transaction in progress writing either is waited
+ * for (without the lock) before looking again.  A backend holds one subject
+ * lock at most, however many keys its transaction creates.  Appends with a
+ * key that exists take no lock.  The extension's own tables are
  * read directly through their indexes with the latest snapshot and written
  * through SPI as their owner (like referential-integrity triggers), so that
  * writers and readers need no privilege on them.
@@ -239,8 +241,8 @@ typedef struct PendingScrub
 
 static List *pending_scrubs = NIL;
 
-/* Subject locks this transaction holds (see lock_subject). */
-static int	subject_locks_taken = 0;
+/* The lock of the subject whose key is being created or forgotten (locks.c). */
+static EsLock subject_lock;
 
 /* Who may read protected fields in clear: cached per role. */
 static Oid	access_checked_user = InvalidOid;
@@ -360,13 +362,11 @@ crypto_xact_callback(XactEvent event, void *arg)
 			drop_key_caches();
 			drop_rules();
 			pending_scrubs = NIL;
-			subject_locks_taken = 0;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			pending_scrubs = NIL;
-			subject_locks_taken = 0;
 			break;
 		default:
 			break;
@@ -1230,6 +1230,46 @@ fetch_row(Oid relid, Oid indexid, AttrNumber attno, RegProcedure eqproc, Datum v
 	return tup;
 }
 
+/*
+ * The same with a dirty snapshot, which also sees the rows of transactions
+ * in progress: when the row is being inserted or deleted by one, returns
+ * NULL with *wait_for set to it, for the caller to wait for (holding no
+ * lock of ours) and look again.
+ */
+static HeapTuple
+fetch_settled_row(Oid relid, Oid indexid, AttrNumber attno, RegProcedure eqproc, Datum value,
+				  TupleDesc *desc, TransactionId *wait_for)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	SnapshotData dirty;
+	HeapTuple	tup;
+	HeapTuple	found = NULL;
+
+	InitDirtySnapshot(dirty);
+	ScanKeyInit(&key, attno, BTEqualStrategyNumber, eqproc, value);
+	scan = systable_beginscan(rel, indexid, true, &dirty, 1, &key);
+	while ((tup = systable_getnext(scan)) != NULL)
+	{
+		if (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax))
+		{
+			*wait_for = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
+			if (found)
+				heap_freetuple(found);
+			found = NULL;
+			break;
+		}
+		if (found == NULL)
+			found = heap_copytuple(tup);
+	}
+	systable_endscan(scan);
+	if (desc)
+		*desc = RelationGetDescr(rel);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
 /* Columns of subject_keys */
 #define Anum_keys_key_id		1
 #define Anum_keys_subject		2
@@ -1281,42 +1321,61 @@ get_key(const pg_uuid_t *key_id, uint8 *key)
 
 /*
  * Serialise key creation and forget() for one subject: an ExclusiveLock on
- * the subject's lock tag until the transaction ends.  A transaction that
- * creates keys for more than event_store.max_stream_locks subjects (a bulk
- * import) takes ShareLock on event_store.forgotten_subjects instead, which
- * excludes every forget() (they take RowExclusiveLock on it first) but no
- * other appender, so that it cannot exhaust the shared lock table.
+ * the subject's lock tag (advisory class, field4 = ES_LOCKTAG_SUBJECT, key =
+ * 64 bits of its SHA-256), from the checks (tombstone, key) to the write
+ * (key, or tombstone and deletion); one at a time per backend (locks.c).
+ * Later, a transaction in progress is found by its rows and waited for.
  */
 static void
-lock_subject(const uint8 *hash, bool creating)
+lock_subject(const uint8 *hash)
 {
-	LOCKTAG		tag;
-	uint32		a,
-				b;
+	uint64		key;
 
-	if (creating && subject_locks_taken >= es_max_stream_locks)
-	{
-		Oid			tomb = crypto_catalog()->tomb_relid;
-
-		if (!CheckRelationOidLockedByMe(tomb, ShareLock, true))
-			LockRelationOid(tomb, ShareLock);
-		return;
-	}
-	memcpy(&a, hash, 4);
-	memcpy(&b, hash + 4, 4);
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, a, b, ES_LOCKTAG_SUBJECT);
-	if (LockAcquire(&tag, ExclusiveLock, false, false) == LOCKACQUIRE_OK)
-		subject_locks_taken++;
+	memcpy(&key, hash, sizeof(key));
+	es_lock_take(&subject_lock, ES_LOCKTAG_SUBJECT, key);
 }
 
+/*
+ * Is there a tombstone for the subject?  Under the subject's lock, with
+ * *wait_for set (and false returned) when a forget() in progress is writing
+ * it.
+ */
 static bool
-is_forgotten(const uint8 *hash)
+is_forgotten(const uint8 *hash, TransactionId *wait_for)
 {
 	const CryptoCatalog *c = crypto_catalog();
-	HeapTuple	tup = fetch_row(c->tomb_relid, c->tomb_pkey, 1, F_BYTEAEQ,
-								PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)), NULL);
+	HeapTuple	tup = fetch_settled_row(c->tomb_relid, c->tomb_pkey, 1, F_BYTEAEQ,
+										PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)),
+										NULL, wait_for);
 
 	return tup != NULL;
+}
+
+/*
+ * Under the subject's lock: whether the subject is forgotten, and its key
+ * row (or NULL), once no transaction in progress is writing either.
+ */
+static bool
+settled_subject(text *subject, const uint8 *hash, HeapTuple *key_row, TupleDesc *desc)
+{
+	const CryptoCatalog *c = crypto_catalog();
+
+	for (;;)
+	{
+		TransactionId wait_for = InvalidTransactionId;
+		bool		forgotten;
+
+		lock_subject(hash);
+		forgotten = is_forgotten(hash, &wait_for);
+		*key_row = NULL;
+		if (!TransactionIdIsValid(wait_for))
+			*key_row = fetch_settled_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
+										 PointerGetDatum(subject), desc, &wait_for);
+		if (!TransactionIdIsValid(wait_for))
+			return forgotten;
+		es_lock_release(&subject_lock);
+		XactLockTableWait(wait_for, NULL, NULL, XLTW_None);
+	}
 }
 
 /*
@@ -1342,18 +1401,13 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 
 	tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
 					PointerGetDatum(subject), &desc);
-	if (tup == NULL)
-	{
-		lock_subject(hash, true);
-		if (is_forgotten(hash))
-			ereport(ERROR,
-					(errcode(ERRCODE_ES_SUBJECT_FORGOTTEN),
-					 errmsg("the subject of this event has been forgotten"),
-					 errdetail("event_store.forget() erased the subject's key; events about it cannot be appended any more."),
-					 errhint("Do not record personal data of a subject that exercised the right to be forgotten.")));
-		tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-						PointerGetDatum(subject), &desc);
-	}
+	if (tup == NULL &&
+		settled_subject(subject, hash, &tup, &desc))
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_SUBJECT_FORGOTTEN),
+				 errmsg("the subject of this event has been forgotten"),
+				 errdetail("event_store.forget() erased the subject's key; events about it cannot be appended any more."),
+				 errhint("Do not record personal data of a subject that exercised the right to be forgotten.")));
 	if (tup == NULL)
 	{
 		/* first use: a new random key, wrapped */
@@ -1391,6 +1445,8 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 					 errmsg("could not serialize access due to a concurrent creation of a subject key"),
 					 errhint("The transaction might succeed if retried.")));
 	}
+	/* the key row is in the indexes: its lock has served */
+	es_lock_release(&subject_lock);
 	{
 		bool		isnull;
 
@@ -2167,12 +2223,8 @@ event_store_forget(PG_FUNCTION_ARGS)
 	sha256((uint8 *) VARDATA_ANY(subject), VARSIZE_ANY_EXHDR(subject), hash);
 	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
 		snprintf(hex + 2 * i, 3, "%02x", hash[i]);
-	/* before anything is read: wait for bulk key creators (see lock_subject) */
-	LockRelationOid(c->tomb_relid, RowExclusiveLock);
-	lock_subject(hash, false);
-	was_forgotten = is_forgotten(hash);
-	tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-					PointerGetDatum(subject), &desc);
+	/* the subject is ours until its key is deleted and its tombstone written */
+	was_forgotten = settled_subject(subject, hash, &tup, &desc);
 	if (tup)
 	{
 		bool		isnull;
@@ -2180,7 +2232,10 @@ event_store_forget(PG_FUNCTION_ARGS)
 		key_id = format_uuid(DatumGetUUIDP(heap_getattr(tup, Anum_keys_key_id, desc, &isnull)));
 	}
 	if (was_forgotten && key_id == NULL)
+	{
+		es_lock_release(&subject_lock);
 		PG_RETURN_BOOL(false);
+	}
 
 	es_owner_begin(&owner);
 	SPI_connect();
@@ -2240,6 +2295,7 @@ event_store_forget(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	es_owner_end(&owner);
+	es_lock_release(&subject_lock);
 	CacheInvalidateRelcacheByRelid(c->keys_relid);
 	PG_RETURN_BOOL(true);
 }

@@ -37,10 +37,14 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
+	/*
+	 * Obsolete since 0.2.0, when a backend came to hold one stream lock at a
+	 * time (locks.c); still defined so that configurations setting it load.
+	 */
 	DefineCustomIntVariable("event_store.max_stream_locks",
-							"Stream locks one transaction takes before it locks the whole event table instead.",
-							"A transaction that appends to more streams than this takes one table lock "
-							"rather than filling the shared lock table with one lock per stream.",
+							"No effect (obsolete since event_store 0.2.0).",
+							"Appends hold one stream lock and one subject lock at a time, whatever the "
+							"number of streams a transaction writes.",
 							&es_max_stream_locks,
 							1000, 1, INT_MAX,
 							PGC_SUSET, 0,
@@ -67,6 +71,7 @@ _PG_init(void)
 
 	MarkGUCPrefixReserved("event_store");
 
+	es_locks_init();
 	es_versioning_init();
 	es_upcast_init();
 	es_aggregate_init();

@@ -83,8 +83,10 @@
 
 /* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
 #define ES_LOCKTAG_STREAM			0x4553
-/* ... and of the subject lock taken when a subject key is created or forgotten */
+/* ... of the subject lock taken when a subject key is created or forgotten */
 #define ES_LOCKTAG_SUBJECT			0x4554
+/* ... and of the event id lock taken while an event with a given id is appended */
+#define ES_LOCKTAG_EVENT_ID			0x4555
 
 /*
  * The upcast hook.  Another C extension can upcast events too: it saves the
@@ -120,6 +122,25 @@ extern PGDLLIMPORT uint64 event_store_upcast_hook_fingerprint;
 
 /* Everything below is internal to event_store.so (built with -DEVENT_STORE_INTERNAL). */
 #ifdef EVENT_STORE_INTERNAL
+
+#include "storage/lock.h"
+
+/*
+ * locks.c: a slot for one short lock of ours at a time (see locks.c for the
+ * protocol: held from a check to the write it allows, never while waiting
+ * for another transaction).  Zero-initialise it (a static variable).
+ */
+typedef struct EsLock
+{
+	bool		registered;
+	bool		held;
+	LOCKTAG		tag;
+	SubTransactionId subid;		/* the subtransaction that took it */
+} EsLock;
+
+extern void es_locks_init(void);
+extern void es_lock_take(EsLock *lock, uint16 kind, uint64 key);
+extern void es_lock_release(EsLock *lock);
 
 /* event_store.c: settings */
 extern int	es_max_stream_locks;
