@@ -308,6 +308,12 @@ GRANT EXECUTE ON FUNCTION event_store.protect(text, text, text[]), event_store.f
                           event_store.rewrap_keys(), event_store.subject_streams(text) TO regress_crypto_admin;
 SET ROLE regress_crypto_admin;
 SELECT count(*) FROM event_store.subject_keys WHERE subject = 'u2';
+-- subject_streams needs its EXECUTE only (the admin reads no events)
+SELECT * FROM event_store.subject_streams('u2');
+SELECT * FROM event_store.subject_streams(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.subject_streams('');
+\echo :LAST_ERROR_SQLSTATE
 SELECT event_store.forget('u2');
 RESET ROLE;
 SELECT data, metadata->>'redacted' AS redacted FROM event_store.read_stream('user-2');
@@ -353,6 +359,26 @@ SELECT state FROM event_store.snapshots WHERE stream_id = 'pdsnap-2';
 RESET ROLE;
 DROP OWNED BY regress_pd_handler;
 DROP ROLE regress_pd_handler;
+-- a numeric subject is its shortest decimal form: 7, 7.00 and 7e0 are the
+-- subject "7" (so is the string "7"), with one key, forgotten by forget('7')
+SELECT event_store.protect('Scored', '$.uid', '{$.name}');
+SELECT event_store.append('score-1', 'Scored', '{"uid": 7, "name": "Ann"}'),
+       event_store.append('score-1', 'Scored', '{"uid": 7.00, "name": "Ann"}'),
+       event_store.append('score-1', 'Scored', '{"uid": 7e0, "name": "Ann"}'),
+       event_store.append('score-1', 'Scored', '{"uid": "7", "name": "Ann"}'),
+       event_store.append('score-2', 'Scored', '{"uid": 0.5e1, "name": "Bea"}'),
+       event_store.append('score-3', 'Scored', '{"uid": -0.0, "name": "Cid"}');
+SELECT stream_id, count(DISTINCT metadata->'protected'->>'key') AS keys
+  FROM event_store.events WHERE stream_id LIKE 'score-%' GROUP BY 1 ORDER BY 1;
+SELECT subject FROM event_store.subject_keys
+ WHERE key_id::text IN (SELECT metadata->'protected'->>'key' FROM event_store.events WHERE stream_id LIKE 'score-%')
+ ORDER BY 1;
+SELECT event_store.forget('7');
+SELECT event_store.append('score-1', 'Scored', '{"uid": 7.0, "name": "Ann"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT data->>'name' AS name, metadata->>'redacted' AS redacted FROM event_store.read_stream('score-1');
+SELECT data->>'name' AS name FROM event_store.read_stream('score-2');
+
 -- forget refuses to run where commit could still fail after destroying the key
 BEGIN ISOLATION LEVEL SERIALIZABLE;
 SELECT event_store.forget('snap-v');

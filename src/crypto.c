@@ -35,10 +35,14 @@
  * forget() and rewrap_keys() send one, delivered to every backend at commit)
  * and at every (sub)transaction abort, so that nothing an aborted
  * transaction created survives in them.  Key bytes and decrypted values are
- * zeroed when dropped.  Since an invalidation can arrive whenever a lock is
- * taken, what callers get from the key and value caches is a copy, and the
- * rules are only marked stale by an invalidation, reloaded by the next
- * find_rule().
+ * zeroed when dropped, and so are the copies of keys and plaintexts handed
+ * to pgcrypto once it returns (what pgcrypto and OpenSSL copy internally,
+ * and the decrypted values handed on to readers -- jsonb built per event,
+ * rows of a result, a tuplestore that may spill to a temporary file -- are
+ * beyond reach: README, "What remains").  Since an invalidation can arrive
+ * whenever a lock is taken, what callers get from the key and value caches
+ * is a copy, and the rules are only marked stale by an invalidation,
+ * reloaded by the next find_rule().
  *
  * forget() deletes the key row and, at pre-commit, overwrites it in place
  * (heap_inplace_update): vacuum frees a dead row's space without clearing
@@ -109,6 +113,8 @@ PG_FUNCTION_INFO_V1(event_store_protect);
 PG_FUNCTION_INFO_V1(event_store_forget);
 PG_FUNCTION_INFO_V1(event_store_rewrap_keys);
 PG_FUNCTION_INFO_V1(event_store_personal_data_access);
+PG_FUNCTION_INFO_V1(event_store_subject_hash);
+PG_FUNCTION_INFO_V1(event_store_subject_streams);
 
 #define KEY_BYTES		64		/* a subject key: AES-256 key, then HMAC key */
 #define HALF_KEY		32
@@ -133,7 +139,7 @@ typedef struct CryptoCatalog
 	Oid			nsp;
 	Oid			keys_relid;		/* subject_keys */
 	Oid			keys_pkey;		/* (key_id) */
-	Oid			keys_subject;	/* (subject) */
+	Oid			keys_hash;		/* unique (_subject_hash(subject)) */
 	Oid			tomb_relid;		/* forgotten_subjects */
 	Oid			tomb_pkey;		/* (subject_hash) */
 	Oid			rules_relid;	/* protected_types */
@@ -323,7 +329,7 @@ crypto_relcache_callback(Datum arg, Oid relid)
 	if (relid == InvalidOid || relid == ccat.rules_relid)
 		drop_rules();
 	if (relid == InvalidOid || relid == ccat.keys_relid || relid == ccat.keys_pkey ||
-		relid == ccat.keys_subject || relid == ccat.tomb_relid || relid == ccat.tomb_pkey ||
+		relid == ccat.keys_hash || relid == ccat.tomb_relid || relid == ccat.tomb_pkey ||
 		relid == ccat.rules_relid)
 		ccat_valid = false;
 }
@@ -458,12 +464,16 @@ crypto_catalog(void)
 		c.nsp = es_catalog() ? get_namespace_oid("event_store", false) : InvalidOid;
 		c.keys_relid = get_relname_relid("subject_keys", c.nsp);
 		c.keys_pkey = get_relname_relid("subject_keys_pkey", c.nsp);
-		c.keys_subject = get_relname_relid("subject_keys_subject_key", c.nsp);
+		c.keys_hash = get_relname_relid("subject_keys_subject_hash", c.nsp);
 		c.tomb_relid = get_relname_relid("forgotten_subjects", c.nsp);
 		c.tomb_pkey = get_relname_relid("forgotten_subjects_pkey", c.nsp);
 		c.rules_relid = get_relname_relid("protected_types", c.nsp);
+		/* the index of version 0.2.0; 0.1.0's is by subject (see keys_by_subject) */
+		if (!OidIsValid(c.keys_hash) &&
+			!OidIsValid(get_relname_relid("subject_keys_subject_key", c.nsp)))
+			c.keys_relid = InvalidOid;
 		if (!OidIsValid(c.keys_relid) || !OidIsValid(c.keys_pkey) ||
-			!OidIsValid(c.keys_subject) || !OidIsValid(c.tomb_relid) ||
+			!OidIsValid(c.tomb_relid) ||
 			!OidIsValid(c.tomb_pkey) || !OidIsValid(c.rules_relid))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -580,16 +590,29 @@ make_bytea(const uint8 *p, int len)
 	return b;
 }
 
+/*
+ * Zero a copy of secret bytes we handed to pgcrypto (a key, a plaintext),
+ * once pgcrypto is done with it.
+ */
+static void
+zero_bytea(bytea *b)
+{
+	explicit_bzero(VARDATA(b), VARSIZE(b) - VARHDRSZ);
+}
+
 /* HMAC-SHA256 of msg with mac_key (32 bytes) into tag */
 static void
 hmac256(const uint8 *mac_key, const uint8 *msg, int len, uint8 *tag)
 {
 	bytea	   *r;
+	bytea	   *k = make_bytea(mac_key, HALF_KEY);
+	bytea	   *m = make_bytea(msg, len);
 
 	r = DatumGetByteaPP(FunctionCall3Coll(&pgcrypto()->hmac, InvalidOid,
-										  PointerGetDatum(make_bytea(msg, len)),
-										  PointerGetDatum(make_bytea(mac_key, HALF_KEY)),
+										  PointerGetDatum(m), PointerGetDatum(k),
 										  CStringGetTextDatum("sha256")));
+	zero_bytea(k);
+	zero_bytea(m);				/* key material when deriving the KEK's subkeys */
 	Assert(VARSIZE_ANY_EXHDR(r) == TAG_BYTES);
 	memcpy(tag, VARDATA_ANY(r), TAG_BYTES);
 }
@@ -615,13 +638,16 @@ seal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *plain, int len, 
 	int			ctlen;
 	uint8	   *msg;
 	uint8	   *out;
+	bytea	   *p = make_bytea(plain, len);
+	bytea	   *k = make_bytea(key, HALF_KEY);
 
 	random_bytes(iv, IV_BYTES);
 	ct = DatumGetByteaPP(FunctionCall4Coll(&pgcrypto()->encrypt_iv, InvalidOid,
-										   PointerGetDatum(make_bytea(plain, len)),
-										   PointerGetDatum(make_bytea(key, HALF_KEY)),
+										   PointerGetDatum(p), PointerGetDatum(k),
 										   PointerGetDatum(make_bytea(iv, IV_BYTES)),
 										   CStringGetTextDatum("aes-cbc/pad:pkcs")));
+	zero_bytea(p);
+	zero_bytea(k);
 	ctlen = VARSIZE_ANY_EXHDR(ct);
 	msg = palloc(adlen + IV_BYTES + ctlen);
 	memcpy(msg, ad, adlen);
@@ -647,6 +673,8 @@ unseal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *in, int inlen)
 	int			ctlen = inlen - IV_BYTES - TAG_BYTES;
 	int			diff = 0;
 	int			i;
+	bytea	   *k;
+	bytea	   *plain;
 
 	if (ctlen < 16 || ctlen % 16 != 0)
 		return NULL;
@@ -659,11 +687,14 @@ unseal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *in, int inlen)
 		diff |= tag[i] ^ in[IV_BYTES + ctlen + i];	/* constant time */
 	if (diff != 0)
 		return NULL;
-	return DatumGetByteaPP(FunctionCall4Coll(&pgcrypto()->decrypt_iv, InvalidOid,
-											 PointerGetDatum(make_bytea(in + IV_BYTES, ctlen)),
-											 PointerGetDatum(make_bytea(key, HALF_KEY)),
-											 PointerGetDatum(make_bytea(in, IV_BYTES)),
-											 CStringGetTextDatum("aes-cbc/pad:pkcs")));
+	k = make_bytea(key, HALF_KEY);
+	plain = DatumGetByteaPP(FunctionCall4Coll(&pgcrypto()->decrypt_iv, InvalidOid,
+											  PointerGetDatum(make_bytea(in + IV_BYTES, ctlen)),
+											  PointerGetDatum(k),
+											  PointerGetDatum(make_bytea(in, IV_BYTES)),
+											  CStringGetTextDatum("aes-cbc/pad:pkcs")));
+	zero_bytea(k);
+	return plain;
 }
 
 static void
@@ -1206,68 +1237,86 @@ ensure_key_caches(void)
 }
 
 /*
- * Fetch one row of one of our tables through an index, with the latest
- * snapshot.  Returns a copy of the tuple or NULL.
+ * Fetch one row of one of our tables through a unique index, by its first
+ * column (eqproc: the equality of its type), with the snapshot.  Returns a
+ * copy of the tuple or NULL.  With a dirty snapshot, a row that a
+ * transaction in progress is inserting or deleting is not returned:
+ * *wait_for is set to that transaction instead, for the caller to wait for
+ * (holding no lock of ours) before it looks again.
  */
 static HeapTuple
-fetch_row(Oid relid, Oid indexid, AttrNumber attno, RegProcedure eqproc, Datum value,
-		  TupleDesc *desc)
+fetch_by_index(Oid relid, Oid indexid, RegProcedure eqproc, Datum value, Snapshot snapshot,
+			   TupleDesc *desc, TransactionId *wait_for)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
+	Relation	idx = index_open(indexid, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-
-	ScanKeyInit(&key, attno, BTEqualStrategyNumber, eqproc, value);
-	scan = systable_beginscan(rel, indexid, true, fresh_snapshot(), 1, &key);
-	tup = systable_getnext(scan);
-	if (tup)
-		tup = heap_copytuple(tup);
-	systable_endscan(scan);
-	if (desc)
-		*desc = RelationGetDescr(rel);
-	table_close(rel, AccessShareLock);
-	return tup;
-}
-
-/*
- * The same with a dirty snapshot, which also sees the rows of transactions
- * in progress: when the row is being inserted or deleted by one, returns
- * NULL with *wait_for set to it, for the caller to wait for (holding no
- * lock of ours) and look again.
- */
-static HeapTuple
-fetch_settled_row(Oid relid, Oid indexid, AttrNumber attno, RegProcedure eqproc, Datum value,
-				  TupleDesc *desc, TransactionId *wait_for)
-{
-	Relation	rel = table_open(relid, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	SnapshotData dirty;
-	HeapTuple	tup;
+	IndexScanDesc scan;
 	HeapTuple	found = NULL;
+	bool		dirty = (snapshot->snapshot_type == SNAPSHOT_DIRTY);
 
-	InitDirtySnapshot(dirty);
-	ScanKeyInit(&key, attno, BTEqualStrategyNumber, eqproc, value);
-	scan = systable_beginscan(rel, indexid, true, &dirty, 1, &key);
-	while ((tup = systable_getnext(scan)) != NULL)
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, eqproc, value);
+	scan = index_beginscan(rel, idx, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
-		if (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax))
+		if (dirty && (TransactionIdIsValid(snapshot->xmin) || TransactionIdIsValid(snapshot->xmax)))
 		{
-			*wait_for = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
+			*wait_for = TransactionIdIsValid(snapshot->xmin) ? snapshot->xmin : snapshot->xmax;
 			if (found)
 				heap_freetuple(found);
 			found = NULL;
 			break;
 		}
 		if (found == NULL)
-			found = heap_copytuple(tup);
+			found = ExecCopySlotHeapTuple(slot);
+		if (!dirty)
+			break;
 	}
-	systable_endscan(scan);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
 	if (desc)
 		*desc = RelationGetDescr(rel);
 	table_close(rel, AccessShareLock);
 	return found;
+}
+
+/* with the latest snapshot */
+static HeapTuple
+fetch_row(Oid relid, Oid indexid, RegProcedure eqproc, Datum value, TupleDesc *desc)
+{
+	return fetch_by_index(relid, indexid, eqproc, value, fresh_snapshot(), desc, NULL);
+}
+
+/* with a dirty snapshot (see fetch_by_index) */
+static HeapTuple
+fetch_settled_row(Oid relid, Oid indexid, RegProcedure eqproc, Datum value,
+				  TupleDesc *desc, TransactionId *wait_for)
+{
+	SnapshotData dirty;
+
+	InitDirtySnapshot(dirty);
+	return fetch_by_index(relid, indexid, eqproc, value, &dirty, desc, wait_for);
+}
+
+/*
+ * The index finding a subject's key, by the SHA-256 of the subject.  A
+ * library of 0.2.0 over the tables of 0.1.0 (installed, not yet updated)
+ * appends and reads, but creates, finds by subject and forgets no key until
+ * the update.
+ */
+static Oid
+keys_by_subject(const CryptoCatalog *c)
+{
+	if (!OidIsValid(c->keys_hash))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the personal-data tables of extension \"event_store\" are those of version 0.1.0"),
+				 errdetail("This library finds subject keys through the index subject_keys_subject_hash of version 0.2.0."),
+				 errhint("Run ALTER EXTENSION event_store UPDATE.")));
+	return c->keys_hash;
 }
 
 /* Columns of subject_keys */
@@ -1292,7 +1341,7 @@ get_key(const pg_uuid_t *key_id, uint8 *key)
 	if (!found)
 	{
 		TupleDesc	desc;
-		HeapTuple	tup = fetch_row(c->keys_relid, c->keys_pkey, Anum_keys_key_id, F_UUID_EQ,
+		HeapTuple	tup = fetch_row(c->keys_relid, c->keys_pkey, F_UUID_EQ,
 									UUIDPGetDatum(key_id), &desc);
 		uint8		k[KEY_BYTES];
 		bool		exists = false;
@@ -1344,7 +1393,7 @@ static bool
 is_forgotten(const uint8 *hash, TransactionId *wait_for)
 {
 	const CryptoCatalog *c = crypto_catalog();
-	HeapTuple	tup = fetch_settled_row(c->tomb_relid, c->tomb_pkey, 1, F_BYTEAEQ,
+	HeapTuple	tup = fetch_settled_row(c->tomb_relid, c->tomb_pkey, F_BYTEAEQ,
 										PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)),
 										NULL, wait_for);
 
@@ -1356,7 +1405,7 @@ is_forgotten(const uint8 *hash, TransactionId *wait_for)
  * row (or NULL), once no transaction in progress is writing either.
  */
 static bool
-settled_subject(text *subject, const uint8 *hash, HeapTuple *key_row, TupleDesc *desc)
+settled_subject(const uint8 *hash, HeapTuple *key_row, TupleDesc *desc)
 {
 	const CryptoCatalog *c = crypto_catalog();
 
@@ -1369,8 +1418,9 @@ settled_subject(text *subject, const uint8 *hash, HeapTuple *key_row, TupleDesc 
 		forgotten = is_forgotten(hash, &wait_for);
 		*key_row = NULL;
 		if (!TransactionIdIsValid(wait_for))
-			*key_row = fetch_settled_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-										 PointerGetDatum(subject), desc, &wait_for);
+			*key_row = fetch_settled_row(c->keys_relid, keys_by_subject(c), F_BYTEAEQ,
+										 PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)),
+										 desc, &wait_for);
 		if (!TransactionIdIsValid(wait_for))
 			return forgotten;
 		es_lock_release(&subject_lock);
@@ -1399,10 +1449,10 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		return;
 	}
 
-	tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-					PointerGetDatum(subject), &desc);
+	tup = fetch_row(c->keys_relid, keys_by_subject(c), F_BYTEAEQ,
+					PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)), &desc);
 	if (tup == NULL &&
-		settled_subject(subject, hash, &tup, &desc))
+		settled_subject(hash, &tup, &desc))
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_SUBJECT_FORGOTTEN),
 				 errmsg("the subject of this event has been forgotten"),
@@ -1430,15 +1480,15 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		es_owner_begin(&owner);
 		SPI_connect();
 		rc = SPI_execute_with_args("INSERT INTO event_store.subject_keys (key_id, subject, wrapped_key, kek_id) "
-								   "VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING",
+								   "VALUES ($1, $2, $3, $4) ON CONFLICT (event_store._subject_hash(subject)) DO NOTHING",
 								   4, types, args, NULL, false, 0);
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "could not store a subject key: %s", SPI_result_code_string(rc));
 		SPI_finish();
 		es_owner_end(&owner);
 		/* a concurrent first use may have won: use what is stored */
-		tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-						PointerGetDatum(subject), &desc);
+		tup = fetch_row(c->keys_relid, keys_by_subject(c), F_BYTEAEQ,
+						PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)), &desc);
 		if (tup == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -1560,8 +1610,12 @@ decrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, Jsonb
 						event_id ? psprintf("event %s", format_uuid(DatumGetUUIDP(*event_id))) : "the stored event"),
 				 errdetail("The stored ciphertext was altered or truncated, or belongs to another field or subject."),
 				 errhint("Restore the event from a backup; the log must not be modified.")));
-	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-												CStringGetDatum(text_to_cstring((text *) plain))));
+	{
+		char	   *json = text_to_cstring((text *) plain);
+
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+		explicit_bzero(json, strlen(json));
+	}
 	explicit_bzero(VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain));
 
 	/* remember it (unless an invalidation dropped the cache meanwhile) */
@@ -1677,7 +1731,10 @@ es_protect_event(Datum *values, bool *nulls)
 	}
 	else
 	{
-		subject = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(sv->val.numeric)));
+		/* a number is its shortest decimal form: 7, 7.0, 7.00 and 7e0 are the subject "7" */
+		subject = DatumGetCString(DirectFunctionCall1(numeric_out,
+													  DirectFunctionCall1(numeric_trim_scale,
+																		  NumericGetDatum(sv->val.numeric))));
 		slen = strlen(subject);
 	}
 	if (slen == 0 || slen > ES_MAX_ID_BYTES)
@@ -2148,7 +2205,7 @@ es_key_streams(const char *key_id)
 	rc = SPI_execute_with_args("SELECT DISTINCT e.stream_id FROM event_store.events e "
 							   "WHERE e.metadata OPERATOR(pg_catalog.?) 'protected' "
 							   "AND ((e.metadata OPERATOR(pg_catalog.->) 'protected') "
-							   "OPERATOR(pg_catalog.->>) 'key') OPERATOR(pg_catalog.=) $1",
+							   "OPERATOR(pg_catalog.->>) 'key') OPERATOR(pg_catalog.=) $1 ORDER BY 1",
 							   1, types, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not list the streams of a subject: %s", SPI_result_code_string(rc));
@@ -2224,7 +2281,7 @@ event_store_forget(PG_FUNCTION_ARGS)
 	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
 		snprintf(hex + 2 * i, 3, "%02x", hash[i]);
 	/* the subject is ours until its key is deleted and its tombstone written */
-	was_forgotten = settled_subject(subject, hash, &tup, &desc);
+	was_forgotten = settled_subject(hash, &tup, &desc);
 	if (tup)
 	{
 		bool		isnull;
@@ -2353,6 +2410,66 @@ event_store_rewrap_keys(PG_FUNCTION_ARGS)
 	es_owner_end(&owner);
 	CacheInvalidateRelcacheByRelid(c->keys_relid);
 	PG_RETURN_INT64((int64) done);
+}
+
+/*
+ * _subject_hash(subject text) RETURNS bytea: the SHA-256 of the subject's
+ * bytes, the key of the unique index on event_store.subject_keys (the same
+ * as a tombstone's), so that the index holds no subject in clear, not even
+ * in its freed space after forget().
+ */
+Datum
+event_store_subject_hash(PG_FUNCTION_ARGS)
+{
+	text	   *subject = PG_GETARG_TEXT_PP(0);
+	uint8		hash[PG_SHA256_DIGEST_LENGTH];
+
+	sha256((uint8 *) VARDATA_ANY(subject), VARSIZE_ANY_EXHDR(subject), hash);
+	PG_RETURN_BYTEA_P(make_bytea(hash, PG_SHA256_DIGEST_LENGTH));
+}
+
+/*
+ * subject_streams(subject text) RETURNS SETOF text: the streams holding the
+ * subject's protected events, while it has a key.  Read as the extension's
+ * owner, so that EXECUTE is the whole right (an admin of personal data need
+ * not read the events).
+ */
+Datum
+event_store_subject_streams(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *subject = es_identifier_arg(fcinfo, 0, "subject");
+	const CryptoCatalog *c = crypto_catalog();
+	uint8		hash[PG_SHA256_DIGEST_LENGTH];
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	sha256((uint8 *) VARDATA_ANY(subject), VARSIZE_ANY_EXHDR(subject), hash);
+	tup = fetch_row(c->keys_relid, keys_by_subject(c), F_BYTEAEQ,
+					PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)), &desc);
+	if (tup)
+	{
+		bool		isnull;
+		char	   *key_id = format_uuid(DatumGetUUIDP(heap_getattr(tup, Anum_keys_key_id, desc, &isnull)));
+		EsOwnerSave owner;
+		List	   *streams;
+		ListCell   *lc;
+
+		es_owner_begin(&owner);
+		SPI_connect();
+		streams = es_key_streams(key_id);
+		foreach(lc, streams)
+		{
+			Datum		v = CStringGetTextDatum(lfirst(lc));
+			bool		n = false;
+
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &v, &n);
+		}
+		SPI_finish();
+		es_owner_end(&owner);
+	}
+	return (Datum) 0;
 }
 
 /*

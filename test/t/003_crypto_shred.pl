@@ -107,9 +107,12 @@ for my $plain ($alice_email, $alice_name, $bob_email)
 	is(found_in($plain, @key_files), '', "plaintext '$plain' is not in the key table files");
 	is(found_in($plain, @event_files), '', "plaintext '$plain' is not in the event table files");
 }
-# the subject itself is overwritten in the key table's heap (not required, but checked)
+# the subject itself: overwritten in the key table's heap, and never in its
+# indexes (they hold its SHA-256, which the tombstone keeps anyway)
 my $heap = $pgdata . '/' . $node->safe_psql('postgres', q{SELECT pg_relation_filepath('event_store.subject_keys')});
 is(found_in('subject-alice', $heap), '', 'the forgotten subject is not in the key table heap');
+is(found_in('subject-alice', @key_files), '', 'nor in any file of the key table (indexes included)');
+is(found_in('subject-bob', @key_files) ne '', 1, 'control: a subject not forgotten is found');
 
 # a forget that rolls back destroys nothing
 $node->safe_psql('postgres', q{BEGIN; SELECT event_store.forget('subject-bob'); ROLLBACK;});

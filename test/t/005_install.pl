@@ -75,6 +75,13 @@ $node->safe_psql('owned_old', qq{
 	  FROM pg_extension e, pg_extension r
 	 WHERE e.extname = 'event_store' AND r.extname = 'pgcrypto' AND ($depends_on_pgcrypto) = 0});
 is($node->safe_psql('owned_old', $depends_on_pgcrypto), '1', '0.1.0 as shipped depends on pgcrypto');
+# this library over the tables of 0.1.0: no key is created until the update
+$node->safe_psql('owned_old', q{SELECT event_store.protect('Registered', '$.uid', '{$.email}')});
+($rc, $out, $err) = $node->psql('owned_old', q{\set VERBOSITY verbose
+SELECT event_store.append('user-1', 'Registered', '{"uid": "u1", "email": "a@example.com"}')});
+like($err, qr/55000: the personal-data tables of extension "event_store" are those of version 0\.1\.0/,
+	'personal data before the update: 55000');
+like($err, qr/HINT:  Run ALTER EXTENSION event_store UPDATE/, 'with a hint');
 is($node->safe_psql('owned_old', qq{BEGIN; DROP SCHEMA public CASCADE; $has_extension; ROLLBACK},
 		extra_params => [ '-U', 'dbowner' ]), '0',
 	'so the database owner could drop the log (rolled back)');
@@ -88,6 +95,15 @@ is($node->safe_psql('owned_old', q{SELECT string_agg(stream_version || ':' || ev
 	'1:Opened 2:Deposited', 'the events survived the update');
 is($node->safe_psql('owned_old', q{SELECT event_store.append('acct-1', 'Withdrawn', '{}', expected_version => 2)}),
 	'3', 'and appends continue');
+is($node->safe_psql('owned_old', q{
+	CREATE SCHEMA crypto;
+	CREATE EXTENSION pgcrypto SCHEMA crypto;
+	SELECT event_store.append('user-1', 'Registered', '{"uid": "u1", "email": "a@example.com"}');
+	SELECT string_agg(s, ',') FROM event_store.subject_streams('u1') s;
+	SELECT event_store.forget('u1');
+	SELECT event_store.forget('u1');
+	SELECT coalesce(data->>'email', 'null') || ' ' || (metadata->>'redacted') FROM event_store.read_stream('user-1')}),
+	"1\nuser-1\nt\nf\nnull forgotten", 'personal data after the update: append, subject_streams, forget');
 
 # 3. A schema event_store made before the install by another role is
 #    refused: its owner could add objects (an overload of append, a fake
