@@ -139,6 +139,32 @@ RETURNS SETOF text
 LANGUAGE c STABLE PARALLEL RESTRICTED
 AS 'MODULE_PATHNAME', 'event_store_subject_streams';
 
+-- The registries are written by their functions only, and snapshots read
+-- by them only (a state may hold a protected field in clear).  The README
+-- of 0.1.0 granted direct writes of the registries to admins and SELECT on
+-- snapshots to readers: an update takes every such grant back (INSERT on
+-- snapshots, the right of a load to write one, stays).
+DO $revoke$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT c.relname, a.privilege_type, a.grantee
+          FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'event_store'::pg_catalog.regnamespace
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+           AND ((c.relname OPERATOR(pg_catalog.=) ANY ('{upcasters,aggregates,protected_types}'::pg_catalog.name[])
+                 AND a.privilege_type OPERATOR(pg_catalog.<>) 'SELECT')
+                OR (c.relname OPERATOR(pg_catalog.=) 'snapshots'
+                    AND a.privilege_type OPERATOR(pg_catalog.<>) 'INSERT'))
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE %s ON event_store.%I FROM %s CASCADE', g.privilege_type, g.relname,
+                                  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
+    END LOOP;
+END
+$revoke$;
+
 -- The registries are written by their functions only (as the extension's
 -- owner, src/event_store.c es_owner_begin): a row of upcasters written by
 -- hand may hold anything, so the view resolves only text that is a signature

@@ -85,7 +85,21 @@ like($err, qr/HINT:  Run ALTER EXTENSION event_store UPDATE/, 'with a hint');
 is($node->safe_psql('owned_old', qq{BEGIN; DROP SCHEMA public CASCADE; $has_extension; ROLLBACK},
 		extra_params => [ '-U', 'dbowner' ]), '0',
 	'so the database owner could drop the log (rolled back)');
+# the grants the README of 0.1.0 gave: direct writes of the registries, reads of snapshots
+my $grants = q{
+	SELECT coalesce(string_agg(c.relname || ':' || a.privilege_type, ' ' ORDER BY c.relname, a.privilege_type), 'none')
+	  FROM pg_class c, aclexplode(c.relacl) a
+	 WHERE c.relnamespace = 'event_store'::regnamespace AND a.grantee = 'dbowner'::regrole};
+$node->safe_psql('owned_old', q{
+	GRANT INSERT, UPDATE ON event_store.aggregates TO dbowner;
+	GRANT SELECT, INSERT, DELETE ON event_store.upcasters TO dbowner;
+	GRANT SELECT, INSERT, UPDATE, DELETE ON event_store.snapshots TO dbowner;
+	GRANT SELECT ON event_store.aggregates, event_store.events TO dbowner;
+});
 $node->safe_psql('owned_old', 'ALTER EXTENSION event_store UPDATE');
+is($node->safe_psql('owned_old', $grants),
+	'aggregates:SELECT events:SELECT snapshots:INSERT upcasters:SELECT',
+	'the update revokes direct writes of the registries and reads of snapshots');
 is($node->safe_psql('owned_old', q{SELECT extversion FROM pg_extension WHERE extname = 'event_store'}),
 	'0.2.0', 'updated to 0.2.0');
 is($node->safe_psql('owned_old', $depends_on_pgcrypto), '0', 'the update removed the dependency');
