@@ -88,6 +88,14 @@ SELECT event_store.drop_upcaster('OrderPlaced', 2);
 SELECT event_store.drop_upcaster('OrderSubmitted', 9);
 SELECT event_store.drop_upcaster(NULL, 1);
 \echo :LAST_ERROR_SQLSTATE
+SELECT event_store.drop_upcaster('OrderSubmitted', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.drop_upcaster('OrderSubmitted', 2147483647);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.drop_upcaster('OrderSubmitted', 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.drop_upcaster('', 1);
+\echo :LAST_ERROR_SQLSTATE
 BEGIN;
 SELECT event_store.drop_upcaster('OrderSubmitted', 3);
 CREATE FUNCTION public.order_add_channel_v2(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
@@ -104,16 +112,23 @@ CREATE FUNCTION public.failing_upcaster(data jsonb) RETURNS jsonb LANGUAGE plpgs
   AS $$ BEGIN RAISE EXCEPTION 'cannot upcast %', data->>'n' USING ERRCODE = 'P0001'; END $$;
 CREATE FUNCTION public.array_upcaster(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
   AS $$ SELECT '[1, 2]'::jsonb $$;
-SELECT event_store.append('bad-1', 'Fails', '{"n": 1}'), event_store.append('bad-2', 'Arrays', '{"n": 1}');
+CREATE FUNCTION public.null_upcaster(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT NULL::jsonb $$;
+SELECT event_store.append('bad-1', 'Fails', '{"n": 1}'), event_store.append('bad-2', 'Arrays', '{"n": 1}'),
+       event_store.append('bad-3', 'Nulls', '{"n": 1}');
 SELECT event_store.add_upcaster('Fails', 1, 'public.failing_upcaster(jsonb)');
 SELECT event_store.add_upcaster('Arrays', 1, 'public.array_upcaster(jsonb)');
+SELECT event_store.add_upcaster('Nulls', 1, 'public.null_upcaster(jsonb)');
 \set SHOW_CONTEXT errors
 SELECT * FROM event_store.read_stream('bad-1');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM event_store.read_stream('bad-2');
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_stream('bad-3');
+\echo :LAST_ERROR_SQLSTATE
 \set SHOW_CONTEXT never
-SELECT event_store.drop_upcaster('Fails', 1), event_store.drop_upcaster('Arrays', 1);
+SELECT event_store.drop_upcaster('Fails', 1), event_store.drop_upcaster('Arrays', 1),
+       event_store.drop_upcaster('Nulls', 1);
 SELECT stream_id, data FROM event_store.read_stream('bad-1');
 
 -- Replacing an upcaster's body takes effect at once; dropping its function

@@ -104,6 +104,21 @@ invalidate_agg_catalog(Datum arg, Oid relid)
 }
 
 /*
+ * Functions changed (a reducer may drop itself while it folds): a fold
+ * that sees the count move checks that its reducer still exists.
+ */
+static uint64 function_changes = 0;
+
+static void
+count_function_changes(Datum arg, int cacheid, uint32 hashvalue)
+{
+	(void) arg;
+	(void) cacheid;
+	(void) hashvalue;
+	function_changes++;
+}
+
+/*
  * Called once per process from _PG_init: settings and cache invalidation.
  */
 void
@@ -126,6 +141,7 @@ es_aggregate_init(void)
 							NULL, NULL, NULL);
 
 	CacheRegisterRelcacheCallback(invalidate_agg_catalog, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, count_function_changes, (Datum) 0);
 }
 
 /*
@@ -340,6 +356,7 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 	Jsonb	   *result;
 	bool		usable;
 	int64		view_after;
+	uint64		changes = function_changes;
 
 	if (at_version == 0)
 	{
@@ -379,6 +396,19 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 		MemoryContextSwitchTo(work);
 		if (!es_stream_scan_next(s))
 			break;
+		if (changes != function_changes)
+		{
+			/* the reducer must not have gone meanwhile (fmgr would fail to find it) */
+			if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(agg->reducer)))
+				ereport(ERROR,
+						(errcode(ERRCODE_ES_REDUCER_MISSING),
+						 errmsg("reducer of aggregate \"%s\" was dropped while it folded stream \"%s\"",
+								text_to_cstring(agg->name), text_to_cstring(stream_id)),
+						 errdetail("The function no longer exists at event version " INT64_FORMAT ".",
+								   DatumGetInt64(s->values[Anum_events_stream_version])),
+						 errhint("Create the function again, or define the aggregate again with event_store.define_aggregate().")));
+			changes = function_changes;
+		}
 		tuple = heap_form_tuple(tupdesc, s->values, s->nulls);
 		fcinfo->args[0].value = state;
 		fcinfo->args[0].isnull = false;
@@ -514,8 +544,7 @@ event_store_load_aggregate(PG_FUNCTION_ARGS)
 	int64		version;
 	Jsonb	   *state;
 
-	es_require_arg(fcinfo, 0, "stream_id");
-	stream_id = PG_GETARG_TEXT_PP(0);
+	stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
 	name = es_identifier_arg(fcinfo, 1, "aggregate");
 	if (!PG_ARGISNULL(2))
 		as_of = PG_GETARG_TIMESTAMPTZ(2);

@@ -774,8 +774,9 @@ parse_kek(const char *setting, Kek *k)
 
 		if (f == NULL)
 			ereport(ERROR,
-					(errcode_for_file_access(),
-					 errmsg("could not open key-encryption key file \"%s\": %m", setting + 5)));
+					(errcode(ERRCODE_ES_NO_KEK),
+					 errmsg("could not open key-encryption key file \"%s\": %m", setting + 5),
+					 errhint("Check the path in the setting, and that the server's user can read the file.")));
 		n = fread(hex, 1, sizeof(hex) - 1, f);
 		FreeFile(f);
 		hex[n] = '\0';

@@ -288,8 +288,7 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 	EsAggregate agg;
 	EsSnapshot	snap;
 
-	es_require_arg(fcinfo, 0, "stream_id");
-	stream_id = PG_GETARG_TEXT_PP(0);
+	stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
 	name = es_identifier_arg(fcinfo, 1, "aggregate");
 	InitMaterializedSRF(fcinfo, 0);
 	es_lookup_aggregate(name, GetActiveSnapshot(), false, &agg);
@@ -354,8 +353,11 @@ es_delete_snapshots(text *stream_id, text *aggregate)
 Datum
 event_store_delete_snapshots(PG_FUNCTION_ARGS)
 {
+	text	   *stream_id = NULL;
 	text	   *aggregate = NULL;
 
+	if (!PG_ARGISNULL(0))
+		stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
 	if (!PG_ARGISNULL(1))
 	{
 		EsAggregate agg;
@@ -363,5 +365,5 @@ event_store_delete_snapshots(PG_FUNCTION_ARGS)
 		aggregate = es_identifier_arg(fcinfo, 1, "aggregate");
 		es_lookup_aggregate(aggregate, GetActiveSnapshot(), false, &agg);
 	}
-	PG_RETURN_INT64(es_delete_snapshots(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), aggregate));
+	PG_RETURN_INT64(es_delete_snapshots(stream_id, aggregate));
 }

@@ -562,7 +562,19 @@ upcast(EventStoreUpcastEvent *ev)
 					 errmsg("the upcaster from schema version %d of event type \"%s\" is missing or no longer takes and returns jsonb",
 							step->from_version, text_to_cstring(ev->event_type)),
 					 errhint("Register a working step with event_store.drop_upcaster() and event_store.add_upcaster().")));
-		result = FunctionCall1Coll(&step->flinfo, InvalidOid, JsonbPGetDatum(ev->data));
+		{
+			LOCAL_FCINFO(fcinfo, 1);
+
+			InitFunctionCallInfoData(*fcinfo, &step->flinfo, 1, InvalidOid, NULL, NULL);
+			fcinfo->args[0].value = JsonbPGetDatum(ev->data);
+			fcinfo->args[0].isnull = false;
+			result = FunctionCallInvoke(fcinfo);
+			if (fcinfo->isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_ES_UPCASTER_RESULT),
+						 errmsg("upcaster %s returned null", format_procedure(step->flinfo.fn_oid)),
+						 errhint("An upcaster returns the event's data in the next schema version, a JSON object.")));
+		}
 		jb = DatumGetJsonbP(result);
 		if (!JB_ROOT_IS_OBJECT(jb))
 			ereport(ERROR,
@@ -683,6 +695,19 @@ registry_probe(const char *sql, int nargs, Oid *types, Datum *values)
 }
 
 /*
+ * A step goes from version n to n + 1: n is between 1 and INT32_MAX - 1.
+ */
+static void
+check_from_version(int32 from)
+{
+	if (from < 1 || from == PG_INT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_schema_version must be between 1 and %d", PG_INT32_MAX - 1),
+				 errdetail("Got %d.", from)));
+}
+
+/*
  * add_upcaster(event_type, from_schema_version, upcaster, to_event_type)
  * registers the step from version n to n + 1 of a type.  It must extend a
  * chain without a hole: n = 1, or version n of the type exists (a step to
@@ -712,11 +737,7 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 	fn = PG_GETARG_OID(2);
 	if (renames)
 		(void) es_identifier_arg(fcinfo, 3, "to_event_type");
-	if (from < 1 || from == PG_INT32_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("from_schema_version must be between 1 and %d", PG_INT32_MAX - 1),
-				 errdetail("Got %d.", from)));
+	check_from_version(from);
 	check_upcaster_function(fn);
 
 	if (!OidIsValid(lookup_registry_relid()))
@@ -790,6 +811,7 @@ event_store_drop_upcaster(PG_FUNCTION_ARGS)
 
 	es_require_arg(fcinfo, 1, "from_schema_version");
 	from = PG_GETARG_INT32(1);
+	check_from_version(from);
 	if (!OidIsValid(lookup_registry_relid()))
 		(void) es_catalog();
 	rel = table_open(lookup_registry_relid(), ShareRowExclusiveLock);
