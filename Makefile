@@ -7,7 +7,7 @@ MODULE_big = event_store
 OBJS = src/event_store.o src/versioning.o src/append.o src/read.o src/upcast.o \
        src/aggregate.o src/snapshot.o src/command.o src/crypto.o \
        src/decoder.o src/publish.o src/shmem.o src/launcher.o src/worker.o src/read_all.o \
-       src/projection.o src/projector.o
+       src/projection.o src/projector.o src/locks.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
@@ -24,7 +24,7 @@ REGRESS      = event_log append_events read_stream bad_input append_only privile
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \
-                 read_all_order projection_wait projection_rebuild projection_inline
+                 read_all_order event_id_race projection_wait projection_rebuild projection_inline
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

@@ -226,10 +226,21 @@ SELECT event_store.delete_snapshots('acct-1', repeat('a', 1025));
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM event_store.load_aggregate('acct-1', repeat('a', 100000));
 \echo :LAST_ERROR_SQLSTATE
--- deleting the snapshots of a stream nobody has is no error
-SELECT event_store.delete_snapshots(repeat('s', 5000));
--- a stream id no event can have simply has no events
+-- stream ids: as for an append, not empty, at most 1024 bytes
 SELECT * FROM event_store.load_aggregate('', 'account');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.load_aggregate(repeat('s', 1025), 'account');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.load_snapshot('', 'account');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.load_snapshot(repeat('s', 1025), 'account');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.delete_snapshots('');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.delete_snapshots(repeat('s', 5000));
+\echo :LAST_ERROR_SQLSTATE
+-- deleting the snapshots of a stream nobody has is no error
+SELECT event_store.delete_snapshots('nobody-1');
 -- unknown aggregate
 SELECT * FROM event_store.load_aggregate('acct-1', 'acount');
 \echo :LAST_ERROR_SQLSTATE
@@ -286,6 +297,24 @@ SELECT event_store.delete_snapshots(aggregate => 'dropped');
 CREATE FUNCTION last_data(state jsonb, e event_store.event) RETURNS jsonb
 LANGUAGE sql AS 'SELECT e.data';
 SELECT * FROM event_store.load_aggregate('acct-1', 'dropped');
+-- a row written around define_aggregate (only the owner can) whose reducer is
+-- no signature: its loads fail with VE017, other aggregates are not affected
+INSERT INTO event_store.aggregates VALUES ('garbled', 'not a signature(', '{}', NULL, 1, now());
+SELECT * FROM event_store.load_aggregate('acct-1', 'garbled');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.load_aggregate('acct-1', 'dropped');
+DELETE FROM event_store.aggregates WHERE name = 'garbled';
+-- a reducer that drops itself while folding: VE017, not a failed cache lookup
+CREATE FUNCTION public.self_dropping(state jsonb, e event_store.event) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  DROP FUNCTION public.self_dropping(jsonb, event_store.event);
+  RETURN state;
+END $$;
+SELECT event_store.define_aggregate('self_dropping', 'public.self_dropping(jsonb, event_store.event)');
+SELECT * FROM event_store.load_aggregate('acct-1', 'self_dropping');
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM event_store.aggregates WHERE name = 'self_dropping';
+DROP FUNCTION public.self_dropping(jsonb, event_store.event);
 -- negative and impossible versions
 SELECT * FROM event_store.load_aggregate('acct-1', 'account', at_version => -1);
 \echo :LAST_ERROR_SQLSTATE

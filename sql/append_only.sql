@@ -55,7 +55,61 @@ REVOKE ALL ON event_store.events FROM regress_owner_like;
 REVOKE ALL ON SCHEMA event_store FROM regress_owner_like;
 DROP ROLE regress_owner_like;
 
+-- the row-level guard refuses on its own: the logical-replication apply
+-- worker fires row triggers only (TAP test 006_replication shows it)
+ALTER TABLE event_store.events DISABLE TRIGGER append_only;
+UPDATE event_store.events SET data = '{"n": 2}' WHERE stream_id = 'keep-1';
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM event_store.events WHERE stream_id = 'keep-1';
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only;
+
 -- the triggers are ALWAYS triggers
 SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'event_store.events'::regclass AND NOT tgisinternal ORDER BY tgname;
+
+-- Writers do not set recorded_at: a time in the future, 'infinity' above all,
+-- would pin every later event of the stream there (as_of would never return
+-- them).  Only a superuser (a restore, an import, a logical replica) supplies
+-- one, and it must be finite.
+CREATE ROLE regress_writer_rec;
+GRANT USAGE ON SCHEMA event_store TO regress_writer_rec;
+GRANT INSERT ON event_store.events TO regress_writer_rec;
+GRANT EXECUTE ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, uuid, integer) TO regress_writer_rec;
+SET ROLE regress_writer_rec;
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES ('pin-1', 'Pinned', '{}', 'infinity');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES ('pin-1', 'Pinned', '{}', now() + interval '1 year');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES ('pin-1', 'Pinned', '{}', now() - interval '1 year');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append('pin-1', 'Appended', '{}');
+RESET ROLE;
+SELECT stream_version, event_type, recorded_at <= now() AS recorded_now,
+       (SELECT count(*) FROM event_store.read_stream('pin-1', as_of => now())) AS visible_as_of_now
+  FROM event_store.read_stream('pin-1');
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES ('pin-2', 'Pinned', '{}', 'infinity');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES ('pin-2', 'Pinned', '{}', '-infinity');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.events (stream_id, event_type, data, recorded_at) VALUES ('pin-2', 'Imported', '{}', '2020-01-01 00:00+00');
+SELECT stream_version, event_type, recorded_at FROM event_store.read_stream('pin-2');
+
+-- Nor do writers write the extension's own streams (the category
+-- "event_store", where forget() records SubjectForgotten).
+SET ROLE regress_writer_rec;
+SELECT event_store.append('event_store-subjects', 'SubjectForgotten', '{"subject_sha256": "00"}');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.events (stream_id, event_type, data) VALUES ('event_store-other', 'X', '{}');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.events (stream_id, event_type, data) VALUES ('event_store', 'X', '{}');
+\echo :LAST_ERROR_SQLSTATE
+-- a stream merely starting with those letters is another category
+SELECT event_store.append('event_stores-1', 'X', '{}'), event_store.append('event_store_x-1', 'X', '{}');
+RESET ROLE;
+SELECT count(*) FROM event_store.events WHERE stream_id LIKE 'event\_store-%' OR stream_id = 'event_store';
+REVOKE ALL ON event_store.events FROM regress_writer_rec;
+REVOKE ALL ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, uuid, integer) FROM regress_writer_rec;
+REVOKE ALL ON SCHEMA event_store FROM regress_writer_rec;
+DROP ROLE regress_writer_rec;
 
 SELECT stream_version, event_type, data FROM event_store.read_stream('keep-1');

@@ -2,6 +2,8 @@
 -- forget (crypto-shredding), keys wrapped by the key-encryption key.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
+-- pgcrypto is found at run time, wherever it is installed; event_store does not depend on it
+CREATE EXTENSION pgcrypto;
 
 -- no key-encryption key yet: protecting works, appending a protected event does not
 SELECT event_store.protect('UserRegistered', '$.user_id', '{$.email, $.profile.name}');
@@ -132,8 +134,30 @@ SELECT event_store.append('pd-order-2', 'OrderPlaced', '{"customer": {"id": {"x"
 SELECT event_store.append('pd-order-2', 'OrderPlaced', '{"customer": {"id": null, "address": "Elm St 2"}}');
 \echo :LAST_ERROR_SQLSTATE
 
+-- a rule written around protect() (only the owner can) that protect() would
+-- refuse: events of its type are refused (never stored in clear), others are not
+INSERT INTO event_store.protected_types (event_type, subject, fields)
+VALUES ('Garbled', 'not a path', '{$.email}'), ('Garbled2', '$.id', '{$.a, $.a.b}');
+\c
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+SELECT event_store.append('garbled-1', 'Garbled', '{"id": "g1", "email": "g@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append('garbled-1', 'Garbled2', '{"id": "g1", "a": {"b": 1}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.append('garbled-1', 'Unprotected', '{"id": "g1"}');
+SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.org"}');
+SELECT data->>'email' AS email FROM event_store.read_stream('user-3', backwards => true, max_count => 1);
+-- protect() sets it right: the rule applies again (here: no subject in the event)
+SELECT event_store.protect('Garbled', '$.id', '{$.email}');
+SELECT event_store.append('garbled-1', 'Garbled', '{"email": "g@example.com"}');
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM event_store.protected_types WHERE event_type LIKE 'Garbled%';
+\c
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+
 -- tampering fails loudly: a flipped byte, a truncated ciphertext, a ciphertext moved to another field
 ALTER TABLE event_store.events DISABLE TRIGGER append_only;
+ALTER TABLE event_store.events DISABLE TRIGGER append_only_rows;
 SELECT event_store.append('tamper-1', 'UserRegistered', '{"user_id": "u4", "email": "dave@example.com", "profile": {"name": "Dave"}}',
        event_id => '00000000-0000-4000-8000-0000c0dee001');
 SELECT event_store.append('tamper-2', 'UserRegistered', '{"user_id": "u4", "email": "dave@example.com", "profile": {"name": "Dave"}}',
@@ -151,6 +175,7 @@ UPDATE event_store.events
    SET data = jsonb_set(data, '{email}', data->'profile'->'name')
  WHERE stream_id = 'tamper-3';
 ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only;
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only_rows;
 SELECT data FROM event_store.read_stream('tamper-1');
 \echo :LAST_ERROR_SQLSTATE
 SELECT data FROM event_store.read_stream('tamper-2');
@@ -283,6 +308,12 @@ GRANT EXECUTE ON FUNCTION event_store.protect(text, text, text[]), event_store.f
                           event_store.rewrap_keys(), event_store.subject_streams(text) TO regress_crypto_admin;
 SET ROLE regress_crypto_admin;
 SELECT count(*) FROM event_store.subject_keys WHERE subject = 'u2';
+-- subject_streams needs its EXECUTE only (the admin reads no events)
+SELECT * FROM event_store.subject_streams('u2');
+SELECT * FROM event_store.subject_streams(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.subject_streams('');
+\echo :LAST_ERROR_SQLSTATE
 SELECT event_store.forget('u2');
 RESET ROLE;
 SELECT data, metadata->>'redacted' AS redacted FROM event_store.read_stream('user-2');
@@ -308,9 +339,10 @@ SELECT * FROM event_store.load_aggregate('pdsnap-1', 'pd_emails');
 -- snapshots of their own
 CREATE ROLE regress_pd_handler;
 GRANT USAGE ON SCHEMA event_store TO regress_pd_handler;
-GRANT SELECT ON event_store.events, event_store.aggregates, event_store.snapshots TO regress_pd_handler;
+GRANT SELECT ON event_store.events, event_store.aggregates TO regress_pd_handler;
 GRANT INSERT ON event_store.snapshots TO regress_pd_handler;
-GRANT EXECUTE ON FUNCTION event_store.load_aggregate(text, text, timestamptz, bigint) TO regress_pd_handler;
+GRANT EXECUTE ON FUNCTION event_store.load_aggregate(text, text, timestamptz, bigint),
+                          event_store.load_snapshot(text, text) TO regress_pd_handler;
 SELECT event_store.append('pdsnap-2', 'Signed', '{"user_id": "snap-v", "email": "v@example.com"}'),
        event_store.append('pdsnap-2', 'Signed', '{"user_id": "snap-v", "email": "v2@example.com"}');
 SET ROLE regress_pd_handler;
@@ -320,9 +352,33 @@ SELECT * FROM event_store.load_aggregate('pdsnap-2', 'pd_emails');
 SELECT count(*) AS snapshots, count(DISTINCT upcasters) AS views FROM event_store.snapshots WHERE stream_id = 'pdsnap-2';
 SET ROLE regress_pd_handler;
 SELECT * FROM event_store.load_aggregate('pdsnap-2', 'pd_emails');
+SELECT * FROM event_store.load_snapshot('pdsnap-2', 'pd_emails');
+-- the snapshot folded in clear is in the table, which only the functions read
+SELECT state FROM event_store.snapshots WHERE stream_id = 'pdsnap-2';
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DROP OWNED BY regress_pd_handler;
 DROP ROLE regress_pd_handler;
+-- a numeric subject is its shortest decimal form: 7, 7.00 and 7e0 are the
+-- subject "7" (so is the string "7"), with one key, forgotten by forget('7')
+SELECT event_store.protect('Scored', '$.uid', '{$.name}');
+SELECT event_store.append('score-1', 'Scored', '{"uid": 7, "name": "Ann"}'),
+       event_store.append('score-1', 'Scored', '{"uid": 7.00, "name": "Ann"}'),
+       event_store.append('score-1', 'Scored', '{"uid": 7e0, "name": "Ann"}'),
+       event_store.append('score-1', 'Scored', '{"uid": "7", "name": "Ann"}'),
+       event_store.append('score-2', 'Scored', '{"uid": 0.5e1, "name": "Bea"}'),
+       event_store.append('score-3', 'Scored', '{"uid": -0.0, "name": "Cid"}');
+SELECT stream_id, count(DISTINCT metadata->'protected'->>'key') AS keys
+  FROM event_store.events WHERE stream_id LIKE 'score-%' GROUP BY 1 ORDER BY 1;
+SELECT subject FROM event_store.subject_keys
+ WHERE key_id::text IN (SELECT metadata->'protected'->>'key' FROM event_store.events WHERE stream_id LIKE 'score-%')
+ ORDER BY 1;
+SELECT event_store.forget('7');
+SELECT event_store.append('score-1', 'Scored', '{"uid": 7.0, "name": "Ann"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT data->>'name' AS name, metadata->>'redacted' AS redacted FROM event_store.read_stream('score-1');
+SELECT data->>'name' AS name FROM event_store.read_stream('score-2');
+
 -- forget refuses to run where commit could still fail after destroying the key
 BEGIN ISOLATION LEVEL SERIALIZABLE;
 SELECT event_store.forget('snap-v');

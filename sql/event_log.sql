@@ -1,7 +1,7 @@
 -- The event log: append, read, versions, idempotency, plain INSERT.
 -- Errors print their SQLSTATE on the next line (LAST_ERROR_SQLSTATE).
 \set SHOW_CONTEXT never
-CREATE EXTENSION event_store CASCADE;
+CREATE EXTENSION event_store;
 
 -- The seed's example: account-101, balance 30.
 SELECT event_store.append('account-101', 'AccountCreated', '{"id": 101, "owner": "Alice"}');

@@ -10,6 +10,187 @@
 -- Review fixes (issue 10)
 -- ---------------------------------------------------------------------------
 
+-- The schema event_store must be the extension owner's own.  CREATE
+-- EXTENSION installs into a schema of that name that exists already, and
+-- the role owning it (or allowed to create objects in it) could add
+-- objects -- an overload of append, a fake forget -- that run with the
+-- rights of whoever calls them, a superuser included, or drop the schema
+-- and the extension with it.  This runs at CREATE EXTENSION (after the
+-- 0.1.0 script) and at ALTER EXTENSION UPDATE from 0.1.0, and aborts either
+-- with VE007 unless the schema belongs to the extension's owner, lets no
+-- other role create objects in it, and holds only the extension's objects.
+-- Only pg_catalog is called (plpgsql's own statements aside).
+DO $check$
+DECLARE
+    ext pg_catalog.oid;
+    ext_owner pg_catalog.oid;
+    nsp pg_catalog.oid;
+    nsp_owner pg_catalog.oid;
+    creator pg_catalog.text;
+    strangers pg_catalog.text;
+BEGIN
+    SELECT e.oid, e.extowner, e.extnamespace INTO ext, ext_owner, nsp
+      FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'event_store';
+    SELECT n.nspowner INTO nsp_owner FROM pg_catalog.pg_namespace n WHERE n.oid OPERATOR(pg_catalog.=) nsp;
+    IF nsp_owner OPERATOR(pg_catalog.<>) ext_owner THEN
+        RAISE EXCEPTION USING ERRCODE = 'VE007',
+            MESSAGE = pg_catalog.format('schema "event_store" belongs to role "%s", not to the extension''s owner "%s"',
+                                        pg_catalog.pg_get_userbyid(nsp_owner), pg_catalog.pg_get_userbyid(ext_owner)),
+            DETAIL = 'The schema existed before the extension was installed. Its owner could add objects to it that run with the rights of whoever calls them, or drop it with the extension.',
+            HINT = pg_catalog.format('Drop the schema (or rename it) and create the extension again, or check what it holds and run ALTER SCHEMA event_store OWNER TO %I.',
+                                     pg_catalog.pg_get_userbyid(ext_owner));
+    END IF;
+    SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                               ELSE pg_catalog.pg_get_userbyid(a.grantee) END, ', ')
+      INTO creator
+      FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+     WHERE n.oid OPERATOR(pg_catalog.=) nsp AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+       AND a.grantee OPERATOR(pg_catalog.<>) nsp_owner;
+    IF creator IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'VE007',
+            MESSAGE = pg_catalog.format('schema "event_store" lets role "%s" create objects in it', creator),
+            DETAIL = 'A role that may create objects in the extension''s schema could add objects that run with the rights of whoever calls them.',
+            HINT = pg_catalog.format('Run REVOKE CREATE ON SCHEMA event_store FROM %s, check what the schema holds, and run the command again.', creator);
+    END IF;
+    SELECT pg_catalog.string_agg(i.type OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) i.identity, ', '
+                                 ORDER BY i.type, i.identity)
+      INTO strangers
+      FROM (SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, p.oid FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_class c
+             WHERE c.relnamespace OPERATOR(pg_catalog.=) nsp
+               AND c.relkind OPERATOR(pg_catalog.<>) ALL ('{i,I,c}'::pg_catalog."char"[])
+            UNION ALL
+            -- types, but not the row types of tables and views, nor array types
+            SELECT 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, t.oid FROM pg_catalog.pg_type t
+             WHERE t.typnamespace OPERATOR(pg_catalog.=) nsp
+               AND (t.typrelid OPERATOR(pg_catalog.=) 0
+                    OR EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t.typrelid
+                                AND c.relkind OPERATOR(pg_catalog.=) 'c'))
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_type e WHERE e.typarray OPERATOR(pg_catalog.=) t.oid)
+            UNION ALL
+            SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid, o.oid FROM pg_catalog.pg_operator o
+             WHERE o.oprnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_collation c
+             WHERE c.collnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_conversion c
+             WHERE c.connamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid, f.oid FROM pg_catalog.pg_opfamily f
+             WHERE f.opfnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_opclass c
+             WHERE c.opcnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass::pg_catalog.oid, c.oid FROM pg_catalog.pg_ts_config c
+             WHERE c.cfgnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass::pg_catalog.oid, d.oid FROM pg_catalog.pg_ts_dict d
+             WHERE d.dictnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL
+            SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass::pg_catalog.oid, s.oid FROM pg_catalog.pg_statistic_ext s
+             WHERE s.stxnamespace OPERATOR(pg_catalog.=) nsp) o(classid, objid),
+           LATERAL pg_catalog.pg_identify_object(o.classid, o.objid, 0) i
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                        WHERE d.classid OPERATOR(pg_catalog.=) o.classid AND d.objid OPERATOR(pg_catalog.=) o.objid
+                          AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                          AND d.refobjid OPERATOR(pg_catalog.=) ext AND d.deptype OPERATOR(pg_catalog.=) 'e');
+    IF strangers IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'VE007',
+            MESSAGE = 'schema "event_store" holds objects that are not the extension''s',
+            DETAIL = pg_catalog.format('Found: %s.', strangers),
+            HINT = 'Drop them, or move them to another schema, and run the command again.';
+    END IF;
+END
+$check$;
+
+-- Append-only on a logical replica too: the logical-replication apply
+-- worker fires row triggers only, never statement triggers, so a replicated
+-- UPDATE or DELETE passed the statement-level guard append_only.  This row
+-- guard fires for every row changed, whatever the path, also under
+-- session_replication_role = replica.
+CREATE TRIGGER append_only_rows BEFORE UPDATE OR DELETE ON event_store.events
+    FOR EACH ROW EXECUTE FUNCTION event_store._refuse_change();
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER append_only_rows;
+
+-- Subject keys are found by the SHA-256 of the subject (the tombstone's
+-- key), not by the subject: a btree's freed space kept a forgotten subject in
+-- clear in the index file after forget, VACUUM and CHECKPOINT.  The new
+-- unique index holds hashes only; dropping the old one removes its file.
+-- (The heap's subject is overwritten in place when forget commits.)
+CREATE FUNCTION event_store._subject_hash(subject text)
+RETURNS bytea
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'event_store_subject_hash';
+REVOKE ALL ON FUNCTION event_store._subject_hash(text) FROM PUBLIC;
+
+CREATE UNIQUE INDEX subject_keys_subject_hash ON event_store.subject_keys
+    (event_store._subject_hash(subject));
+ALTER TABLE event_store.subject_keys DROP CONSTRAINT subject_keys_subject_key;
+
+-- subject_streams reads the key and the events as the extension's owner, so
+-- that EXECUTE is the whole right: the README's admin of personal data,
+-- who does not read events, got 42501 from the SQL version.
+CREATE OR REPLACE FUNCTION event_store.subject_streams(subject text)
+RETURNS SETOF text
+LANGUAGE c STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'event_store_subject_streams';
+
+-- The registries are written by their functions only, and snapshots read
+-- by them only (a state may hold a protected field in clear).  The README
+-- of 0.1.0 granted direct writes of the registries to admins and SELECT on
+-- snapshots to readers: an update takes every such grant back (INSERT on
+-- snapshots, the right of a load to write one, stays).
+DO $revoke$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT c.relname, a.privilege_type, a.grantee
+          FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'event_store'::pg_catalog.regnamespace
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+           AND ((c.relname OPERATOR(pg_catalog.=) ANY ('{upcasters,aggregates,protected_types}'::pg_catalog.name[])
+                 AND a.privilege_type OPERATOR(pg_catalog.<>) 'SELECT')
+                OR (c.relname OPERATOR(pg_catalog.=) 'snapshots'
+                    AND a.privilege_type OPERATOR(pg_catalog.<>) 'INSERT'))
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE %s ON event_store.%I FROM %s CASCADE', g.privilege_type, g.relname,
+                                  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
+    END LOOP;
+END
+$revoke$;
+
+-- The registries are written by their functions only (as the extension's
+-- owner, src/event_store.c es_owner_begin): a row of upcasters written by
+-- hand may hold anything, so the view resolves only text that is a signature
+-- as add_upcaster() writes it ("schema.name(pg_catalog.jsonb)"), which
+-- to_regprocedure() cannot fail on; anything else shows as missing.
+CREATE OR REPLACE VIEW event_store.event_schemas WITH (security_invoker = true) AS
+WITH types(event_type) AS (
+    SELECT u.event_type FROM event_store.upcasters u
+    UNION
+    SELECT u.to_event_type FROM event_store.upcasters u WHERE u.to_event_type IS NOT NULL
+)
+SELECT t.event_type,
+       event_store.current_schema_version(t.event_type) AS current_version,
+       ARRAY(SELECT pg_catalog.format('%s -> %s%s: %s', u.from_schema_version,
+                                      u.from_schema_version OPERATOR(pg_catalog.+) 1,
+                                      CASE WHEN u.to_event_type IS NOT NULL
+                                           THEN pg_catalog.format(' as %s', u.to_event_type) ELSE '' END,
+                                      coalesce(CASE WHEN u.upcaster OPERATOR(pg_catalog.~)
+                                                         '^("([^"]|"")+"|[a-z_][a-z0-9_$]*)\.("([^"]|"")+"|[a-z_][a-z0-9_$]*)\(pg_catalog\.jsonb\)$'
+                                                    THEN pg_catalog.to_regprocedure(u.upcaster)::pg_catalog.text END,
+                                               u.upcaster OPERATOR(pg_catalog.||) ' (missing)'))
+               FROM event_store.upcasters u
+              WHERE u.event_type OPERATOR(pg_catalog.=) t.event_type
+              ORDER BY u.from_schema_version) AS steps
+  FROM types t;
+
 -- ---------------------------------------------------------------------------
 -- Projections: read models kept from the global log (src/projection.c)
 -- ---------------------------------------------------------------------------

@@ -66,7 +66,7 @@ GRANT EXECUTE ON FUNCTION event_store.append(text, text, jsonb, jsonb, bigint, u
 CREATE ROLE regress_reader NOLOGIN;
 GRANT USAGE ON SCHEMA event_store TO regress_reader;
 GRANT SELECT ON event_store.events, event_store.streams TO regress_reader;
-GRANT SELECT ON event_store.aggregates, event_store.snapshots TO regress_reader;
+GRANT SELECT ON event_store.aggregates TO regress_reader;
 GRANT EXECUTE ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz),
                           event_store.stream_version(text),
                           event_store.current_schema_version(text),
@@ -80,10 +80,7 @@ GRANT EXECUTE ON FUNCTION event_store.execute(text, text, regprocedure, jsonb) T
 
 CREATE ROLE regress_admin NOLOGIN;
 GRANT regress_handler TO regress_admin;
-GRANT INSERT, UPDATE ON event_store.aggregates TO regress_admin;
-GRANT UPDATE, DELETE ON event_store.snapshots TO regress_admin;
-GRANT SELECT, INSERT, DELETE ON event_store.upcasters TO regress_admin;
-GRANT SELECT ON event_store.event_schemas TO regress_admin;
+GRANT SELECT ON event_store.upcasters, event_store.event_schemas TO regress_admin;
 GRANT EXECUTE ON FUNCTION event_store.define_aggregate(text, regprocedure, jsonb, integer),
                           event_store.save_snapshot(text, text, bigint, jsonb),
                           event_store.delete_snapshots(text, text),
@@ -126,6 +123,17 @@ SELECT count(*) FROM event_store.read_stream('priv-2');
 SELECT event_store.add_upcaster('Administered', 1, 'pg_catalog.jsonb_strip_nulls(jsonb)');
 SELECT event_type, current_version FROM event_store.event_schemas WHERE event_type = 'Administered';
 SELECT event_store.drop_upcaster('Administered', 1);
+-- the registries are written by their functions only, not even by the admin
+INSERT INTO event_store.upcasters VALUES ('Administered', 1, 'pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb)');
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM event_store.upcasters;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO event_store.aggregates VALUES ('forged', 'public.priv_count(jsonb,event_store.event)', '{}', NULL, 1, now());
+\echo :LAST_ERROR_SQLSTATE
+UPDATE event_store.aggregates SET generation = 1;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM event_store.snapshots;
+\echo :LAST_ERROR_SQLSTATE
 UPDATE event_store.events SET data = '{}';
 \echo :LAST_ERROR_SQLSTATE
 ALTER TABLE event_store.events DISABLE TRIGGER append_only;
@@ -142,6 +150,7 @@ SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)'
 SET ROLE regress_reader;
 SELECT * FROM event_store.load_aggregate('priv-2', 'priv_counter');
 SELECT count(*) AS snapshots FROM event_store.snapshots WHERE stream_id = 'priv-2';
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM event_store.load_snapshot('priv-2', 'priv_counter');
 SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
 \echo :LAST_ERROR_SQLSTATE
@@ -158,7 +167,12 @@ INSERT INTO event_store.snapshots (stream_id, aggregate, generation, version, st
 SET ROLE regress_handler;
 SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
 SELECT * FROM event_store.load_aggregate('priv-2', 'priv_counter');
+SELECT * FROM event_store.load_snapshot('priv-2', 'priv_counter');
 SELECT version, state FROM event_store.snapshots WHERE stream_id = 'priv-2' ORDER BY version;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT version, state FROM event_store.snapshots WHERE stream_id = 'priv-2' ORDER BY version;
+SET ROLE regress_handler;
 SELECT event_store.save_snapshot('priv-2', 'priv_counter', 1, '{"n": 99}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT event_store.delete_snapshots('priv-2');
@@ -181,6 +195,14 @@ SET ROLE regress_handler;
 SELECT event_store.execute('priv-2', 'priv_counter', 'priv_decide(jsonb, jsonb)', '{}');
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+
+-- no role but the owner may write a registry directly
+SELECT c.relname, a.privilege_type, a.grantee::regrole
+  FROM pg_class c, aclexplode(c.relacl) a
+ WHERE c.relnamespace = 'event_store'::regnamespace AND a.grantee <> c.relowner
+   AND c.relname IN ('upcasters', 'aggregates', 'protected_types')
+   AND a.privilege_type <> 'SELECT'
+ ORDER BY 1, 2, 3;
 
 DROP OWNED BY regress_writer, regress_reader, regress_handler, regress_admin;
 DROP ROLE regress_admin, regress_handler, regress_writer, regress_reader;

@@ -186,6 +186,29 @@ ROLLBACK;
 SELECT event_store.drop_projection('inline_balances');
 SELECT event_store.append('pj_account-103', 'Deposited', '{"amount": 9, "fail": "no longer applied"}');
 
+-- an inline handler may not append (the append running it holds its stream),
+-- nor release the extension's locks
+CREATE FUNCTION pj_inline_appends(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM event_store.append('pj_echo-1', 'Echo', '{}');
+END $$;
+CREATE FUNCTION pj_inline_unlocks(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_unlock_all();
+END $$;
+SELECT event_store.create_projection('inline_appends', 'pj_inline_appends(event_store.event)', categories => '{pj_nest}',
+                                     mode => 'inline', start => 'now');
+SELECT event_store.append('pj_nest-1', 'Nest', '{}');
+\echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE
+SELECT event_store.drop_projection('inline_appends');
+SELECT event_store.create_projection('inline_unlocks', 'pj_inline_unlocks(event_store.event)', categories => '{pj_nest}',
+                                     mode => 'inline', start => 'now');
+SELECT event_store.append('pj_nest-1', 'Nest', '{}');
+\echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE
+SELECT event_store.drop_projection('inline_unlocks');
+SELECT event_store.stream_version('pj_nest-1') AS nothing_appended, event_store.stream_version('pj_echo-1') AS no_echo;
+DROP FUNCTION pj_inline_appends(event_store.event), pj_inline_unlocks(event_store.event);
+
 -- inline, on_error => 'park': the event is parked, the append commits
 CREATE FUNCTION pj_inline_park(e event_store.event) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN

@@ -88,6 +88,14 @@ SELECT event_store.drop_upcaster('OrderPlaced', 2);
 SELECT event_store.drop_upcaster('OrderSubmitted', 9);
 SELECT event_store.drop_upcaster(NULL, 1);
 \echo :LAST_ERROR_SQLSTATE
+SELECT event_store.drop_upcaster('OrderSubmitted', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.drop_upcaster('OrderSubmitted', 2147483647);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.drop_upcaster('OrderSubmitted', 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.drop_upcaster('', 1);
+\echo :LAST_ERROR_SQLSTATE
 BEGIN;
 SELECT event_store.drop_upcaster('OrderSubmitted', 3);
 CREATE FUNCTION public.order_add_channel_v2(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
@@ -104,16 +112,23 @@ CREATE FUNCTION public.failing_upcaster(data jsonb) RETURNS jsonb LANGUAGE plpgs
   AS $$ BEGIN RAISE EXCEPTION 'cannot upcast %', data->>'n' USING ERRCODE = 'P0001'; END $$;
 CREATE FUNCTION public.array_upcaster(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
   AS $$ SELECT '[1, 2]'::jsonb $$;
-SELECT event_store.append('bad-1', 'Fails', '{"n": 1}'), event_store.append('bad-2', 'Arrays', '{"n": 1}');
+CREATE FUNCTION public.null_upcaster(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT NULL::jsonb $$;
+SELECT event_store.append('bad-1', 'Fails', '{"n": 1}'), event_store.append('bad-2', 'Arrays', '{"n": 1}'),
+       event_store.append('bad-3', 'Nulls', '{"n": 1}');
 SELECT event_store.add_upcaster('Fails', 1, 'public.failing_upcaster(jsonb)');
 SELECT event_store.add_upcaster('Arrays', 1, 'public.array_upcaster(jsonb)');
+SELECT event_store.add_upcaster('Nulls', 1, 'public.null_upcaster(jsonb)');
 \set SHOW_CONTEXT errors
 SELECT * FROM event_store.read_stream('bad-1');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM event_store.read_stream('bad-2');
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_stream('bad-3');
+\echo :LAST_ERROR_SQLSTATE
 \set SHOW_CONTEXT never
-SELECT event_store.drop_upcaster('Fails', 1), event_store.drop_upcaster('Arrays', 1);
+SELECT event_store.drop_upcaster('Fails', 1), event_store.drop_upcaster('Arrays', 1),
+       event_store.drop_upcaster('Nulls', 1);
 SELECT stream_id, data FROM event_store.read_stream('bad-1');
 
 -- Replacing an upcaster's body takes effect at once; dropping its function
@@ -134,6 +149,50 @@ SELECT event_store.append('tag-1', 'Tagged', '{"tag": "new"}');
 SELECT event_store.drop_upcaster('Tagged', 1);
 SELECT stream_version, schema_version, data FROM event_store.read_stream('tag-1');
 
+-- Snapshots follow the upcasters' code: once an upcaster's body is replaced
+-- (CREATE OR REPLACE, or drop and create under the same signature), loads
+-- fold again rather than serve state folded under the old body.
+CREATE FUNCTION public.grade_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"grade": "A"}' $$;
+CREATE FUNCTION public.grades(state jsonb, e event_store.event) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT jsonb_build_object('grades', coalesce(state->'grades', '[]') || jsonb_build_array(e.data->'grade')) $$;
+SELECT event_store.append('grade-1', 'Graded', '{}', schema_version => 1),
+       event_store.append('grade-1', 'Graded', '{}', schema_version => 1);
+SELECT event_store.add_upcaster('Graded', 1, 'public.grade_v1(jsonb)');
+SELECT event_store.define_aggregate('grades', 'public.grades(jsonb, event_store.event)', '{}', 1);
+SELECT * FROM event_store.load_aggregate('grade-1', 'grades');
+SELECT count(*) AS snapshots FROM event_store.snapshots WHERE aggregate = 'grades';
+CREATE OR REPLACE FUNCTION public.grade_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"grade": "B"}' $$;
+SELECT * FROM event_store.load_aggregate('grade-1', 'grades');
+DROP FUNCTION public.grade_v1(jsonb);
+CREATE FUNCTION public.grade_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"grade": "C"}' $$;
+SELECT * FROM event_store.load_aggregate('grade-1', 'grades');
+-- a body that did not change keeps the snapshots valid
+CREATE OR REPLACE FUNCTION public.grade_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"grade": "C"}' $$;
+SELECT * FROM event_store.load_snapshot('grade-1', 'grades');
+SELECT event_store.drop_upcaster('Graded', 1);
+DELETE FROM event_store.aggregates WHERE name = 'grades';
+
+-- Rows written around the functions (only the owner can) break nothing but
+-- the events that need them: not the reads of other types, not appends.
+INSERT INTO event_store.upcasters VALUES ('Garbled', 1, 'not a signature(', NULL),
+       ('Garbled', 2000000000, 'public.address_v1_to_v2(pg_catalog.jsonb)', NULL),
+       ('Garbled2', 1, 'public.address_v1_to_v2(pg_catalog.jsonb, pg_catalog.jsonb)', 'x');
+\c
+\set SHOW_CONTEXT never
+SELECT event_store.append('garbled-1', 'Garbled', '{}', schema_version => 1);
+SELECT stream_version, schema_version, data FROM event_store.read_stream('customer-1', max_count => 1);
+SELECT event_store.append('garbled-2', 'Other', '{}');
+SELECT * FROM event_store.read_stream('garbled-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_type, current_version, steps FROM event_store.event_schemas WHERE event_type LIKE 'Garbled%' ORDER BY 1;
+DELETE FROM event_store.upcasters WHERE event_type LIKE 'Garbled%';
+\c
+\set SHOW_CONTEXT never
+
 -- Registering needs EXECUTE on the upcaster, and the right to call add_upcaster.
 CREATE ROLE regress_upcast_admin;
 GRANT USAGE ON SCHEMA event_store TO regress_upcast_admin;
@@ -151,22 +210,44 @@ DROP ROLE regress_upcast_admin;
 
 -- A C extension upcasts through the hook (test/modules/upcast_hook): for
 -- Paid events at version 1 it renames "amount" to "amount_cents".
+-- An aggregate over them shows that snapshots follow the hook too: the
+-- module declares what it does in event_store_upcast_hook_fingerprint.
 SELECT event_store.append('invoice-1', 'Paid', '{"amount": 1250, "by": "card"}');
 SELECT stream_version, schema_version, data FROM event_store.read_stream('invoice-1');
+CREATE FUNCTION public.last_data_of(state jsonb, e event_store.event) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT e.data $$;
+SELECT event_store.define_aggregate('last_paid', 'public.last_data_of(jsonb, event_store.event)', '{}', 1);
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
 \getenv abs_builddir PG_ABS_BUILDDIR
 \getenv dlsuffix PG_DLSUFFIX
 \set hook_library :abs_builddir '/test/modules/upcast_hook/upcast_hook' :dlsuffix
 LOAD :'hook_library';
 SET upcast_hook.event_type = 'Paid';
 SELECT stream_version, schema_version, data FROM event_store.read_stream('invoice-1');
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
 -- the hook runs after the SQL chain: it sees (and may continue from) its result
 CREATE FUNCTION public.paid_add_currency(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
   AS $$ SELECT data || '{"currency": "EUR"}' $$;
 SELECT event_store.add_upcaster('Paid', 1, 'public.paid_add_currency(jsonb)');
 SET upcast_hook.from_version = 2;
 SELECT stream_version, schema_version, data FROM event_store.read_stream('invoice-1');
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
 RESET upcast_hook.event_type;
 SELECT stream_version, schema_version, data FROM event_store.read_stream('invoice-1');
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
+-- a hook that declares no fingerprint: snapshots are neither used nor written
+SET upcast_hook.event_type = 'Paid';
+SET upcast_hook.declare_fingerprint = off;
+SELECT event_store.delete_snapshots(aggregate => 'last_paid');
+SELECT * FROM event_store.load_aggregate('invoice-1', 'last_paid');
+SELECT count(*) AS snapshots FROM event_store.snapshots WHERE aggregate = 'last_paid';
+SELECT * FROM event_store.load_snapshot('invoice-1', 'last_paid');
+SELECT event_store.save_snapshot('invoice-1', 'last_paid', 1, '{}');
+\echo :LAST_ERROR_SQLSTATE
+RESET upcast_hook.declare_fingerprint;
+RESET upcast_hook.event_type;
+RESET upcast_hook.from_version;
+DELETE FROM event_store.aggregates WHERE name = 'last_paid';
 
 -- pg_dump keeps the registry
 SELECT count(*) FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'event_store' AND c = 'event_store.upcasters'::regclass;

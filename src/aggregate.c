@@ -22,9 +22,12 @@
  * OID: the definition survives pg_dump and pg_upgrade (which refuses reg*
  * columns in user tables).  It is resolved again at each load.
  *
- * Locking: loads take AccessShareLock on the tables they read, as a SELECT
- * does; writes go through SPI (INSERT, UPDATE, DELETE) with the caller's
- * rights.
+ * Locking and rights: loads take AccessShareLock on the tables they read, as
+ * a SELECT does, and check the caller's SELECT right on the events and the
+ * registry.  The registry and the snapshots are written through SPI as the
+ * extension's owner (es_owner_begin): EXECUTE on define_aggregate is the
+ * right to define, and no role needs (or should get) a write grant on
+ * event_store.aggregates.
  *
  *-------------------------------------------------------------------------
  */
@@ -101,6 +104,21 @@ invalidate_agg_catalog(Datum arg, Oid relid)
 }
 
 /*
+ * Functions changed (a reducer may drop itself while it folds): a fold
+ * that sees the count move checks that its reducer still exists.
+ */
+static uint64 function_changes = 0;
+
+static void
+count_function_changes(Datum arg, int cacheid, uint32 hashvalue)
+{
+	(void) arg;
+	(void) cacheid;
+	(void) hashvalue;
+	function_changes++;
+}
+
+/*
  * Called once per process from _PG_init: settings and cache invalidation.
  */
 void
@@ -123,6 +141,7 @@ es_aggregate_init(void)
 							NULL, NULL, NULL);
 
 	CacheRegisterRelcacheCallback(invalidate_agg_catalog, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, count_function_changes, (Datum) 0);
 }
 
 /*
@@ -154,7 +173,7 @@ es_agg_catalog(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("extension \"event_store\" is not installed in this database"),
-					 errhint("Run CREATE EXTENSION event_store CASCADE.")));
+					 errhint("Run CREATE EXTENSION event_store.")));
 		agg_catalog = c;
 		agg_catalog_valid = true;
 	}
@@ -245,16 +264,9 @@ check_execute(Oid fn)
 static Oid
 resolve_reducer(text *aggregate, const char *signature)
 {
-	LOCAL_FCINFO(fcinfo, 1);
-	Datum		result;
-	Oid			fn = InvalidOid;
+	Oid			argtypes[2] = {JSONBOID, es_agg_catalog()->event_type};
+	Oid			fn = es_resolve_signature(signature, 2, argtypes);
 
-	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = CStringGetTextDatum(signature);
-	fcinfo->args[0].isnull = false;
-	result = to_regprocedure(fcinfo);
-	if (!fcinfo->isnull)
-		fn = DatumGetObjectId(result);
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_REDUCER_MISSING),
@@ -342,14 +354,17 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 	Datum		state;
 	int64		replayed = 0;
 	Jsonb	   *result;
+	bool		usable;
+	int64		view_after;
+	uint64		changes = function_changes;
 
 	if (at_version == 0)
 	{
 		*version = 0;
 		return agg->initial_state;
 	}
-	snap.view = es_snapshot_view();
-	if (!es_find_snapshot(stream_id, agg, as_of, at_version, snapshot, &snap))
+	usable = es_snapshot_view(&snap.view);
+	if (!usable || !es_find_snapshot(stream_id, agg, as_of, at_version, snapshot, &snap))
 	{
 		snap.version = 0;
 		snap.state = agg->initial_state;
@@ -381,6 +396,19 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 		MemoryContextSwitchTo(work);
 		if (!es_stream_scan_next(s))
 			break;
+		if (changes != function_changes)
+		{
+			/* the reducer must not have gone meanwhile (fmgr would fail to find it) */
+			if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(agg->reducer)))
+				ereport(ERROR,
+						(errcode(ERRCODE_ES_REDUCER_MISSING),
+						 errmsg("reducer of aggregate \"%s\" was dropped while it folded stream \"%s\"",
+								text_to_cstring(agg->name), text_to_cstring(stream_id)),
+						 errdetail("The function no longer exists at event version " INT64_FORMAT ".",
+								   DatumGetInt64(s->values[Anum_events_stream_version])),
+						 errhint("Create the function again, or define the aggregate again with event_store.define_aggregate().")));
+			changes = function_changes;
+		}
 		tuple = heap_form_tuple(tupdesc, s->values, s->nulls);
 		fcinfo->args[0].value = state;
 		fcinfo->args[0].isnull = false;
@@ -417,8 +445,8 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 	MemoryContextDelete(spare);
 
 	/* not if the view changed meanwhile (a registry change seen mid-fold) */
-	if (agg->snapshot_every > 0 && replayed >= agg->snapshot_every && es_may_write_snapshots() &&
-		es_snapshot_view() == snap.view)
+	if (usable && agg->snapshot_every > 0 && replayed >= agg->snapshot_every &&
+		es_may_write_snapshots() && es_snapshot_view(&view_after) && view_after == snap.view)
 	{
 		snap.state = result;
 		es_write_snapshot(stream_id, agg, &snap, false);
@@ -444,6 +472,7 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 	Datum		drop_values[2];
 	bool		isnull;
 	int			ret;
+	EsOwnerSave owner;
 
 	es_require_arg(fcinfo, 1, "reducer");
 	es_require_arg(fcinfo, 2, "initial_state");
@@ -464,6 +493,8 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 	values[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
 	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
 
+	/* the registry (and the snapshots) are written by the functions only, as their owner */
+	es_owner_begin(&owner);
 	SPI_connect();
 	if (define_plan == NULL)
 	{
@@ -488,6 +519,7 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	SPI_finish();
+	es_owner_end(&owner);
 	PG_RETURN_VOID();
 }
 
@@ -512,8 +544,7 @@ event_store_load_aggregate(PG_FUNCTION_ARGS)
 	int64		version;
 	Jsonb	   *state;
 
-	es_require_arg(fcinfo, 0, "stream_id");
-	stream_id = PG_GETARG_TEXT_PP(0);
+	stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
 	name = es_identifier_arg(fcinfo, 1, "aggregate");
 	if (!PG_ARGISNULL(2))
 		as_of = PG_GETARG_TIMESTAMPTZ(2);

@@ -74,7 +74,7 @@ extern Jsonb *es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz
 					  int64 at_version, Snapshot snapshot, int64 *version);
 
 /* snapshot.c */
-extern int64 es_snapshot_view(void);
+extern bool es_snapshot_view(int64 *view);
 extern bool es_find_snapshot(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 							 int64 at_version, Snapshot snapshot, EsSnapshot *found);
 extern bool es_may_write_snapshots(void);

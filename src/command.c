@@ -151,6 +151,10 @@ event_store_execute(PG_FUNCTION_ARGS)
 		MemoryContext oldcontext = CurrentMemoryContext;
 		ResourceOwner oldowner = CurrentResourceOwner;
 
+		/* the decider may have gone since the last attempt (fmgr would fail to find it) */
+		if (attempt > 1)
+			es_check_signature(decider, JSONBOID, JSONBOID, "decider",
+							   "(state jsonb, command jsonb) RETURNS jsonb", ERRCODE_ES_WRONG_DECIDER);
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(oldcontext);
 		PG_TRY();

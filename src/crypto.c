@@ -35,10 +35,14 @@
  * forget() and rewrap_keys() send one, delivered to every backend at commit)
  * and at every (sub)transaction abort, so that nothing an aborted
  * transaction created survives in them.  Key bytes and decrypted values are
- * zeroed when dropped.  Since an invalidation can arrive whenever a lock is
- * taken, what callers get from the key and value caches is a copy, and the
- * rules are only marked stale by an invalidation, reloaded by the next
- * find_rule().
+ * zeroed when dropped, and so are the copies of keys and plaintexts handed
+ * to pgcrypto once it returns (what pgcrypto and OpenSSL copy internally,
+ * and the decrypted values handed on to readers -- jsonb built per event,
+ * rows of a result, a tuplestore that may spill to a temporary file -- are
+ * beyond reach: README, "What remains").  Since an invalidation can arrive
+ * whenever a lock is taken, what callers get from the key and value caches
+ * is a copy, and the rules are only marked stale by an invalidation,
+ * reloaded by the next find_rule().
  *
  * forget() deletes the key row and, at pre-commit, overwrites it in place
  * (heap_inplace_update): vacuum frees a dead row's space without clearing
@@ -46,11 +50,13 @@
  *
  * Locking.  Creating a subject's key and forgetting a subject take an
  * ExclusiveLock on the subject's lock tag (advisory class, field4 =
- * ES_LOCKTAG_SUBJECT, key = 64 bits of the subject's SHA-256) until the
- * transaction ends, so that a key is never created beside a tombstone.  Past
- * event_store.max_stream_locks new subjects, a transaction takes ShareLock on
- * event_store.forgotten_subjects instead; forget() takes RowExclusiveLock on
- * it before anything else.  Appends with a cached key take no lock.  The extension's own tables are
+ * ES_LOCKTAG_SUBJECT, key = 64 bits of the subject's SHA-256) from their
+ * checks to their writes (locks.c), so that a key is never created beside a
+ * tombstone: under the lock, the tombstone and the key row are read with a
+ * dirty snapshot, and a transaction in progress writing either is waited
+ * for (without the lock) before looking again.  A backend holds one subject
+ * lock at most, however many keys its transaction creates.  Appends with a
+ * key that exists take no lock.  The extension's own tables are
  * read directly through their indexes with the latest snapshot and written
  * through SPI as their owner (like referential-integrity triggers), so that
  * writers and readers need no privilege on them.
@@ -107,6 +113,8 @@ PG_FUNCTION_INFO_V1(event_store_protect);
 PG_FUNCTION_INFO_V1(event_store_forget);
 PG_FUNCTION_INFO_V1(event_store_rewrap_keys);
 PG_FUNCTION_INFO_V1(event_store_personal_data_access);
+PG_FUNCTION_INFO_V1(event_store_subject_hash);
+PG_FUNCTION_INFO_V1(event_store_subject_streams);
 
 #define KEY_BYTES		64		/* a subject key: AES-256 key, then HMAC key */
 #define HALF_KEY		32
@@ -131,11 +139,10 @@ typedef struct CryptoCatalog
 	Oid			nsp;
 	Oid			keys_relid;		/* subject_keys */
 	Oid			keys_pkey;		/* (key_id) */
-	Oid			keys_subject;	/* (subject) */
+	Oid			keys_hash;		/* unique (_subject_hash(subject)) */
 	Oid			tomb_relid;		/* forgotten_subjects */
 	Oid			tomb_pkey;		/* (subject_hash) */
 	Oid			rules_relid;	/* protected_types */
-	Oid			owner;			/* owner of our tables */
 } CryptoCatalog;
 
 static CryptoCatalog ccat;
@@ -165,6 +172,7 @@ typedef struct JsonPath
 typedef struct RuleEntry
 {
 	char		event_type[PATH_KEY_LEN];	/* hash key */
+	bool		corrupt;		/* a row protect() would have refused */
 	JsonPath	subject;
 	int			nfields;
 	JsonPath   *fields;
@@ -239,8 +247,8 @@ typedef struct PendingScrub
 
 static List *pending_scrubs = NIL;
 
-/* Subject locks this transaction holds (see lock_subject). */
-static int	subject_locks_taken = 0;
+/* The lock of the subject whose key is being created or forgotten (locks.c). */
+static EsLock subject_lock;
 
 /* Who may read protected fields in clear: cached per role. */
 static Oid	access_checked_user = InvalidOid;
@@ -321,7 +329,7 @@ crypto_relcache_callback(Datum arg, Oid relid)
 	if (relid == InvalidOid || relid == ccat.rules_relid)
 		drop_rules();
 	if (relid == InvalidOid || relid == ccat.keys_relid || relid == ccat.keys_pkey ||
-		relid == ccat.keys_subject || relid == ccat.tomb_relid || relid == ccat.tomb_pkey ||
+		relid == ccat.keys_hash || relid == ccat.tomb_relid || relid == ccat.tomb_pkey ||
 		relid == ccat.rules_relid)
 		ccat_valid = false;
 }
@@ -360,13 +368,11 @@ crypto_xact_callback(XactEvent event, void *arg)
 			drop_key_caches();
 			drop_rules();
 			pending_scrubs = NIL;
-			subject_locks_taken = 0;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			pending_scrubs = NIL;
-			subject_locks_taken = 0;
 			break;
 		default:
 			break;
@@ -458,23 +464,21 @@ crypto_catalog(void)
 		c.nsp = es_catalog() ? get_namespace_oid("event_store", false) : InvalidOid;
 		c.keys_relid = get_relname_relid("subject_keys", c.nsp);
 		c.keys_pkey = get_relname_relid("subject_keys_pkey", c.nsp);
-		c.keys_subject = get_relname_relid("subject_keys_subject_key", c.nsp);
+		c.keys_hash = get_relname_relid("subject_keys_subject_hash", c.nsp);
 		c.tomb_relid = get_relname_relid("forgotten_subjects", c.nsp);
 		c.tomb_pkey = get_relname_relid("forgotten_subjects_pkey", c.nsp);
 		c.rules_relid = get_relname_relid("protected_types", c.nsp);
+		/* the index of version 0.2.0; 0.1.0's is by subject (see keys_by_subject) */
+		if (!OidIsValid(c.keys_hash) &&
+			!OidIsValid(get_relname_relid("subject_keys_subject_key", c.nsp)))
+			c.keys_relid = InvalidOid;
 		if (!OidIsValid(c.keys_relid) || !OidIsValid(c.keys_pkey) ||
-			!OidIsValid(c.keys_subject) || !OidIsValid(c.tomb_relid) ||
+			!OidIsValid(c.tomb_relid) ||
 			!OidIsValid(c.tomb_pkey) || !OidIsValid(c.rules_relid))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("the personal-data tables of extension \"event_store\" are missing"),
-					 errhint("Reinstall the extension: DROP EXTENSION event_store; CREATE EXTENSION event_store CASCADE.")));
-		{
-			Relation	r = table_open(c.keys_relid, AccessShareLock);
-
-			c.owner = r->rd_rel->relowner;
-			table_close(r, AccessShareLock);
-		}
+					 errhint("Reinstall the extension: DROP EXTENSION event_store; CREATE EXTENSION event_store.")));
 		ccat = c;
 		ccat_valid = true;
 	}
@@ -586,16 +590,29 @@ make_bytea(const uint8 *p, int len)
 	return b;
 }
 
+/*
+ * Zero a copy of secret bytes we handed to pgcrypto (a key, a plaintext),
+ * once pgcrypto is done with it.
+ */
+static void
+zero_bytea(bytea *b)
+{
+	explicit_bzero(VARDATA(b), VARSIZE(b) - VARHDRSZ);
+}
+
 /* HMAC-SHA256 of msg with mac_key (32 bytes) into tag */
 static void
 hmac256(const uint8 *mac_key, const uint8 *msg, int len, uint8 *tag)
 {
 	bytea	   *r;
+	bytea	   *k = make_bytea(mac_key, HALF_KEY);
+	bytea	   *m = make_bytea(msg, len);
 
 	r = DatumGetByteaPP(FunctionCall3Coll(&pgcrypto()->hmac, InvalidOid,
-										  PointerGetDatum(make_bytea(msg, len)),
-										  PointerGetDatum(make_bytea(mac_key, HALF_KEY)),
+										  PointerGetDatum(m), PointerGetDatum(k),
 										  CStringGetTextDatum("sha256")));
+	zero_bytea(k);
+	zero_bytea(m);				/* key material when deriving the KEK's subkeys */
 	Assert(VARSIZE_ANY_EXHDR(r) == TAG_BYTES);
 	memcpy(tag, VARDATA_ANY(r), TAG_BYTES);
 }
@@ -621,13 +638,16 @@ seal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *plain, int len, 
 	int			ctlen;
 	uint8	   *msg;
 	uint8	   *out;
+	bytea	   *p = make_bytea(plain, len);
+	bytea	   *k = make_bytea(key, HALF_KEY);
 
 	random_bytes(iv, IV_BYTES);
 	ct = DatumGetByteaPP(FunctionCall4Coll(&pgcrypto()->encrypt_iv, InvalidOid,
-										   PointerGetDatum(make_bytea(plain, len)),
-										   PointerGetDatum(make_bytea(key, HALF_KEY)),
+										   PointerGetDatum(p), PointerGetDatum(k),
 										   PointerGetDatum(make_bytea(iv, IV_BYTES)),
 										   CStringGetTextDatum("aes-cbc/pad:pkcs")));
+	zero_bytea(p);
+	zero_bytea(k);
 	ctlen = VARSIZE_ANY_EXHDR(ct);
 	msg = palloc(adlen + IV_BYTES + ctlen);
 	memcpy(msg, ad, adlen);
@@ -653,6 +673,8 @@ unseal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *in, int inlen)
 	int			ctlen = inlen - IV_BYTES - TAG_BYTES;
 	int			diff = 0;
 	int			i;
+	bytea	   *k;
+	bytea	   *plain;
 
 	if (ctlen < 16 || ctlen % 16 != 0)
 		return NULL;
@@ -665,11 +687,14 @@ unseal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *in, int inlen)
 		diff |= tag[i] ^ in[IV_BYTES + ctlen + i];	/* constant time */
 	if (diff != 0)
 		return NULL;
-	return DatumGetByteaPP(FunctionCall4Coll(&pgcrypto()->decrypt_iv, InvalidOid,
-											 PointerGetDatum(make_bytea(in + IV_BYTES, ctlen)),
-											 PointerGetDatum(make_bytea(key, HALF_KEY)),
-											 PointerGetDatum(make_bytea(in, IV_BYTES)),
-											 CStringGetTextDatum("aes-cbc/pad:pkcs")));
+	k = make_bytea(key, HALF_KEY);
+	plain = DatumGetByteaPP(FunctionCall4Coll(&pgcrypto()->decrypt_iv, InvalidOid,
+											  PointerGetDatum(make_bytea(in + IV_BYTES, ctlen)),
+											  PointerGetDatum(k),
+											  PointerGetDatum(make_bytea(in, IV_BYTES)),
+											  CStringGetTextDatum("aes-cbc/pad:pkcs")));
+	zero_bytea(k);
+	return plain;
 }
 
 static void
@@ -749,8 +774,9 @@ parse_kek(const char *setting, Kek *k)
 
 		if (f == NULL)
 			ereport(ERROR,
-					(errcode_for_file_access(),
-					 errmsg("could not open key-encryption key file \"%s\": %m", setting + 5)));
+					(errcode(ERRCODE_ES_NO_KEK),
+					 errmsg("could not open key-encryption key file \"%s\": %m", setting + 5),
+					 errhint("Check the path in the setting, and that the server's user can read the file.")));
 		n = fread(hex, 1, sizeof(hex) - 1, f);
 		FreeFile(f);
 		hex[n] = '\0';
@@ -1128,7 +1154,9 @@ load_rules(void)
 		bool		n[3];
 		char	   *type;
 		RuleEntry  *e;
+		ArrayType  *arr;
 		Datum	   *elems;
+		bool	   *enulls;
 		int			nelems;
 		int			i;
 
@@ -1137,16 +1165,35 @@ load_rules(void)
 			continue;
 		old = MemoryContextSwitchTo(crypto_cxt);
 		type = TextDatumGetCString(v[0]);
+		if (strlen(type) >= PATH_KEY_LEN)
+		{
+			/* no event has such a type */
+			MemoryContextSwitchTo(old);
+			continue;
+		}
 		e = hash_search(rules, type, HASH_ENTER, NULL);
-		if (!parse_path(TextDatumGetCString(v[1]), &e->subject))
-			elog(ERROR, "corrupt rule in event_store.protected_types");
-		deconstruct_array(DatumGetArrayTypeP(v[2]), TEXTOID, -1, false, TYPALIGN_INT,
-						  &elems, NULL, &nelems);
-		e->nfields = nelems;
-		e->fields = palloc(sizeof(JsonPath) * nelems);
-		for (i = 0; i < nelems; i++)
-			if (!parse_path(TextDatumGetCString(elems[i]), &e->fields[i]))
-				elog(ERROR, "corrupt rule in event_store.protected_types");
+		e->nfields = 0;
+		e->fields = NULL;
+		e->corrupt = !parse_path(TextDatumGetCString(v[1]), &e->subject);
+		arr = DatumGetArrayTypeP(v[2]);
+		if (!e->corrupt && ARR_NDIM(arr) == 1 && ARR_ELEMTYPE(arr) == TEXTOID)
+		{
+			deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &nelems);
+			e->fields = palloc(sizeof(JsonPath) * Max(nelems, 1));
+			e->corrupt = (nelems == 0 || nelems > MAX_FIELDS);
+			for (i = 0; i < nelems && !e->corrupt; i++)
+			{
+				int			j;
+
+				e->corrupt = enulls[i] || !parse_path(TextDatumGetCString(elems[i]), &e->fields[i]);
+				for (j = 0; j < i && !e->corrupt; j++)
+					e->corrupt = path_prefix(&e->fields[j], &e->fields[i]) ||
+						path_prefix(&e->fields[i], &e->fields[j]);
+			}
+			e->nfields = e->corrupt ? 0 : nelems;
+		}
+		else
+			e->corrupt = true;
 		MemoryContextSwitchTo(old);
 		nrules++;
 	}
@@ -1191,28 +1238,86 @@ ensure_key_caches(void)
 }
 
 /*
- * Fetch one row of one of our tables through an index, with the latest
- * snapshot.  Returns a copy of the tuple or NULL.
+ * Fetch one row of one of our tables through a unique index, by its first
+ * column (eqproc: the equality of its type), with the snapshot.  Returns a
+ * copy of the tuple or NULL.  With a dirty snapshot, a row that a
+ * transaction in progress is inserting or deleting is not returned:
+ * *wait_for is set to that transaction instead, for the caller to wait for
+ * (holding no lock of ours) before it looks again.
  */
 static HeapTuple
-fetch_row(Oid relid, Oid indexid, AttrNumber attno, RegProcedure eqproc, Datum value,
-		  TupleDesc *desc)
+fetch_by_index(Oid relid, Oid indexid, RegProcedure eqproc, Datum value, Snapshot snapshot,
+			   TupleDesc *desc, TransactionId *wait_for)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
+	Relation	idx = index_open(indexid, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
+	IndexScanDesc scan;
+	HeapTuple	found = NULL;
+	bool		dirty = (snapshot->snapshot_type == SNAPSHOT_DIRTY);
 
-	ScanKeyInit(&key, attno, BTEqualStrategyNumber, eqproc, value);
-	scan = systable_beginscan(rel, indexid, true, fresh_snapshot(), 1, &key);
-	tup = systable_getnext(scan);
-	if (tup)
-		tup = heap_copytuple(tup);
-	systable_endscan(scan);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, eqproc, value);
+	scan = index_beginscan(rel, idx, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		if (dirty && (TransactionIdIsValid(snapshot->xmin) || TransactionIdIsValid(snapshot->xmax)))
+		{
+			*wait_for = TransactionIdIsValid(snapshot->xmin) ? snapshot->xmin : snapshot->xmax;
+			if (found)
+				heap_freetuple(found);
+			found = NULL;
+			break;
+		}
+		if (found == NULL)
+			found = ExecCopySlotHeapTuple(slot);
+		if (!dirty)
+			break;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
 	if (desc)
 		*desc = RelationGetDescr(rel);
 	table_close(rel, AccessShareLock);
-	return tup;
+	return found;
+}
+
+/* with the latest snapshot */
+static HeapTuple
+fetch_row(Oid relid, Oid indexid, RegProcedure eqproc, Datum value, TupleDesc *desc)
+{
+	return fetch_by_index(relid, indexid, eqproc, value, fresh_snapshot(), desc, NULL);
+}
+
+/* with a dirty snapshot (see fetch_by_index) */
+static HeapTuple
+fetch_settled_row(Oid relid, Oid indexid, RegProcedure eqproc, Datum value,
+				  TupleDesc *desc, TransactionId *wait_for)
+{
+	SnapshotData dirty;
+
+	InitDirtySnapshot(dirty);
+	return fetch_by_index(relid, indexid, eqproc, value, &dirty, desc, wait_for);
+}
+
+/*
+ * The index finding a subject's key, by the SHA-256 of the subject.  A
+ * library of 0.2.0 over the tables of 0.1.0 (installed, not yet updated)
+ * appends and reads, but creates, finds by subject and forgets no key until
+ * the update.
+ */
+static Oid
+keys_by_subject(const CryptoCatalog *c)
+{
+	if (!OidIsValid(c->keys_hash))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the personal-data tables of extension \"event_store\" are those of version 0.1.0"),
+				 errdetail("This library finds subject keys through the index subject_keys_subject_hash of version 0.2.0."),
+				 errhint("Run ALTER EXTENSION event_store UPDATE.")));
+	return c->keys_hash;
 }
 
 /* Columns of subject_keys */
@@ -1237,7 +1342,7 @@ get_key(const pg_uuid_t *key_id, uint8 *key)
 	if (!found)
 	{
 		TupleDesc	desc;
-		HeapTuple	tup = fetch_row(c->keys_relid, c->keys_pkey, Anum_keys_key_id, F_UUID_EQ,
+		HeapTuple	tup = fetch_row(c->keys_relid, c->keys_pkey, F_UUID_EQ,
 									UUIDPGetDatum(key_id), &desc);
 		uint8		k[KEY_BYTES];
 		bool		exists = false;
@@ -1266,54 +1371,63 @@ get_key(const pg_uuid_t *key_id, uint8 *key)
 
 /*
  * Serialise key creation and forget() for one subject: an ExclusiveLock on
- * the subject's lock tag until the transaction ends.  A transaction that
- * creates keys for more than event_store.max_stream_locks subjects (a bulk
- * import) takes ShareLock on event_store.forgotten_subjects instead, which
- * excludes every forget() (they take RowExclusiveLock on it first) but no
- * other appender, so that it cannot exhaust the shared lock table.
+ * the subject's lock tag (advisory class, field4 = ES_LOCKTAG_SUBJECT, key =
+ * 64 bits of its SHA-256), from the checks (tombstone, key) to the write
+ * (key, or tombstone and deletion); one at a time per backend (locks.c).
+ * Later, a transaction in progress is found by its rows and waited for.
  */
 static void
-lock_subject(const uint8 *hash, bool creating)
+lock_subject(const uint8 *hash)
 {
-	LOCKTAG		tag;
-	uint32		a,
-				b;
+	uint64		key;
 
-	if (creating && subject_locks_taken >= es_max_stream_locks)
-	{
-		Oid			tomb = crypto_catalog()->tomb_relid;
-
-		if (!CheckRelationOidLockedByMe(tomb, ShareLock, true))
-			LockRelationOid(tomb, ShareLock);
-		return;
-	}
-	memcpy(&a, hash, 4);
-	memcpy(&b, hash + 4, 4);
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, a, b, ES_LOCKTAG_SUBJECT);
-	if (LockAcquire(&tag, ExclusiveLock, false, false) == LOCKACQUIRE_OK)
-		subject_locks_taken++;
+	memcpy(&key, hash, sizeof(key));
+	es_lock_take(&subject_lock, ES_LOCKTAG_SUBJECT, key);
 }
 
+/*
+ * Is there a tombstone for the subject?  Under the subject's lock, with
+ * *wait_for set (and false returned) when a forget() in progress is writing
+ * it.
+ */
 static bool
-is_forgotten(const uint8 *hash)
+is_forgotten(const uint8 *hash, TransactionId *wait_for)
 {
 	const CryptoCatalog *c = crypto_catalog();
-	HeapTuple	tup = fetch_row(c->tomb_relid, c->tomb_pkey, 1, F_BYTEAEQ,
-								PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)), NULL);
+	HeapTuple	tup = fetch_settled_row(c->tomb_relid, c->tomb_pkey, F_BYTEAEQ,
+										PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)),
+										NULL, wait_for);
 
 	return tup != NULL;
 }
 
-/* Run SPI as the owner of our tables, so that callers need no right on them. */
-#define AS_OWNER_BEGIN(c) \
-	do { \
-		Oid			save_user_; \
-		int			save_sec_; \
-		GetUserIdAndSecContext(&save_user_, &save_sec_); \
-		SetUserIdAndSecContext((c)->owner, save_sec_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
-#define AS_OWNER_END() \
-		SetUserIdAndSecContext(save_user_, save_sec_); \
-	} while (0)
+/*
+ * Under the subject's lock: whether the subject is forgotten, and its key
+ * row (or NULL), once no transaction in progress is writing either.
+ */
+static bool
+settled_subject(const uint8 *hash, HeapTuple *key_row, TupleDesc *desc)
+{
+	const CryptoCatalog *c = crypto_catalog();
+
+	for (;;)
+	{
+		TransactionId wait_for = InvalidTransactionId;
+		bool		forgotten;
+
+		lock_subject(hash);
+		forgotten = is_forgotten(hash, &wait_for);
+		*key_row = NULL;
+		if (!TransactionIdIsValid(wait_for))
+			*key_row = fetch_settled_row(c->keys_relid, keys_by_subject(c), F_BYTEAEQ,
+										 PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)),
+										 desc, &wait_for);
+		if (!TransactionIdIsValid(wait_for))
+			return forgotten;
+		es_lock_release(&subject_lock);
+		XactLockTableWait(wait_for, NULL, NULL, XLTW_None);
+	}
+}
 
 /*
  * The key id of the subject (whose SHA-256 is hash), creating a random key on
@@ -1336,20 +1450,15 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		return;
 	}
 
-	tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-					PointerGetDatum(subject), &desc);
-	if (tup == NULL)
-	{
-		lock_subject(hash, true);
-		if (is_forgotten(hash))
-			ereport(ERROR,
-					(errcode(ERRCODE_ES_SUBJECT_FORGOTTEN),
-					 errmsg("the subject of this event has been forgotten"),
-					 errdetail("event_store.forget() erased the subject's key; events about it cannot be appended any more."),
-					 errhint("Do not record personal data of a subject that exercised the right to be forgotten.")));
-		tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-						PointerGetDatum(subject), &desc);
-	}
+	tup = fetch_row(c->keys_relid, keys_by_subject(c), F_BYTEAEQ,
+					PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)), &desc);
+	if (tup == NULL &&
+		settled_subject(hash, &tup, &desc))
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_SUBJECT_FORGOTTEN),
+				 errmsg("the subject of this event has been forgotten"),
+				 errdetail("event_store.forget() erased the subject's key; events about it cannot be appended any more."),
+				 errhint("Do not record personal data of a subject that exercised the right to be forgotten.")));
 	if (tup == NULL)
 	{
 		/* first use: a new random key, wrapped */
@@ -1358,6 +1467,7 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		Datum		args[4];
 		Oid			types[4] = {UUIDOID, TEXTOID, BYTEAOID, TEXTOID};
 		int			rc;
+		EsOwnerSave owner;
 
 		random_bytes(key_id->data, UUID_LEN);
 		key_id->data[6] = (key_id->data[6] & 0x0f) | 0x40;
@@ -1368,24 +1478,26 @@ subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		args[2] = PointerGetDatum(wrap_key(kek, key_id, k));
 		args[3] = CStringGetTextDatum(kek->id);
 		explicit_bzero(k, sizeof(k));
-		AS_OWNER_BEGIN(c);
+		es_owner_begin(&owner);
 		SPI_connect();
 		rc = SPI_execute_with_args("INSERT INTO event_store.subject_keys (key_id, subject, wrapped_key, kek_id) "
-								   "VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING",
+								   "VALUES ($1, $2, $3, $4) ON CONFLICT (event_store._subject_hash(subject)) DO NOTHING",
 								   4, types, args, NULL, false, 0);
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "could not store a subject key: %s", SPI_result_code_string(rc));
 		SPI_finish();
-		AS_OWNER_END();
+		es_owner_end(&owner);
 		/* a concurrent first use may have won: use what is stored */
-		tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-						PointerGetDatum(subject), &desc);
+		tup = fetch_row(c->keys_relid, keys_by_subject(c), F_BYTEAEQ,
+						PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)), &desc);
 		if (tup == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to a concurrent creation of a subject key"),
 					 errhint("The transaction might succeed if retried.")));
 	}
+	/* the key row is in the indexes: its lock has served */
+	es_lock_release(&subject_lock);
 	{
 		bool		isnull;
 
@@ -1499,8 +1611,12 @@ decrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, Jsonb
 						event_id ? psprintf("event %s", format_uuid(DatumGetUUIDP(*event_id))) : "the stored event"),
 				 errdetail("The stored ciphertext was altered or truncated, or belongs to another field or subject."),
 				 errhint("Restore the event from a backup; the log must not be modified.")));
-	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-												CStringGetDatum(text_to_cstring((text *) plain))));
+	{
+		char	   *json = text_to_cstring((text *) plain);
+
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+		explicit_bzero(json, strlen(json));
+	}
 	explicit_bzero(VARDATA_ANY(plain), VARSIZE_ANY_EXHDR(plain));
 
 	/* remember it (unless an invalidation dropped the cache meanwhile) */
@@ -1594,6 +1710,12 @@ es_protect_event(Datum *values, bool *nulls)
 	rule = find_rule(event_type);
 	if (rule == NULL)
 		return;
+	if (rule->corrupt)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_INVALID_PATH),
+				 errmsg("the personal-data rule of event type \"%s\" is invalid", rule->event_type),
+				 errdetail("Its row in event_store.protected_types was not written by event_store.protect(); events of the type are refused rather than stored in clear."),
+				 errhint("Set the rule again with event_store.protect().")));
 
 	sv = path_get(data, &rule->subject);
 	if (sv == NULL || (sv->type != jbvString && sv->type != jbvNumeric))
@@ -1610,7 +1732,10 @@ es_protect_event(Datum *values, bool *nulls)
 	}
 	else
 	{
-		subject = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(sv->val.numeric)));
+		/* a number is its shortest decimal form: 7, 7.0, 7.00 and 7e0 are the subject "7" */
+		subject = DatumGetCString(DirectFunctionCall1(numeric_out,
+													  DirectFunctionCall1(numeric_trim_scale,
+																		  NumericGetDatum(sv->val.numeric))));
 		slen = strlen(subject);
 	}
 	if (slen == 0 || slen > ES_MAX_ID_BYTES)
@@ -2008,6 +2133,7 @@ event_store_protect(PG_FUNCTION_ARGS)
 	Datum		args[3];
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTARRAYOID};
 	int			rc;
+	EsOwnerSave owner;
 
 	es_require_arg(fcinfo, 2, "fields");
 	arr = PG_GETARG_ARRAYTYPE_P(2);
@@ -2048,7 +2174,7 @@ event_store_protect(PG_FUNCTION_ARGS)
 	args[0] = PointerGetDatum(event_type);
 	args[1] = CStringGetTextDatum(sp.text);
 	args[2] = PointerGetDatum(arr);
-	AS_OWNER_BEGIN(c);
+	es_owner_begin(&owner);
 	SPI_connect();
 	rc = SPI_execute_with_args("INSERT INTO event_store.protected_types (event_type, subject, fields) "
 							   "VALUES ($1, $2, $3) ON CONFLICT (event_type) DO UPDATE "
@@ -2058,7 +2184,7 @@ event_store_protect(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not store the rule: %s", SPI_result_code_string(rc));
 	SPI_finish();
-	AS_OWNER_END();
+	es_owner_end(&owner);
 	CacheInvalidateRelcacheByRelid(c->rules_relid);
 	PG_RETURN_VOID();
 }
@@ -2080,7 +2206,7 @@ es_key_streams(const char *key_id)
 	rc = SPI_execute_with_args("SELECT DISTINCT e.stream_id FROM event_store.events e "
 							   "WHERE e.metadata OPERATOR(pg_catalog.?) 'protected' "
 							   "AND ((e.metadata OPERATOR(pg_catalog.->) 'protected') "
-							   "OPERATOR(pg_catalog.->>) 'key') OPERATOR(pg_catalog.=) $1",
+							   "OPERATOR(pg_catalog.->>) 'key') OPERATOR(pg_catalog.=) $1 ORDER BY 1",
 							   1, types, args, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not list the streams of a subject: %s", SPI_result_code_string(rc));
@@ -2138,6 +2264,7 @@ event_store_forget(PG_FUNCTION_ARGS)
 	bool		was_forgotten;
 	int			i;
 	int			rc;
+	EsOwnerSave owner;
 
 	/*
 	 * The key row is overwritten in place at pre-commit, which cannot be
@@ -2154,12 +2281,8 @@ event_store_forget(PG_FUNCTION_ARGS)
 	sha256((uint8 *) VARDATA_ANY(subject), VARSIZE_ANY_EXHDR(subject), hash);
 	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
 		snprintf(hex + 2 * i, 3, "%02x", hash[i]);
-	/* before anything is read: wait for bulk key creators (see lock_subject) */
-	LockRelationOid(c->tomb_relid, RowExclusiveLock);
-	lock_subject(hash, false);
-	was_forgotten = is_forgotten(hash);
-	tup = fetch_row(c->keys_relid, c->keys_subject, Anum_keys_subject, F_TEXTEQ,
-					PointerGetDatum(subject), &desc);
+	/* the subject is ours until its key is deleted and its tombstone written */
+	was_forgotten = settled_subject(hash, &tup, &desc);
 	if (tup)
 	{
 		bool		isnull;
@@ -2167,9 +2290,12 @@ event_store_forget(PG_FUNCTION_ARGS)
 		key_id = format_uuid(DatumGetUUIDP(heap_getattr(tup, Anum_keys_key_id, desc, &isnull)));
 	}
 	if (was_forgotten && key_id == NULL)
+	{
+		es_lock_release(&subject_lock);
 		PG_RETURN_BOOL(false);
+	}
 
-	AS_OWNER_BEGIN(c);
+	es_owner_begin(&owner);
 	SPI_connect();
 	if (key_id)
 	{
@@ -2226,7 +2352,8 @@ event_store_forget(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not record the audit event: %s", SPI_result_code_string(rc));
 	}
 	SPI_finish();
-	AS_OWNER_END();
+	es_owner_end(&owner);
+	es_lock_release(&subject_lock);
 	CacheInvalidateRelcacheByRelid(c->keys_relid);
 	PG_RETURN_BOOL(true);
 }
@@ -2247,9 +2374,10 @@ event_store_rewrap_keys(PG_FUNCTION_ARGS)
 	uint64		n;
 	SPITupleTable *tt;
 	int			rc;
+	EsOwnerSave owner;
 
 	(void) fcinfo;
-	AS_OWNER_BEGIN(c);
+	es_owner_begin(&owner);
 	SPI_connect();
 	args[0] = CStringGetTextDatum(cur->id);
 	rc = SPI_execute_with_args("SELECT key_id, wrapped_key, kek_id FROM event_store.subject_keys "
@@ -2280,9 +2408,69 @@ event_store_rewrap_keys(PG_FUNCTION_ARGS)
 		done++;
 	}
 	SPI_finish();
-	AS_OWNER_END();
+	es_owner_end(&owner);
 	CacheInvalidateRelcacheByRelid(c->keys_relid);
 	PG_RETURN_INT64((int64) done);
+}
+
+/*
+ * _subject_hash(subject text) RETURNS bytea: the SHA-256 of the subject's
+ * bytes, the key of the unique index on event_store.subject_keys (the same
+ * as a tombstone's), so that the index holds no subject in clear, not even
+ * in its freed space after forget().
+ */
+Datum
+event_store_subject_hash(PG_FUNCTION_ARGS)
+{
+	text	   *subject = PG_GETARG_TEXT_PP(0);
+	uint8		hash[PG_SHA256_DIGEST_LENGTH];
+
+	sha256((uint8 *) VARDATA_ANY(subject), VARSIZE_ANY_EXHDR(subject), hash);
+	PG_RETURN_BYTEA_P(make_bytea(hash, PG_SHA256_DIGEST_LENGTH));
+}
+
+/*
+ * subject_streams(subject text) RETURNS SETOF text: the streams holding the
+ * subject's protected events, while it has a key.  Read as the extension's
+ * owner, so that EXECUTE is the whole right (an admin of personal data need
+ * not read the events).
+ */
+Datum
+event_store_subject_streams(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *subject = es_identifier_arg(fcinfo, 0, "subject");
+	const CryptoCatalog *c = crypto_catalog();
+	uint8		hash[PG_SHA256_DIGEST_LENGTH];
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	sha256((uint8 *) VARDATA_ANY(subject), VARSIZE_ANY_EXHDR(subject), hash);
+	tup = fetch_row(c->keys_relid, keys_by_subject(c), F_BYTEAEQ,
+					PointerGetDatum(make_bytea(hash, PG_SHA256_DIGEST_LENGTH)), &desc);
+	if (tup)
+	{
+		bool		isnull;
+		char	   *key_id = format_uuid(DatumGetUUIDP(heap_getattr(tup, Anum_keys_key_id, desc, &isnull)));
+		EsOwnerSave owner;
+		List	   *streams;
+		ListCell   *lc;
+
+		es_owner_begin(&owner);
+		SPI_connect();
+		streams = es_key_streams(key_id);
+		foreach(lc, streams)
+		{
+			Datum		v = CStringGetTextDatum(lfirst(lc));
+			bool		n = false;
+
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &v, &n);
+		}
+		SPI_finish();
+		es_owner_end(&owner);
+	}
+	return (Datum) 0;
 }
 
 /*

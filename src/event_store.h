@@ -57,6 +57,8 @@
 #define ERRCODE_ES_UPCASTER_CONFLICT		MAKE_SQLSTATE('V','E','0','0','4')
 #define ERRCODE_ES_UPCASTER_SIGNATURE		MAKE_SQLSTATE('V','E','0','0','5')
 #define ERRCODE_ES_UPCASTER_RESULT			MAKE_SQLSTATE('V','E','0','0','6')
+/* raised by the upgrade script (CREATE EXTENSION, ALTER EXTENSION UPDATE) */
+#define ERRCODE_ES_FOREIGN_SCHEMA			MAKE_SQLSTATE('V','E','0','0','7')
 
 /* Aggregates, snapshots and execute() (aggregate.c, snapshot.c, command.c). */
 #define ERRCODE_ES_UNKNOWN_AGGREGATE		MAKE_SQLSTATE('V','E','0','1','0')
@@ -91,8 +93,10 @@
 
 /* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
 #define ES_LOCKTAG_STREAM			0x4553
-/* ... and of the subject lock taken when a subject key is created or forgotten */
+/* ... of the subject lock taken when a subject key is created or forgotten */
 #define ES_LOCKTAG_SUBJECT			0x4554
+/* ... and of the event id lock taken while an event with a given id is appended */
+#define ES_LOCKTAG_EVENT_ID			0x4555
 
 /*
  * The upcast hook.  Another C extension can upcast events too: it saves the
@@ -115,8 +119,39 @@ typedef struct EventStoreUpcastEvent
 typedef void (*event_store_upcast_hook_type) (EventStoreUpcastEvent *event);
 extern PGDLLIMPORT event_store_upcast_hook_type event_store_upcast_hook;
 
+/*
+ * What the hook does is part of the fingerprint that snapshots of aggregates
+ * carry (state folded from upcast events is valid only for the same
+ * upcasting).  A module that sets the hook adds a nonzero value of its own
+ * to event_store_upcast_hook_fingerprint with ^=, and replaces it (^= old ^
+ * new) whenever what it does changes: a new version of the module, a
+ * setting it depends on.  While the hook is set and the fingerprint is 0,
+ * snapshots are neither used nor written.
+ */
+extern PGDLLIMPORT uint64 event_store_upcast_hook_fingerprint;
+
 /* Everything below is internal to event_store.so (built with -DEVENT_STORE_INTERNAL). */
 #ifdef EVENT_STORE_INTERNAL
+
+#include "storage/lock.h"
+
+/*
+ * locks.c: a slot for one short lock of ours at a time (see locks.c for the
+ * protocol: held from a check to the write it allows, never while waiting
+ * for another transaction).  Zero-initialise it (a static variable).
+ */
+typedef struct EsLock
+{
+	bool		registered;
+	bool		held;
+	LOCKTAG		tag;
+	SubTransactionId subid;		/* the subtransaction that took it */
+} EsLock;
+
+extern void es_locks_init(void);
+extern void es_lock_take(EsLock *lock, uint16 kind, uint64 key);
+extern void es_lock_release(EsLock *lock);
+extern bool es_lock_held(const EsLock *lock);
 
 /* event_store.c: settings */
 extern int	es_max_stream_locks;
@@ -129,6 +164,7 @@ typedef struct EsCatalog
 	Oid			events_relid;
 	Oid			stream_index;	/* (stream_id, stream_version), the primary key */
 	Oid			event_id_index; /* unique (event_id) */
+	Oid			owner;			/* owner of the event table: the extension's owner */
 	Oid			log_relid;		/* global_log */
 	Oid			log_pkey;		/* (global_position) */
 	Oid			log_category_index; /* (category, global_position) */
@@ -259,6 +295,32 @@ extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 extern text *es_check_identifier(Datum value, bool isnull, const char *what);
 extern text *es_identifier_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 
+/*
+ * event_store.c: run SQL (SPI) as the owner of the extension's tables, the
+ * way referential-integrity triggers run as the table's owner.  Every write
+ * of the registries (upcasters, aggregates, protected_types), the key tables
+ * and the snapshots goes through here, so that callers need the function's
+ * EXECUTE right and no right on the tables.  An error in between needs no
+ * cleanup: (sub)transaction abort restores the user.
+ */
+typedef struct EsOwnerSave
+{
+	Oid			user;
+	int			sec_context;
+} EsOwnerSave;
+
+extern void es_owner_begin(EsOwnerSave *save);
+extern void es_owner_end(const EsOwnerSave *save);
+
+/*
+ * event_store.c: the function a stored signature names (registries keep
+ * "schema.name(argtypes)" as format_procedure_qualified() wrote it), or
+ * InvalidOid when it is gone or the text is not such a signature with
+ * exactly these argument types.  Never raises for malformed text, so that a
+ * bad registry row breaks only what needs it.
+ */
+extern Oid	es_resolve_signature(const char *signature, int nargs, const Oid *argtypes);
+
 /* crypto.c (beyond the hooks above) */
 extern bool es_may_read_personal_data(void);
 
@@ -266,7 +328,7 @@ extern bool es_may_read_personal_data(void);
 extern void es_upcast_init(void);
 extern void es_upcast_event(Datum *values, bool *nulls);
 extern int32 es_current_schema_version(text *event_type);
-extern uint64 es_upcast_fingerprint(void);
+extern bool es_upcast_fingerprint(uint64 *fingerprint);
 
 #endif							/* EVENT_STORE_INTERNAL */
 

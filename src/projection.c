@@ -108,9 +108,8 @@ int			es_projection_retry_delay_ms = 100;
 #define Anum_projections_owner			8
 #define Anum_projections_search_path	9
 
-/* The registry table and its owner (the extension's owner); reset by invalidation. */
+/* The registry table; reset by invalidation. */
 static Oid	registry_relid = InvalidOid;
-static Oid	registry_owner = InvalidOid;
 
 /* The tables whose grants the inline projections' owners need (set when loaded). */
 static Oid	inline_events_relid = InvalidOid;
@@ -144,6 +143,7 @@ typedef struct InlineSet
 
 static InlineSet *inline_set = NULL;
 static bool inline_valid = false;
+static int	inline_depth = 0;		/* es_apply_inline() calls in progress */
 static LocalTransactionId registry_missing_in = InvalidLocalTransactionId;
 
 /* Per transaction: tell the pipeline worker at commit that projections changed. */
@@ -264,7 +264,7 @@ es_projection_init(void)
 
 /*
  * The registry's OID (InvalidOid if the extension is installed at a
- * version without projections), and its owner.
+ * version without projections).
  */
 static Oid
 registry(void)
@@ -274,15 +274,6 @@ registry(void)
 		Oid			nsp = get_namespace_oid("event_store", true);
 		Oid			relid = OidIsValid(nsp) ? get_relname_relid("projections", nsp) : InvalidOid;
 
-		if (OidIsValid(relid))
-		{
-			HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-
-			if (!HeapTupleIsValid(tup))
-				return InvalidOid;
-			registry_owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-			ReleaseSysCache(tup);
-		}
 		registry_relid = relid;
 	}
 	return registry_relid;
@@ -319,16 +310,13 @@ int
 es_projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
 							const char *nulls)
 {
-	Oid			save_user;
-	int			save_sec;
+	EsOwnerSave save;
 	int			rc;
 
 	require_registry();
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(registry_owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	es_owner_begin(&save);
 	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	SetUserIdAndSecContext(save_user, save_sec);
+	es_owner_end(&save);
 	if (rc < 0)
 		elog(ERROR, "event_store: projection registry statement failed: %s",
 			 SPI_result_code_string(rc));
@@ -370,20 +358,17 @@ es_projection_read(const char *name, bool latest, EsProjection *p)
 	{
 		SPIPlanPtr	plan;
 		Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
-		Oid			save_user;
-		int			save_sec;
+		EsOwnerSave save;
 		int			rc;
 
 		require_registry();
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(registry_owner,
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+		es_owner_begin(&save);
 		plan = SPI_prepare(sql, 1, types);
 		if (plan == NULL)
 			elog(ERROR, "event_store: could not prepare the projection registry read: %s",
 				 SPI_result_code_string(SPI_result));
 		rc = SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0);
-		SetUserIdAndSecContext(save_user, save_sec);
+		es_owner_end(&save);
 		UnregisterSnapshot(snap);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "event_store: projection registry read failed: %s", SPI_result_code_string(rc));
@@ -551,16 +536,9 @@ check_function(Oid fn, bool reset, const char *projection)
 static Oid
 resolve_function(const char *signature, bool reset, const char *projection)
 {
-	LOCAL_FCINFO(fcinfo, 1);
-	Datum		result;
-	Oid			fn = InvalidOid;
+	Oid			event_type = es_agg_catalog()->event_type;
+	Oid			fn = es_resolve_signature(signature, reset ? 0 : 1, &event_type);
 
-	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = CStringGetTextDatum(signature);
-	fcinfo->args[0].isnull = false;
-	result = to_regprocedure(fcinfo);
-	if (!fcinfo->isnull)
-		fn = DatumGetObjectId(result);
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_HANDLER_MISSING),
@@ -989,6 +967,7 @@ es_apply_inline(Datum *values, bool *nulls)
 	work = AllocSetContextCreate(CurrentMemoryContext, "event_store inline projection",
 								 ALLOCSET_DEFAULT_SIZES);
 	set->users++;
+	inline_depth++;
 	PG_TRY();
 	{
 		for (i = 0; i < set->n; i++)
@@ -1055,11 +1034,23 @@ es_apply_inline(Datum *values, bool *nulls)
 	}
 	PG_FINALLY();
 	{
+		inline_depth--;
 		set->users--;
 		release_inline_set(set);
 	}
 	PG_END_TRY();
 	MemoryContextDelete(work);
+}
+
+/*
+ * Is an inline projection's handler running?  It may not append: the append
+ * that runs it holds its stream's lock only until its next row, and a nested
+ * append would take the lock's slot from it.
+ */
+bool
+es_in_inline_projection(void)
+{
+	return inline_depth > 0;
 }
 
 /* ---------------------------------------------------------------------

@@ -84,6 +84,7 @@ extern void es_projection_call(const EsProjection *p, EsHandler *h, const EsProj
 extern int	es_projection_registry_exec(const char *sql, int nargs, Oid *types, Datum *values,
 										const char *nulls);
 extern void es_apply_inline(Datum *values, bool *nulls);
+extern bool es_in_inline_projection(void);
 
 /* projector.c */
 extern PGDLLEXPORT void event_store_projector_main(Datum arg);

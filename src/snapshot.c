@@ -14,9 +14,14 @@
  * before a version or a time, is found by a single backward index probe.
  * Snapshots are derived data: deleting any of them changes no result.
  *
- * Locking: reads take AccessShareLock on the table and index, as a SELECT
- * does, and check the caller's SELECT privilege; writes go through SPI with
- * the caller's rights.
+ * Locking and rights: reads take AccessShareLock on the table and index, as
+ * a SELECT does.  The table is read by the functions only, for callers with
+ * SELECT on event_store.events (a snapshot is derived from the events, and
+ * its state may hold a protected field in clear: no role is granted SELECT
+ * on it).  Writes go through SPI as the extension's owner (es_owner_begin),
+ * so that EXECUTE on save_snapshot and delete_snapshots is the right to call
+ * them, and INSERT on event_store.snapshots the right of a load to write
+ * one.
  *
  *-------------------------------------------------------------------------
  */
@@ -88,16 +93,21 @@ get_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
  * decrypted or redacted (the caller's right to read personal data).  State
  * folded under one view is never served under another: it is the
  * `upcasters` column of the snapshot key.  0 is the plain view: no
- * upcasters, personal data readable (or none protected).
+ * upcasters, personal data readable (or none protected).  Returns false when
+ * the view cannot be fingerprinted (a C upcast hook that declares nothing):
+ * then no snapshot is used or written.
  */
-int64
-es_snapshot_view(void)
+bool
+es_snapshot_view(int64 *view)
 {
-	uint64		view = es_upcast_fingerprint();
+	uint64		v;
 
+	if (!es_upcast_fingerprint(&v))
+		return false;
 	if (!es_may_read_personal_data())
-		view ^= UINT64CONST(0x9e3779b97f4a7c15);
-	return (int64) view;
+		v ^= UINT64CONST(0x9e3779b97f4a7c15);
+	*view = (int64) v;
+	return true;
 }
 
 /*
@@ -120,7 +130,11 @@ es_find_snapshot(text *stream_id, const EsAggregate *agg, const TimestampTz *as_
 	int			nkeys = 0;
 	bool		ok;
 
-	es_check_table_read(rel);
+	/*
+	 * No privilege check: only the functions read the table (a state may hold
+	 * what the reducer copied from a protected field, in clear), for callers
+	 * who may read the events the state is folded from.
+	 */
 	idx = index_open(as_of ? cat->snapshots_time_idx : cat->snapshots_pkey, AccessShareLock);
 	ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
 	ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(agg->name));
@@ -182,6 +196,7 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 	Oid			types[7] = {TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID};
 	Datum		values[7];
 	int			ret;
+	EsOwnerSave owner;
 
 	values[0] = PointerGetDatum(stream_id);
 	values[1] = PointerGetDatum(agg->name);
@@ -190,6 +205,7 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 	values[4] = Int64GetDatum(snap->version);
 	values[5] = JsonbPGetDatum(snap->state);
 	values[6] = TimestampTzGetDatum(snap->recorded_at);
+	es_owner_begin(&owner);
 	SPI_connect();
 	ret = SPI_execute_plan(replace ? get_plan(&replace_plan, replace_sql, 7, types)
 						   : get_plan(&write_plan, write_sql, 7, types),
@@ -197,6 +213,7 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	SPI_finish();
+	es_owner_end(&owner);
 }
 
 /*
@@ -248,7 +265,12 @@ event_store_save_snapshot(PG_FUNCTION_ARGS)
 						   text_to_cstring(stream_id), head),
 				 errhint("Save a snapshot only of a version the stream has.")));
 	}
-	snap.view = es_snapshot_view();
+	if (!es_snapshot_view(&snap.view))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("snapshots cannot be saved while an upcast hook without a fingerprint is loaded"),
+				 errdetail("A C module sets event_store_upcast_hook but declares nothing in event_store_upcast_hook_fingerprint, so the state could not be told apart from state folded under other upcasting."),
+				 errhint("Have the module declare a fingerprint, or save the snapshot in a session that does not load it.")));
 	es_write_snapshot(stream_id, &agg, &snap, true);
 	PG_RETURN_VOID();
 }
@@ -266,13 +288,19 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 	EsAggregate agg;
 	EsSnapshot	snap;
 
-	es_require_arg(fcinfo, 0, "stream_id");
-	stream_id = PG_GETARG_TEXT_PP(0);
+	stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
 	name = es_identifier_arg(fcinfo, 1, "aggregate");
 	InitMaterializedSRF(fcinfo, 0);
 	es_lookup_aggregate(name, GetActiveSnapshot(), false, &agg);
-	snap.view = es_snapshot_view();
-	if (es_find_snapshot(stream_id, &agg, NULL, -1, GetActiveSnapshot(), &snap))
+	{
+		/* the right to read a state is the right to read its events */
+		Relation	events = table_open(es_catalog()->events_relid, AccessShareLock);
+
+		es_check_read_access(events);
+		table_close(events, AccessShareLock);
+	}
+	if (es_snapshot_view(&snap.view) &&
+		es_find_snapshot(stream_id, &agg, NULL, -1, GetActiveSnapshot(), &snap))
 	{
 		Datum		values[2];
 		bool		nulls[2] = {false, false};
@@ -286,7 +314,7 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 
 /*
  * Delete the snapshots of a stream, of an aggregate, of both, or (both NULL)
- * all, with the caller's rights; returns how many.  For other modules too:
+ * all, as the extension's owner; returns how many.  For other modules too:
  * whatever changes the events readers are handed (a new upcaster, a
  * forgotten subject) must delete the snapshots derived from them, or
  * "snapshot + later events = full replay" no longer holds.
@@ -299,17 +327,20 @@ es_delete_snapshots(text *stream_id, text *aggregate)
 	char		nulls[2];
 	int			ret;
 	uint64		deleted;
+	EsOwnerSave owner;
 
 	values[0] = PointerGetDatum(stream_id);
 	nulls[0] = stream_id ? ' ' : 'n';
 	values[1] = PointerGetDatum(aggregate);
 	nulls[1] = aggregate ? ' ' : 'n';
+	es_owner_begin(&owner);
 	SPI_connect();
 	ret = SPI_execute_plan(get_plan(&delete_plan, delete_sql, 2, types), values, nulls, false, 0);
 	if (ret != SPI_OK_DELETE)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	deleted = SPI_processed;
 	SPI_finish();
+	es_owner_end(&owner);
 	return (int64) deleted;
 }
 
@@ -322,8 +353,11 @@ es_delete_snapshots(text *stream_id, text *aggregate)
 Datum
 event_store_delete_snapshots(PG_FUNCTION_ARGS)
 {
+	text	   *stream_id = NULL;
 	text	   *aggregate = NULL;
 
+	if (!PG_ARGISNULL(0))
+		stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
 	if (!PG_ARGISNULL(1))
 	{
 		EsAggregate agg;
@@ -331,5 +365,5 @@ event_store_delete_snapshots(PG_FUNCTION_ARGS)
 		aggregate = es_identifier_arg(fcinfo, 1, "aggregate");
 		es_lookup_aggregate(aggregate, GetActiveSnapshot(), false, &agg);
 	}
-	PG_RETURN_INT64(es_delete_snapshots(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), aggregate));
+	PG_RETURN_INT64(es_delete_snapshots(stream_id, aggregate));
 }

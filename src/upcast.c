@@ -14,6 +14,11 @@
  * on its next use.  With an empty registry and no hook, upcasting an event
  * costs one test of a flag.
  *
+ * The registry is written by add_upcaster() and drop_upcaster() only, as the
+ * extension's owner (es_owner_begin): nobody else has a right to write it,
+ * so no row skips their checks or their invalidation.  A row the owner
+ * writes by hand breaks only the events that need it (load_registry).
+ *
  * Locking: add_upcaster() and drop_upcaster() take ShareRowExclusiveLock on
  * the registry, so that two sessions cannot both check and extend a chain.
  *
@@ -49,8 +54,9 @@ PG_FUNCTION_INFO_V1(event_store_add_upcaster);
 PG_FUNCTION_INFO_V1(event_store_drop_upcaster);
 PG_FUNCTION_INFO_V1(event_store_current_schema_version);
 
-/* The public hook (event_store.h). */
+/* The public hook and what it does (event_store.h). */
 event_store_upcast_hook_type event_store_upcast_hook = NULL;
+uint64		event_store_upcast_hook_fingerprint = 0;
 
 /* Columns of event_store.upcasters. */
 #define Anum_upcasters_event_type		1
@@ -62,20 +68,25 @@ event_store_upcast_hook_type event_store_upcast_hook = NULL;
 /* One step of a chain. */
 typedef struct UpcastStep
 {
-	int32		from_version;	/* 0: no step here */
+	int32		from_version;
 	Oid			fn;
-	bool		broken;			/* the function no longer fits (dropped, changed) */
+	bool		broken;			/* the function is missing or no longer fits */
 	FmgrInfo	flinfo;
 	char	   *to_type;		/* NULL: the type stays */
 } UpcastStep;
 
-/* Everything known about one event type, the hash table's entry. */
+/*
+ * Everything known about one event type, the hash table's entry.  The steps
+ * are kept sorted by from_version and looked up by binary search, so that
+ * the registry's rows, whatever they hold, cost memory in proportion to
+ * their number (a row written around add_upcaster may leave a hole).
+ */
 typedef struct TypeEntry
 {
 	char		event_type[ES_MAX_ID_BYTES + 1];	/* key */
 	int32		current_version;	/* the newest schema version of the type */
-	int32		first_from;		/* from_version of steps[0] */
-	int			nsteps;			/* steps[i] upcasts first_from + i; NULL-free */
+	int			nsteps;
+	int			maxsteps;
 	UpcastStep *steps;
 } TypeEntry;
 
@@ -165,8 +176,8 @@ type_entry(const char *event_type, bool create)
 	if (create && !found)
 	{
 		e->current_version = 1;
-		e->first_from = 0;
 		e->nsteps = 0;
+		e->maxsteps = 0;
 		e->steps = NULL;
 	}
 	return e;
@@ -192,20 +203,89 @@ upcaster_fits(Oid fn)
 }
 
 /*
- * The function a stored signature names now, or InvalidOid (to_regprocedure,
- * which returns NULL rather than failing for a function that is gone).
+ * The function a stored signature names now, or InvalidOid: gone, or text
+ * that is no signature of a function (jsonb).
  */
 static Oid
-resolve_signature(Datum signature)
+resolve_signature(const char *signature)
 {
-	LOCAL_FCINFO(fcinfo, 1);
-	Datum		result;
+	Oid			argtypes[1] = {JSONBOID};
 
-	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = signature;
-	fcinfo->args[0].isnull = false;
-	result = to_regprocedure(fcinfo);
-	return fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
+	return es_resolve_signature(signature, 1, argtypes);
+}
+
+/*
+ * What a function does, as far as the catalog tells: its language, source
+ * (or C symbol and library), settings and security mode.  Part of the
+ * registry's fingerprint, so that replacing an upcaster's body (CREATE OR
+ * REPLACE FUNCTION, or drop and create under the same signature) changes it
+ * and the snapshots folded under the old body are no longer used.
+ */
+static uint64
+function_fingerprint(Oid fn)
+{
+	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	uint64		h;
+	bool		isnull;
+	Datum		d;
+	char	   *lang;
+	static const int attrs[3] = {Anum_pg_proc_prosrc, Anum_pg_proc_probin, Anum_pg_proc_proconfig};
+	int			i;
+
+	if (!HeapTupleIsValid(tp))
+		return 0;
+	proc = (Form_pg_proc) GETSTRUCT(tp);
+	lang = get_language_name(proc->prolang, true);
+	h = hash_bytes_extended((const unsigned char *) (lang ? lang : ""), lang ? strlen(lang) : 0,
+							proc->prosecdef ? 1 : 0);
+	for (i = 0; i < 3; i++)
+	{
+		d = SysCacheGetAttr(PROCOID, tp, attrs[i], &isnull);
+		if (!isnull)
+		{
+			struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) VARDATA_ANY(v),
+													  VARSIZE_ANY_EXHDR(v), i + 1));
+		}
+		else
+			h = hash_combine64(h, i + 1);
+	}
+	ReleaseSysCache(tp);
+	return h;
+}
+
+/*
+ * The step of an entry that upcasts from version v, or NULL.
+ */
+static UpcastStep *
+find_step(TypeEntry *e, int32 v)
+{
+	int			lo = 0;
+	int			hi = e->nsteps - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (e->steps[mid].from_version == v)
+			return &e->steps[mid];
+		if (e->steps[mid].from_version < v)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return NULL;
+}
+
+static int
+step_cmp(const void *a, const void *b)
+{
+	int32		x = ((const UpcastStep *) a)->from_version;
+	int32		y = ((const UpcastStep *) b)->from_version;
+
+	return (x > y) - (x < y);
 }
 
 /*
@@ -231,8 +311,11 @@ retire_registry_context(void)
 
 /*
  * (Re)build the cache from the registry, read with the catalog snapshot.
- * A function that no longer fits marks its step broken (an error when an
- * event needs it) rather than failing every read.
+ * A function that is missing or no longer fits, or a signature that is no
+ * signature, marks its step broken (an error when an event needs it) rather
+ * than failing every read; a row no event can need (a type longer than any
+ * event's, a version no chain reaches) is left out.  add_upcaster() writes
+ * no such row, but the owner could.
  */
 static void
 load_registry(void)
@@ -276,43 +359,40 @@ load_registry(void)
 		bool		n[Natts_upcasters];
 		char	   *type;
 		char	   *to_type = NULL;
+		char	   *signature;
 		int32		from;
 		Oid			fn;
 		TypeEntry  *e;
 		UpcastStep *step;
 
 		heap_deform_tuple(tuple, RelationGetDescr(rel), v, n);
+		if (n[Anum_upcasters_event_type - 1] || n[Anum_upcasters_from_version - 1] ||
+			n[Anum_upcasters_upcaster - 1])
+			continue;
 		type = TextDatumGetCString(v[Anum_upcasters_event_type - 1]);
 		from = DatumGetInt32(v[Anum_upcasters_from_version - 1]);
+		if (strlen(type) > ES_MAX_ID_BYTES || from < 1 || from == PG_INT32_MAX)
+			continue;
+		signature = TextDatumGetCString(v[Anum_upcasters_upcaster - 1]);
 		/* the signature, resolved now: InvalidOid when the function is gone */
-		fn = resolve_signature(v[Anum_upcasters_upcaster - 1]);
+		fn = resolve_signature(signature);
 		if (!n[Anum_upcasters_to_event_type - 1])
 			to_type = TextDatumGetCString(v[Anum_upcasters_to_event_type - 1]);
 
 		e = type_entry(type, true);
-		/* steps arrive in any order: grow the array to cover from */
-		if (e->nsteps == 0)
+		if (e->nsteps == e->maxsteps)
 		{
-			e->first_from = from;
-			e->nsteps = 1;
-			e->steps = palloc0(sizeof(UpcastStep));
+			e->maxsteps = Max(4, 2 * e->maxsteps);
+			e->steps = e->steps ? repalloc(e->steps, sizeof(UpcastStep) * e->maxsteps)
+				: palloc(sizeof(UpcastStep) * e->maxsteps);
 		}
-		else if (from < e->first_from || from >= e->first_from + e->nsteps)
-		{
-			int			lo = Min(e->first_from, from);
-			int			hi = Max(e->first_from + e->nsteps - 1, from);
-			UpcastStep *steps = palloc0(sizeof(UpcastStep) * (hi - lo + 1));
-
-			memcpy(steps + (e->first_from - lo), e->steps, sizeof(UpcastStep) * e->nsteps);
-			e->steps = steps;
-			e->first_from = lo;
-			e->nsteps = hi - lo + 1;
-		}
-		step = &e->steps[from - e->first_from];
+		step = &e->steps[e->nsteps++];
+		memset(step, 0, sizeof(UpcastStep));
 		step->from_version = from;
 		step->fn = fn;
 		step->to_type = to_type;
-		step->broken = !OidIsValid(fn) || !upcaster_fits(fn);
+		step->broken = !OidIsValid(fn) || !upcaster_fits(fn) ||
+			(to_type != NULL && (to_type[0] == '\0' || strlen(to_type) > ES_MAX_ID_BYTES));
 		if (!step->broken)
 			fmgr_info_cxt(fn, &step->flinfo, registry_context);
 
@@ -328,24 +408,39 @@ load_registry(void)
 			TypeEntry  *t;
 
 			e->current_version = Max(e->current_version, from);
-			t = type_entry(to_type, true);
-			t->current_version = Max(t->current_version, from + 1);
+			if (!step->broken)
+			{
+				t = type_entry(to_type, true);
+				t->current_version = Max(t->current_version, from + 1);
+			}
 		}
 
-		/* order-insensitive: heap order must not matter */
-		{
-			char	   *signature = TextDatumGetCString(v[Anum_upcasters_upcaster - 1]);
-
-			registry_fingerprint +=
-				hash_bytes_extended((const unsigned char *) type, strlen(type), from) ^
-				hash_bytes_extended((const unsigned char *) signature, strlen(signature), 0) ^
-				(to_type ? hash_bytes_extended((const unsigned char *) to_type, strlen(to_type), 1) : 0);
-		}
+		/*
+		 * Order-insensitive (heap order must not matter).  The step's
+		 * function is in it by signature and by definition (see
+		 * function_fingerprint).
+		 */
+		registry_fingerprint +=
+			hash_bytes_extended((const unsigned char *) type, strlen(type), from) ^
+			hash_bytes_extended((const unsigned char *) signature, strlen(signature), 0) ^
+			(to_type ? hash_bytes_extended((const unsigned char *) to_type, strlen(to_type), 1) : 0) ^
+			(step->broken ? 0 : function_fingerprint(fn));
 		registry_empty = false;
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	MemoryContextSwitchTo(old);
+
+	/* each type's steps in version order, for find_step */
+	{
+		HASH_SEQ_STATUS st;
+		TypeEntry  *e;
+
+		hash_seq_init(&st, registry);
+		while ((e = hash_seq_search(&st)) != NULL)
+			if (e->nsteps > 1)
+				qsort(e->steps, e->nsteps, sizeof(UpcastStep), step_cmp);
+	}
 
 	/* valid unless the registry changed while we read it */
 	registry_valid = (invalidations == registry_invalidations);
@@ -393,14 +488,24 @@ es_current_schema_version(text *event_type)
 }
 
 /*
- * A fingerprint of the registry's content: state folded from events depends
- * on it (snapshots record it, and are ignored when it changed).
+ * A fingerprint of what upcasting does: the registry's content (with the
+ * definitions of its functions) and the C hook's declared fingerprint.
+ * State folded from events depends on it (snapshots record it, and are
+ * ignored when it changed).  Returns false when it cannot be known: a hook is
+ * installed that declares no fingerprint.
  */
-uint64
-es_upcast_fingerprint(void)
+bool
+es_upcast_fingerprint(uint64 *fingerprint)
 {
 	ensure_registry();
-	return registry_fingerprint;
+	*fingerprint = registry_fingerprint;
+	if (event_store_upcast_hook != NULL)
+	{
+		if (event_store_upcast_hook_fingerprint == 0)
+			return false;
+		*fingerprint = hash_combine64(*fingerprint, event_store_upcast_hook_fingerprint);
+	}
+	return true;
 }
 
 /* Error context while an upcaster runs: the event it works on. */
@@ -427,6 +532,7 @@ static void
 upcast(EventStoreUpcastEvent *ev)
 {
 	TypeEntry  *e;
+	UpcastStep *step;
 	UpcastContext ctx;
 	ErrorContextCallback errcb;
 
@@ -443,12 +549,9 @@ upcast(EventStoreUpcastEvent *ev)
 	error_context_stack = &errcb;
 
 	/* versions strictly increase, one step at a time: the loop ends */
-	while (e != NULL &&
-		   ev->schema_version >= e->first_from &&
-		   ev->schema_version < e->first_from + e->nsteps &&
-		   e->steps[ev->schema_version - e->first_from].from_version != 0)
+	while (e != NULL && ev->schema_version < PG_INT32_MAX &&
+		   (step = find_step(e, ev->schema_version)) != NULL)
 	{
-		UpcastStep *step = &e->steps[ev->schema_version - e->first_from];
 		Datum		result;
 		Jsonb	   *jb;
 
@@ -459,7 +562,19 @@ upcast(EventStoreUpcastEvent *ev)
 					 errmsg("the upcaster from schema version %d of event type \"%s\" is missing or no longer takes and returns jsonb",
 							step->from_version, text_to_cstring(ev->event_type)),
 					 errhint("Register a working step with event_store.drop_upcaster() and event_store.add_upcaster().")));
-		result = FunctionCall1Coll(&step->flinfo, InvalidOid, JsonbPGetDatum(ev->data));
+		{
+			LOCAL_FCINFO(fcinfo, 1);
+
+			InitFunctionCallInfoData(*fcinfo, &step->flinfo, 1, InvalidOid, NULL, NULL);
+			fcinfo->args[0].value = JsonbPGetDatum(ev->data);
+			fcinfo->args[0].isnull = false;
+			result = FunctionCallInvoke(fcinfo);
+			if (fcinfo->isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_ES_UPCASTER_RESULT),
+						 errmsg("upcaster %s returned null", format_procedure(step->flinfo.fn_oid)),
+						 errhint("An upcaster returns the event's data in the next schema version, a JSON object.")));
+		}
 		jb = DatumGetJsonbP(result);
 		if (!JB_ROOT_IS_OBJECT(jb))
 			ereport(ERROR,
@@ -580,6 +695,19 @@ registry_probe(const char *sql, int nargs, Oid *types, Datum *values)
 }
 
 /*
+ * A step goes from version n to n + 1: n is between 1 and INT32_MAX - 1.
+ */
+static void
+check_from_version(int32 from)
+{
+	if (from < 1 || from == PG_INT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_schema_version must be between 1 and %d", PG_INT32_MAX - 1),
+				 errdetail("Got %d.", from)));
+}
+
+/*
  * add_upcaster(event_type, from_schema_version, upcaster, to_event_type)
  * registers the step from version n to n + 1 of a type.  It must extend a
  * chain without a hole: n = 1, or version n of the type exists (a step to
@@ -600,6 +728,7 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 	char		ins_nulls[4] = {' ', ' ', ' ', ' '};
 	Relation	rel;
 	int64		current;
+	EsOwnerSave owner;
 
 	type = es_identifier_arg(fcinfo, 0, "event_type");
 	es_require_arg(fcinfo, 1, "from_schema_version");
@@ -608,17 +737,15 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 	fn = PG_GETARG_OID(2);
 	if (renames)
 		(void) es_identifier_arg(fcinfo, 3, "to_event_type");
-	if (from < 1 || from == PG_INT32_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("from_schema_version must be between 1 and %d", PG_INT32_MAX - 1),
-				 errdetail("Got %d.", from)));
+	check_from_version(from);
 	check_upcaster_function(fn);
 
 	if (!OidIsValid(lookup_registry_relid()))
 		(void) es_catalog();	/* says the extension is not installed */
 	rel = table_open(lookup_registry_relid(), ShareRowExclusiveLock);
 
+	/* the registry is written by its functions only, as its owner */
+	es_owner_begin(&owner);
 	SPI_connect();
 	args[0] = PointerGetDatum(type);
 	args[1] = Int32GetDatum(from);
@@ -658,6 +785,7 @@ event_store_add_upcaster(PG_FUNCTION_ARGS)
 							  4, ins_types, ins, ins_nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into event_store.upcasters");
 	SPI_finish();
+	es_owner_end(&owner);
 
 	CacheInvalidateRelcache(rel);
 	table_close(rel, NoLock);
@@ -679,13 +807,16 @@ event_store_drop_upcaster(PG_FUNCTION_ARGS)
 	Relation	rel;
 	int64		later;
 	bool		dropped;
+	EsOwnerSave owner;
 
 	es_require_arg(fcinfo, 1, "from_schema_version");
 	from = PG_GETARG_INT32(1);
+	check_from_version(from);
 	if (!OidIsValid(lookup_registry_relid()))
 		(void) es_catalog();
 	rel = table_open(lookup_registry_relid(), ShareRowExclusiveLock);
 
+	es_owner_begin(&owner);
 	SPI_connect();
 	args[0] = PointerGetDatum(type);
 	args[1] = Int32GetDatum(from);
@@ -709,6 +840,7 @@ event_store_drop_upcaster(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not delete from event_store.upcasters");
 	dropped = SPI_processed > 0;
 	SPI_finish();
+	es_owner_end(&owner);
 
 	CacheInvalidateRelcache(rel);
 	table_close(rel, NoLock);

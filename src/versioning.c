@@ -8,24 +8,29 @@
  * Every append, whatever its path (append(), append_events(), a plain
  * INSERT, COPY, a logical-replication apply), goes through
  * event_store_version_events(), which fires ALWAYS, so that
- * session_replication_role cannot bypass it.
+ * session_replication_role cannot bypass it.  The append-only guards are
+ * ALWAYS triggers too, at statement level (which refuses a statement even
+ * when it matches no row, and TRUNCATE) and at row level (the
+ * logical-replication apply worker fires row triggers only).
  *
- * Locking rules.  An append holds an ExclusiveLock on its stream's lock tag
+ * Locking rules.  An append takes an ExclusiveLock on its stream's lock tag
  * (advisory class, field4 = ES_LOCKTAG_STREAM, key = 64-bit hash of the
- * stream id) until its transaction ends.  Appends to one stream serialise on
- * that lock; appends to different streams never wait for each other (short of
- * a hash collision, which only serialises two streams).  Under the lock the
- * stream's head is read through the primary key (stream_id, stream_version)
- * with a dirty snapshot: it sees every committed row and every row of the own
- * transaction, including those the current command inserted, so a
- * multi-row INSERT numbers its rows correctly.  No row is written besides the
- * event itself.  The primary key remains the backstop: a bug here would raise
- * a unique violation, never a duplicate version.
- *
- * A transaction that has taken event_store.max_stream_locks stream locks
- * takes ShareRowExclusiveLock on the event table instead of further stream
- * locks: it excludes every other appender (they hold RowExclusiveLock), so
- * the shared lock table is not exhausted by one huge transaction.
+ * stream id), and, when the event has an id, on the id's (ES_LOCKTAG_EVENT_ID,
+ * after the stream's), from its checks to its insert (locks.c: held until the
+ * next row or the end of the transaction, one of each per backend at most).
+ * Under the locks the stream's head is read through the primary key
+ * (stream_id, stream_version), and the id through its unique index, with a
+ * dirty snapshot: it sees every committed row and every row of the own
+ * transaction, including those the current command inserted, so a multi-row
+ * INSERT numbers its rows correctly; a row of another transaction in
+ * progress is waited for (after letting go of the locks), and the checks
+ * repeated.  So appends to one stream serialise on it, the same id sent to
+ * two streams gives VE002 (never a unique violation), appends to different
+ * streams never wait for each other (short of a hash collision, which only
+ * serialises two streams' checks), and a transaction writing a million
+ * streams holds one stream lock.  No row is written besides the event
+ * itself.  The unique indexes remain the backstop: a bug here would raise a
+ * unique violation, never a duplicate version.
  *
  * Under REPEATABLE READ and SERIALIZABLE, appending on top of a head that the
  * transaction's snapshot cannot see is a serialization failure (40001).
@@ -40,6 +45,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -56,6 +62,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "event_store.h"
 #include "projection.h"
@@ -67,8 +74,9 @@ PG_FUNCTION_INFO_V1(event_store_refuse_change);
 static EsCatalog catalog;
 static bool catalog_valid = false;
 
-/* Per-transaction state, reset at transaction end. */
-static int	stream_locks_taken = 0;
+/* The locks of the stream and of the event id being appended (locks.c). */
+static EsLock stream_lock;
+static EsLock event_id_lock;
 
 /* The frame of the append() or append_events() call running its INSERT. */
 EsAppendFrame *es_append_frame = NULL;
@@ -117,7 +125,6 @@ versioning_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			stream_locks_taken = 0;
 			es_append_frame = NULL;
 			break;
 		default:
@@ -162,7 +169,15 @@ es_catalog(void)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("extension \"event_store\" is not installed in this database"),
-					 errhint("Run CREATE EXTENSION event_store CASCADE.")));
+					 errhint("Run CREATE EXTENSION event_store.")));
+		{
+			HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(c.events_relid));
+
+			if (!HeapTupleIsValid(tp))
+				elog(ERROR, "cache lookup failed for relation %u", c.events_relid);
+			c.owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+			ReleaseSysCache(tp);
+		}
 		catalog = c;
 		catalog_valid = true;
 	}
@@ -196,6 +211,52 @@ es_check_identifier(Datum value, bool isnull, const char *what)
 				 errmsg("%s is too long", what),
 				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
 	return t;
+}
+
+/*
+ * Streams of the category "event_store" (the id "event_store", or starting
+ * with "event_store-") are the extension's own: forget() records
+ * SubjectForgotten in event_store-subjects.  Only superusers write them (the
+ * extension's functions run as its owner, a superuser; so do restores and
+ * logical replicas).
+ */
+static void
+check_stream_writer(text *stream_id)
+{
+	static const char prefix[] = "event_store";
+	int			len = VARSIZE_ANY_EXHDR(stream_id);
+	const char *id = VARDATA_ANY(stream_id);
+	int			plen = sizeof(prefix) - 1;
+
+	if (len >= plen && memcmp(id, prefix, plen) == 0 && (len == plen || id[plen] == '-') &&
+		!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to append to stream \"%s\"", text_to_cstring(stream_id)),
+				 errdetail("Streams of the category \"event_store\" are written by the extension itself."),
+				 errhint("Use a stream of another category.")));
+}
+
+/*
+ * A recorded_at the INSERT supplies: finite (a time in the future, infinity
+ * above all, would pin every later event of the stream there, and as_of
+ * would never return them), and only from a superuser: a restore, an
+ * import, a logical replica.  Appends get their transaction's time.
+ */
+static void
+check_supplied_recorded_at(TimestampTz ts)
+{
+	if (TIMESTAMP_NOT_FINITE(ts))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("recorded_at of an event must be a finite time"),
+				 errdetail("Got %s.", timestamptz_to_str(ts))));
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set recorded_at of an event"),
+				 errdetail("Only superusers supply recorded_at (a restore, an import, a logical replica); an append records its transaction's start time."),
+				 errhint("Leave recorded_at out of the INSERT.")));
 }
 
 /*
@@ -277,76 +338,64 @@ new_event_id(void)
 }
 
 /*
- * Lock the stream against concurrent appends until the transaction ends, or,
- * past event_store.max_stream_locks stream locks, the whole table.
+ * The key of a stream's lock, and of an event id's.
  */
-static void
-lock_stream(Relation events, text *stream_id)
+static inline uint64
+stream_lock_key(text *stream_id)
 {
-	LOCKTAG		tag;
-	uint64		h;
+	return hash_bytes_extended((const unsigned char *) VARDATA_ANY(stream_id),
+							   VARSIZE_ANY_EXHDR(stream_id), 0);
+}
 
-	if (stream_locks_taken >= es_max_stream_locks)
-	{
-		if (!CheckRelationLockedByMe(events, ShareRowExclusiveLock, true))
-			LockRelationOid(RelationGetRelid(events), ShareRowExclusiveLock);
-		return;
-	}
-	h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(stream_id),
-							VARSIZE_ANY_EXHDR(stream_id), 0);
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
-						 ES_LOCKTAG_STREAM);
-	if (LockAcquire(&tag, ExclusiveLock, false, false) == LOCKACQUIRE_OK)
-		stream_locks_taken++;
+static inline uint64
+event_id_lock_key(Datum event_id)
+{
+	return hash_bytes_extended(DatumGetUUIDP(event_id)->data, UUID_LEN, 0);
 }
 
 /*
  * Find the newest event of a stream visible to the snapshot.  With a dirty
- * snapshot, a row of a transaction still in progress is waited for and the
- * probe repeated (no appender can be in progress on a stream whose lock we
- * hold; this only guards against rows inserted without the trigger).
+ * snapshot, finding a row of a transaction still in progress returns false
+ * with *wait_for set to that transaction (which the caller waits for,
+ * holding no lock of ours, before it probes again); other snapshots never
+ * find one, and wait_for may be NULL.
  */
 static bool
 probe_head(Relation events, Relation stream_index, text *stream_id,
-		   Snapshot snapshot, StreamHead *head)
+		   Snapshot snapshot, StreamHead *head, TransactionId *wait_for)
 {
 	TupleTableSlot *slot = table_slot_create(events, NULL);
+	ScanKeyData key;
+	IndexScanDesc scan;
 	bool		found;
 
-	for (;;)
+	if (snapshot->snapshot_type == SNAPSHOT_DIRTY)
+		InitDirtySnapshot(*snapshot);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
+	scan = index_beginscan(events, stream_index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, BackwardScanDirection, slot);
+	if (found && snapshot->snapshot_type == SNAPSHOT_DIRTY &&
+		(TransactionIdIsValid(snapshot->xmin) || TransactionIdIsValid(snapshot->xmax)))
 	{
-		ScanKeyData key;
-		IndexScanDesc scan;
-		TransactionId wait_for = InvalidTransactionId;
-
-		if (snapshot->snapshot_type == SNAPSHOT_DIRTY)
-			InitDirtySnapshot(*snapshot);
-		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
-		scan = index_beginscan(events, stream_index, snapshot, 1, 0);
-		index_rescan(scan, &key, 1, NULL, 0);
-		found = index_getnext_slot(scan, BackwardScanDirection, slot);
-		if (found && snapshot->snapshot_type == SNAPSHOT_DIRTY &&
-			TransactionIdIsValid(snapshot->xmin))
-			wait_for = snapshot->xmin;
-		else if (found)
-		{
-			bool		isnull;
-			bool		should_free;
-			HeapTuple	tuple;
-
-			head->version = DatumGetInt64(slot_getattr(slot, Anum_events_stream_version, &isnull));
-			head->recorded_at = DatumGetTimestampTz(slot_getattr(slot, Anum_events_recorded_at, &isnull));
-			tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
-			head->xmin = HeapTupleHeaderGetXmin(tuple->t_data);
-			if (should_free)
-				heap_freetuple(tuple);
-		}
-		index_endscan(scan);
-		if (!TransactionIdIsValid(wait_for))
-			break;
-		ExecClearTuple(slot);
-		XactLockTableWait(wait_for, events, NULL, XLTW_None);
+		/* inserted, or being deleted (a superuser's doing), by a transaction in progress */
+		*wait_for = TransactionIdIsValid(snapshot->xmin) ? snapshot->xmin : snapshot->xmax;
+		found = false;
 	}
+	else if (found)
+	{
+		bool		isnull;
+		bool		should_free;
+		HeapTuple	tuple;
+
+		head->version = DatumGetInt64(slot_getattr(slot, Anum_events_stream_version, &isnull));
+		head->recorded_at = DatumGetTimestampTz(slot_getattr(slot, Anum_events_recorded_at, &isnull));
+		tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		head->xmin = HeapTupleHeaderGetXmin(tuple->t_data);
+		if (should_free)
+			heap_freetuple(tuple);
+	}
+	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	if (!found)
 	{
@@ -358,8 +407,8 @@ probe_head(Relation events, Relation stream_index, text *stream_id,
 }
 
 /*
- * The newest version of a stream visible to the snapshot, 0 for none.
- * recorded_at, when not NULL, receives the newest event's time.
+ * The newest version of a stream visible to the (MVCC) snapshot, 0 for
+ * none.  recorded_at, when not NULL, receives the newest event's time.
  */
 int64
 es_stream_head(Relation events, Relation stream_index, text *stream_id,
@@ -367,44 +416,41 @@ es_stream_head(Relation events, Relation stream_index, text *stream_id,
 {
 	StreamHead	head;
 
-	probe_head(events, stream_index, stream_id, snapshot, &head);
+	Assert(snapshot->snapshot_type != SNAPSHOT_DIRTY);
+	probe_head(events, stream_index, stream_id, snapshot, &head, NULL);
 	if (recorded_at)
 		*recorded_at = head.recorded_at;
 	return head.version;
 }
 
 /*
- * Find an event by id with a dirty snapshot, waiting for a transaction still
- * inserting it; on success the slot holds a materialised copy of the row.
+ * Find an event by id with a dirty snapshot; on success the slot holds a
+ * materialised copy of the row.  A row of a transaction in progress is not
+ * found: *wait_for is set to that transaction instead.
  */
 static bool
-find_event_by_id(Relation events, Datum event_id, TupleTableSlot *slot)
+find_event_by_id(Relation events, Datum event_id, TupleTableSlot *slot,
+				 TransactionId *wait_for)
 {
 	Relation	idx = index_open(es_catalog()->event_id_index, AccessShareLock);
 	SnapshotData dirty;
+	ScanKeyData key;
+	IndexScanDesc scan;
 	bool		found;
 
-	for (;;)
+	InitDirtySnapshot(dirty);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, event_id);
+	scan = index_beginscan(events, idx, &dirty, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	if (found && (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax)))
 	{
-		ScanKeyData key;
-		IndexScanDesc scan;
-		TransactionId wait_for = InvalidTransactionId;
-
-		InitDirtySnapshot(dirty);
-		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, event_id);
-		scan = index_beginscan(events, idx, &dirty, 1, 0);
-		index_rescan(scan, &key, 1, NULL, 0);
-		found = index_getnext_slot(scan, ForwardScanDirection, slot);
-		if (found && TransactionIdIsValid(dirty.xmin))
-			wait_for = dirty.xmin;
-		else if (found)
-			ExecMaterializeSlot(slot);
-		index_endscan(scan);
-		if (!TransactionIdIsValid(wait_for))
-			break;
-		ExecClearTuple(slot);
-		XactLockTableWait(wait_for, events, NULL, XLTW_None);
+		*wait_for = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
+		found = false;
 	}
+	else if (found)
+		ExecMaterializeSlot(slot);
+	index_endscan(scan);
 	index_close(idx, AccessShareLock);
 	return found;
 }
@@ -412,16 +458,19 @@ find_event_by_id(Relation events, Datum event_id, TupleTableSlot *slot)
 /*
  * Is the stored event with this id the same event (stream, type, schema
  * version and data) as the one being appended?  Metadata is not compared: a
- * retry may carry other tracing metadata.
+ * retry may carry other tracing metadata.  When a transaction in progress
+ * is inserting an event with the id, *wait_for is set to it (and the result
+ * is EVENT_ID_NEW): the caller waits for it and checks again.
  */
 static DuplicateCheck
 check_event_id(Relation events, Datum event_id, text *stream_id, text *event_type,
-			   int32 schema_version, Jsonb *data, int64 *stored_version)
+			   int32 schema_version, Jsonb *data, int64 *stored_version,
+			   TransactionId *wait_for)
 {
 	TupleTableSlot *slot = table_slot_create(events, NULL);
 	DuplicateCheck result = EVENT_ID_NEW;
 
-	if (find_event_by_id(events, event_id, slot))
+	if (find_event_by_id(events, event_id, slot, wait_for))
 	{
 		Datum	   *v;
 
@@ -501,7 +550,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	Relation	stream_index;
 	SnapshotData dirty;
 	StreamHead	head;
-	bool		exists;
+	bool		exists = false;
+	DuplicateCheck duplicate = EVENT_ID_NEW;
+	int64		stored_version = 0;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -519,6 +570,12 @@ event_store_version_events(PG_FUNCTION_ARGS)
 				 errmsg("event_store._version_events() fired on relation \"%s\"",
 						RelationGetRelationName(events)),
 				 errdetail("It versions the rows of event_store.events only.")));
+	if (es_in_inline_projection())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("an inline projection's handler cannot append events"),
+				 errdetail("It runs inside the append of another event, which holds its stream until it is inserted."),
+				 errhint("Append from an asynchronous projection's handler instead.")));
 
 	heap_deform_tuple(trigdata->tg_trigtuple, tupdesc, values, nulls);
 
@@ -529,6 +586,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 								  nulls[Anum_events_event_type - 1], "event_type");
 	values[Anum_events_stream_id - 1] = PointerGetDatum(stream_id);
 	values[Anum_events_event_type - 1] = PointerGetDatum(event_type);
+	check_stream_writer(stream_id);
+	if (!nulls[Anum_events_recorded_at - 1])
+		check_supplied_recorded_at(DatumGetTimestampTz(values[Anum_events_recorded_at - 1]));
 
 	if (nulls[Anum_events_data - 1])
 		ereport(ERROR,
@@ -570,11 +630,45 @@ event_store_version_events(PG_FUNCTION_ARGS)
 						   DatumGetInt64(values[Anum_events_stream_version - 1])),
 				 errhint("A stream's first event has version 1; leave stream_version out to append at the end.")));
 
+	/* the previous row's event id lock: that row is in the index now */
+	es_lock_release(&event_id_lock);
+
 	/* encrypt protected fields (crypto.c); `data` stays in clear for the idempotency check */
 	es_protect_event(values, nulls);
 
-	/* from here on, the stream is ours until the transaction ends */
-	lock_stream(events, stream_id);
+	/*
+	 * From here until the row is in the indexes, the stream (and the event
+	 * id) are ours: the locks are held until the next row's trigger or the
+	 * end of the transaction (locks.c).  A row of a transaction in progress,
+	 * of the stream or with the id, is waited for without our locks, then
+	 * everything is checked again.
+	 */
+	InitDirtySnapshot(dirty);
+	for (;;)
+	{
+		TransactionId wait_for = InvalidTransactionId;
+
+		es_lock_take(&stream_lock, ES_LOCKTAG_STREAM, stream_lock_key(stream_id));
+		if (!nulls[Anum_events_event_id - 1])
+		{
+			es_lock_take(&event_id_lock, ES_LOCKTAG_EVENT_ID,
+						 event_id_lock_key(values[Anum_events_event_id - 1]));
+			duplicate = check_event_id(events, values[Anum_events_event_id - 1], stream_id,
+									   event_type, schema_version, data, &stored_version,
+									   &wait_for);
+		}
+		if (!TransactionIdIsValid(wait_for) && duplicate == EVENT_ID_NEW)
+		{
+			stream_index = index_open(es_catalog()->stream_index, AccessShareLock);
+			exists = probe_head(events, stream_index, stream_id, &dirty, &head, &wait_for);
+			index_close(stream_index, AccessShareLock);
+		}
+		if (!TransactionIdIsValid(wait_for))
+			break;
+		es_lock_release(&event_id_lock);
+		es_lock_release(&stream_lock);
+		XactLockTableWait(wait_for, events, NULL, XLTW_None);
+	}
 
 	if (nulls[Anum_events_event_id - 1])
 	{
@@ -583,10 +677,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		int64		stored_version = 0;
-
-		switch (check_event_id(events, values[Anum_events_event_id - 1], stream_id,
-							   event_type, schema_version, data, &stored_version))
+		switch (duplicate)
 		{
 			case EVENT_ID_NEW:
 				break;
@@ -604,11 +695,6 @@ event_store_version_events(PG_FUNCTION_ARGS)
 						 errhint("Give a new event a new id.")));
 		}
 	}
-
-	stream_index = index_open(es_catalog()->stream_index, AccessShareLock);
-	InitDirtySnapshot(dirty);
-	exists = probe_head(events, stream_index, stream_id, &dirty, &head);
-	index_close(stream_index, AccessShareLock);
 
 	/*
 	 * Under REPEATABLE READ and SERIALIZABLE, a head the snapshot cannot see
@@ -662,6 +748,13 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	/* inline projections (projection.c): their read models change with the append */
 	es_apply_inline(values, nulls);
+	if (!es_lock_held(&stream_lock))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("an inline projection released the lock of the append to stream \"%s\"",
+						text_to_cstring(stream_id)),
+				 errdetail("A handler called pg_advisory_unlock_all() or released the extension's advisory locks."),
+				 errhint("Do not release advisory locks you did not take in an inline projection's handler.")));
 
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }

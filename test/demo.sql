@@ -2,8 +2,9 @@
 \set ON_ERROR_STOP on
 \pset footer off
 \echo
-\echo '== 1. Install the extension (pgcrypto comes along)'
-CREATE EXTENSION event_store CASCADE;
+\echo '== 1. Install the extension, and pgcrypto for personal data'
+CREATE EXTENSION pgcrypto;
+CREATE EXTENSION event_store;
 
 \echo
 \echo '== 2. Append the history of account-101: each write says which version it expects'

@@ -1,5 +1,6 @@
 -- Benchmark schema: the extension, and the baselines it is measured against.
-CREATE EXTENSION event_store CASCADE;
+CREATE EXTENSION pgcrypto;
+CREATE EXTENSION event_store;
 CREATE SCHEMA bench;
 
 -- The floor: a plain table with the same columns and unique indexes as

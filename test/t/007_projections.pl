@@ -26,7 +26,8 @@ restart_after_crash = on
 event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'
 });
 $node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION event_store CASCADE');
+$node->safe_psql('postgres', 'CREATE EXTENSION pgcrypto');
+$node->safe_psql('postgres', 'CREATE EXTENSION event_store');
 is($node->safe_psql('postgres', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'pipeline ready');
 
 # Two read models that count and sum: applying an event twice, or missing
