@@ -22,6 +22,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -85,7 +87,17 @@ want_databases_with_slots(void)
 	}
 	LWLockRelease(ReplicationSlotControlLock);
 	for (i = 0; i < n; i++)
+	{
+		EsPipelineDb *db;
+
 		es_pipeline_want(dbs[i]);
+		/* even with the pipeline disabled, see whether the extension is still there */
+		LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+		db = es_pipeline_find(dbs[i]);
+		if (db != NULL)
+			db->cleanup = true;
+		LWLockRelease(es_pipeline_lock);
+	}
 }
 
 /*
@@ -168,8 +180,11 @@ launcher_pass(void)
 	{
 		EsPipelineDb *db = &es_pipeline->dbs[i];
 
-		if (!es_pipeline_enabled || db->state != ES_PIPE_WANTED || handles[i] != NULL ||
-			db->next_start > now)
+		/* a hold whose backend died ends with it */
+		if (db->held_by != 0 && kill(db->held_by, 0) != 0 && errno == ESRCH)
+			db->held_by = 0;
+		if ((!es_pipeline_enabled && !db->cleanup) || db->state != ES_PIPE_WANTED ||
+			db->held_by != 0 || handles[i] != NULL || db->next_start > now)
 			continue;
 		if (start_worker(i, db->dboid))
 		{

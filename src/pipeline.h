@@ -91,6 +91,10 @@ typedef struct EsPipelineDb
 	bool		want_again;		/* asked for while running: a stopping worker restarts */
 	char		last_error[256];
 	bool		projections_changed;	/* count the async projections again */
+	pid_t		held_by;		/* a backend running a command that needs the database
+								 * alone holds the workers off (0: none) */
+	bool		cleanup;		/* start a worker even with the pipeline disabled: the
+								 * extension may be gone, its slot and origin with it */
 	EsProjectorSlot projectors[ES_MAX_PROJECTORS];
 } EsPipelineDb;
 
@@ -122,7 +126,7 @@ extern void es_shmem_init(void);
 extern bool es_pipeline_available(void);
 extern void es_require_pipeline(void);
 extern EsPipelineDb *es_pipeline_find(Oid dboid);
-extern void es_pipeline_want(Oid dboid);
+extern bool es_pipeline_want(Oid dboid);
 extern void es_pipeline_wake_db(Oid dboid);
 extern RepOriginId es_pipeline_own_origin(void);
 extern void es_pipeline_wake_projectors(Oid dboid);

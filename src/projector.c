@@ -692,10 +692,10 @@ event_store_projector_main(Datum arg)
 		proc_exit(0);
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	db = es_pipeline_find(dboid);
-	if (db == NULL || db->projectors[my_slot].pid != 0)
+	if (db == NULL || db->projectors[my_slot].pid != 0 || db->held_by != 0)
 	{
 		LWLockRelease(es_pipeline_lock);
-		proc_exit(0);			/* not wanted any more, or another runs */
+		proc_exit(0);			/* not wanted any more, another runs, or held off */
 	}
 	db->projectors[my_slot].pid = MyProcPid;
 	db->projectors[my_slot].latch = MyLatch;

@@ -385,8 +385,12 @@ ensure_worker(void)
 	LWLockAcquire(es_pipeline_lock, LW_SHARED);
 	have = es_pipeline_find(MyDatabaseId) != NULL;
 	LWLockRelease(es_pipeline_lock);
-	if (!have)
-		es_pipeline_want(MyDatabaseId);
+	if (!have && !es_pipeline_want(MyDatabaseId))
+		ereport(WARNING,
+				(errmsg("the event_store pipeline serves at most %d databases, and this one has no worker",
+						ES_MAX_PIPELINES),
+				 errdetail("The global log of this database is not ordered while every pipeline entry is taken."),
+				 errhint("Drop the extension from databases that do not need it.")));
 }
 
 /*
@@ -547,12 +551,25 @@ event_store_pipeline_state(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(name);
 	if (!found)
 	{
+		bool		full = true;
+		int			i;
+
+		LWLockAcquire(es_pipeline_lock, LW_SHARED);
+		for (i = 0; i < ES_MAX_PIPELINES && full; i++)
+			full = es_pipeline->dbs[i].state != ES_PIPE_FREE;
+		LWLockRelease(es_pipeline_lock);
 		memset(nulls, 1, sizeof(nulls));
 		nulls[0] = false;
-		values[1] = CStringGetTextDatum("starting");
+		values[1] = CStringGetTextDatum(full ? "unavailable" : "starting");
 		nulls[1] = false;
 		values[3] = BoolGetDatum(false);
 		nulls[3] = false;
+		if (full)
+		{
+			values[10] = CStringGetTextDatum(psprintf("the pipeline serves at most %d databases, and every entry is taken",
+													  ES_MAX_PIPELINES));
+			nulls[10] = false;
+		}
 		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 	}
 	values[1] = CStringGetTextDatum(copy.pid != 0 ? "running" :

@@ -30,6 +30,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -38,7 +39,9 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "event_store.h"
@@ -59,6 +62,9 @@ static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 bool		es_xact_appended = false;
 static bool want_at_commit = false;
 static bool wake_at_commit = false;
+static bool held_for_drop_extension = false;	/* workers held off until it ends */
+
+static void release_workers(Oid dboid, bool database_gone, bool cleanup);
 
 static void
 es_shmem_request(void)
@@ -104,18 +110,20 @@ es_pipeline_find(Oid dboid)
 }
 
 /*
- * Ask the launcher for a worker for the database (no-op if it has one, or
- * if there is no room: the launcher logs that).
+ * Ask the launcher for a worker for the database (a no-op if it has one).
+ * Returns false if every entry is taken (more databases with the extension
+ * than ES_MAX_PIPELINES); that is logged, at most once a minute.
  */
-void
+bool
 es_pipeline_want(Oid dboid)
 {
+	static TimestampTz last_logged = 0;
 	EsPipelineDb *db;
 	Latch	   *launcher = NULL;
 	int			i;
 
 	if (es_pipeline == NULL)
-		return;
+		return false;
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	db = es_pipeline_find(dboid);
 	if (db == NULL)
@@ -134,8 +142,21 @@ es_pipeline_want(Oid dboid)
 	else
 		db->want_again = true;	/* a worker that is stopping must come back */
 	LWLockRelease(es_pipeline_lock);
+	if (db == NULL)
+	{
+		if (TimestampDifferenceExceeds(last_logged, GetCurrentTimestamp(), 60 * 1000))
+		{
+			ereport(LOG,
+					(errmsg("event_store: no pipeline for database %u: the pipeline serves at most %d databases",
+							dboid, ES_MAX_PIPELINES),
+					 errhint("Drop the extension from databases that do not need it.")));
+			last_logged = GetCurrentTimestamp();
+		}
+		return false;
+	}
 	if (launcher)
 		SetLatch(launcher);
+	return true;
 }
 
 /*
@@ -261,18 +282,27 @@ pipeline_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
+			if (held_for_drop_extension)
+				release_workers(MyDatabaseId, false, true);	/* one more, to clean up */
 			if (want_at_commit)
 				es_pipeline_want(MyDatabaseId);
 			if (es_xact_appended || wake_at_commit)
 				es_pipeline_wake_db(MyDatabaseId);
-			/* FALLTHROUGH */
+			es_xact_appended = false;
+			want_at_commit = false;
+			wake_at_commit = false;
+			held_for_drop_extension = false;
+			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
+			if (held_for_drop_extension)
+				release_workers(MyDatabaseId, false, false);
 			es_xact_appended = false;
 			want_at_commit = false;
 			wake_at_commit = false;
+			held_for_drop_extension = false;
 			break;
 		default:
 			break;
@@ -298,17 +328,17 @@ drops_event_store(DropStmt *stmt)
 }
 
 /*
- * Stop the workers (pipeline and projections) of a database that a command
- * needs without other connections (DROP DATABASE; CREATE DATABASE from it
- * as a template; ALTER DATABASE RENAME or SET TABLESPACE), and wait (at most
- * 10 seconds each) until they are gone.  For a drop the entry is freed; otherwise the launcher starts the
- * worker again a second later (it then waits for the command's lock on the
- * database before it connects).
+ * Hold the workers (pipeline and projections) of a database off, and stop
+ * those that run, waiting (at most 10 seconds each) until they are gone:
+ * for a command that needs the database without other connections, or a
+ * DROP EXTENSION (which would otherwise fight the workers for the tables'
+ * locks).  The launcher starts none while the hold lasts, and ends it
+ * itself should this backend die first.  Returns false if the database has
+ * no entry (no workers).
  */
-static void
-stop_worker_for(const char *dbname, bool dropping)
+static bool
+hold_workers(Oid dboid)
 {
-	Oid			dboid = get_database_oid(dbname, true);
 	EsPipelineDb *db;
 	pid_t		pids[1 + ES_MAX_PROJECTORS];
 	int			npids = 0;
@@ -316,27 +346,24 @@ stop_worker_for(const char *dbname, bool dropping)
 	int			j;
 
 	if (!OidIsValid(dboid) || es_pipeline == NULL)
-		return;
+		return false;
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	db = es_pipeline_find(dboid);
 	if (db != NULL)
 	{
+		db->held_by = MyProcPid;
 		if (db->pid != 0)
 			pids[npids++] = db->pid;
 		for (i = 0; i < ES_MAX_PROJECTORS; i++)
 			if (db->projectors[i].pid != 0)
 				pids[npids++] = db->projectors[i].pid;
-		if (dropping)
-			db->state = ES_PIPE_FREE;	/* the launcher must not start it again */
-		else
-		{
-			db->state = ES_PIPE_WANTED;
-			db->pid = 0;
-			db->latch = NULL;
-			db->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
-		}
+		db->state = ES_PIPE_WANTED;		/* for after the hold */
+		db->pid = 0;
+		db->latch = NULL;
 	}
 	LWLockRelease(es_pipeline_lock);
+	if (db == NULL)
+		return false;
 	for (j = 0; j < npids; j++)
 		kill(pids[j], SIGTERM);
 	for (j = 0; j < npids; j++)
@@ -347,45 +374,127 @@ stop_worker_for(const char *dbname, bool dropping)
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		}
+	return true;
 }
 
-/* The database a utility statement needs to itself, or NULL. */
-static const char *
-database_needed_alone(Node *node, bool *dropping)
+/*
+ * End this backend's hold on a database's workers: they start again at once
+ * (a worker then waits for the command's lock on the database before it
+ * connects), or, the database dropped, the entry is freed.  `cleanup`: the
+ * extension was dropped; the worker to start drops its slot and origin, even
+ * with the pipeline disabled.  Never raises an error.
+ */
+static void
+release_workers(Oid dboid, bool database_gone, bool cleanup)
+{
+	EsPipelineDb *db;
+	Latch	   *launcher = NULL;
+
+	if (!OidIsValid(dboid) || es_pipeline == NULL)
+		return;
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	db = es_pipeline_find(dboid);
+	if (db != NULL && db->held_by == MyProcPid)
+	{
+		db->held_by = 0;
+		if (database_gone)
+			db->state = ES_PIPE_FREE;
+		else
+		{
+			db->next_start = 0;
+			db->cleanup = db->cleanup || cleanup;
+			launcher = es_pipeline->launcher_latch;
+		}
+	}
+	LWLockRelease(es_pipeline_lock);
+	if (launcher)
+		SetLatch(launcher);
+}
+
+/* The database (of the workers to hold) a command will have to itself, or InvalidOid. */
+static pg_noinline Oid
+database_needed_alone(Node *node, ProcessUtilityContext context, bool *dropping)
 {
 	ListCell   *lc;
+	const char *dbname = NULL;
+	bool		outside_blocks = false; /* the command refuses a transaction block */
+	bool		needs_createdb = false;
+	bool		template_ok = false;
+	Oid			dboid;
 
 	*dropping = false;
 	if (IsA(node, DropdbStmt))
 	{
 		*dropping = true;
-		return ((DropdbStmt *) node)->dbname;
+		dbname = ((DropdbStmt *) node)->dbname;
+		outside_blocks = true;
 	}
-	if (IsA(node, CreatedbStmt))
+	else if (IsA(node, CreatedbStmt))
 	{
+		dbname = "template1";
 		foreach(lc, ((CreatedbStmt *) node)->options)
 		{
 			DefElem    *opt = lfirst(lc);
 
 			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL &&
 				IsA(opt->arg, String))
-				return strVal(opt->arg);
+				dbname = strVal(opt->arg);
 		}
-		return "template1";
+		outside_blocks = true;
+		needs_createdb = true;
+		template_ok = true;
 	}
-	if (IsA(node, RenameStmt) && ((RenameStmt *) node)->renameType == OBJECT_DATABASE)
-		return ((RenameStmt *) node)->subname;
-	if (IsA(node, AlterDatabaseStmt))
+	else if (IsA(node, RenameStmt) && ((RenameStmt *) node)->renameType == OBJECT_DATABASE)
+	{
+		RenameStmt *stmt = (RenameStmt *) node;
+
+		dbname = stmt->subname;
+		needs_createdb = true;
+		/* a name in use: the rename fails before it needs the database */
+		if (OidIsValid(get_database_oid(stmt->newname, true)))
+			return InvalidOid;
+	}
+	else if (IsA(node, AlterDatabaseStmt))
 	{
 		foreach(lc, ((AlterDatabaseStmt *) node)->options)
 		{
 			DefElem    *opt = lfirst(lc);
 
 			if (strcmp(opt->defname, "tablespace") == 0)
-				return ((AlterDatabaseStmt *) node)->dbname;
+				dbname = ((AlterDatabaseStmt *) node)->dbname;
 		}
+		outside_blocks = true;
 	}
-	return NULL;
+	if (dbname == NULL)
+		return InvalidOid;
+
+	/*
+	 * Act only when the command is going to run: PostgreSQL checks these
+	 * only once it has begun (a role with no rights must not be able to stop
+	 * a database's workers by trying).
+	 */
+	dboid = get_database_oid(dbname, true);
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
+		return InvalidOid;
+	if (outside_blocks &&
+		(context != PROCESS_UTILITY_TOPLEVEL || IsTransactionBlock() || IsSubTransaction()))
+		return InvalidOid;
+	if (needs_createdb && !have_createdb_privilege())
+		return InvalidOid;
+	if (!pg_database_ownercheck(dboid, GetUserId()))
+	{
+		HeapTuple	tup;
+		bool		is_template = false;
+
+		if (template_ok && (tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid))) != NULL)
+		{
+			is_template = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+			ReleaseSysCache(tup);
+		}
+		if (!is_template)
+			return InvalidOid;
+	}
+	return dboid;
 }
 
 static void
@@ -394,27 +503,52 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *node = pstmt->utilityStmt;
+	bool		drop_db = false;
+	volatile Oid alone = database_needed_alone(node, context, &drop_db);
+	volatile bool dropping = drop_db;
+	volatile bool held = false;
 
+	if (OidIsValid(alone))
+		held = hold_workers(alone);
+	else if (IsA(node, DropStmt) && drops_event_store((DropStmt *) node) &&
+			 !held_for_drop_extension && es_pipeline != NULL)
 	{
-		bool		dropping;
-		const char *alone = database_needed_alone(node, &dropping);
-
-		if (alone != NULL)
-			stop_worker_for(alone, dropping);
+		/* the workers would fight the drop for the tables' locks: off until it commits */
+		if (hold_workers(MyDatabaseId))
+			held_for_drop_extension = true;
 	}
 
-	if (prev_process_utility_hook)
-		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,
-								  queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
+	PG_TRY();
+	{
+		if (prev_process_utility_hook)
+			prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+									  queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		if (held)
+			release_workers(alone, false, false);	/* it failed: back at once */
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (held)
+		release_workers(alone, dropping, false);
+	if (OidIsValid(alone) && dropping)
+	{
+		/* the dropped database's replication origin is a shared object: drop it too */
+		char		name[NAMEDATALEN];
+
+		snprintf(name, sizeof(name), ES_PIPELINE_NAME_FORMAT, alone);
+		replorigin_drop_by_name(name, true, false);
+	}
 
 	if (IsA(node, CreateExtensionStmt) &&
 		strcmp(((CreateExtensionStmt *) node)->extname, "event_store") == 0)
 		want_at_commit = true;
-	else if (IsA(node, DropStmt) && drops_event_store((DropStmt *) node))
-		wake_at_commit = true;
 	else if (IsA(node, TransactionStmt) &&
 			 ((TransactionStmt *) node)->kind == TRANS_STMT_COMMIT_PREPARED)
 		wake_at_commit = true;	/* it may have appended: cheap to wake for nothing */

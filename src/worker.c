@@ -235,7 +235,8 @@ shut_down_for_dropped_extension(void)
 		ReplicationSlotDrop(my_name, true);
 	if (IsTransactionState())
 		AbortCurrentTransaction();
-	replorigin_session_reset();
+	if (replorigin_session_origin != InvalidRepOriginId)
+		replorigin_session_reset();	/* (a worker started only to clean up has none) */
 	replorigin_session_origin = InvalidRepOriginId;
 	es_worker_begin();
 	replorigin_drop_by_name(my_name, true, false);
@@ -276,6 +277,7 @@ rebuild_from_events(void)
 {
 	int			ret;
 	int64		added;
+	int64		head;
 
 	es_worker_begin();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -307,9 +309,17 @@ rebuild_from_events(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
+	es_worker_begin();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	head = es_log_head(GetActiveSnapshot());
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	my_entry->rebuilds++;
+	my_entry->last_position = head;
 	LWLockRelease(es_pipeline_lock);
+	es_pipeline_wake_projectors(MyDatabaseId);	/* the rebuilt positions are new to them too */
 	ereport(LOG,
 			(errmsg("event_store pipeline: ordered " INT64_FORMAT " events from the event table into the global log", added),
 			 errdetail("The replication slot \"%s\" is new, so events committed before it were read from event_store.events.",
@@ -321,7 +331,7 @@ rebuild_from_events(void)
  * exist or was invalidated.
  */
 static void
-acquire_slot(void)
+acquire_slot(bool origin_is_new)
 {
 	ReplicationSlot *s;
 	bool		create = false;
@@ -330,6 +340,23 @@ acquire_slot(void)
 	if (s != NULL)
 	{
 		bool		invalidated;
+		char		plugin[NAMEDATALEN];
+
+		/*
+		 * Our slot is made with our plugin, after our origin: a slot of that
+		 * name made otherwise (by a role with REPLICATION, with another
+		 * plugin, or before we ever ran) is not ours to decode from.
+		 */
+		SpinLockAcquire(&s->mutex);
+		strlcpy(plugin, NameStr(s->data.plugin), sizeof(plugin));
+		SpinLockRelease(&s->mutex);
+		if (strcmp(plugin, ES_PLUGIN_NAME) != 0 || s->data.database != MyDatabaseId || origin_is_new)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("replication slot \"%s\" was not made by the event_store pipeline", my_name),
+					 errdetail("It uses output plugin \"%s\"%s.", plugin,
+							   origin_is_new ? ", and the pipeline's replication origin did not exist" : ""),
+					 errhint("Drop the slot (pg_drop_replication_slot) to let the pipeline make its own; it then completes the global log from event_store.events.")));
 
 		SpinLockAcquire(&s->mutex);
 		invalidated = !XLogRecPtrIsInvalid(s->data.invalidated_at) &&
@@ -604,11 +631,11 @@ event_store_worker_main(Datum arg)
 	snprintf(my_name, sizeof(my_name), ES_PIPELINE_NAME_FORMAT, dboid);
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	my_entry = es_pipeline_find(dboid);
-	if (my_entry == NULL || my_entry->pid != 0)
+	if (my_entry == NULL || my_entry->pid != 0 || my_entry->held_by != 0)
 	{
 		LWLockRelease(es_pipeline_lock);
 		my_entry = NULL;
-		proc_exit(0);			/* not wanted any more, or another runs */
+		proc_exit(0);			/* not wanted any more, another runs, or held off */
 	}
 	my_entry->pid = MyProcPid;
 	my_entry->latch = MyLatch;
@@ -669,6 +696,7 @@ worker_loop(void)
 	LogicalDecodingContext *ctx;
 	MemoryContext ctx_context;
 	RepOriginId origin;
+	bool		origin_is_new;
 
 	/* the replication origin: our progress, and the tag of our own writes */
 	es_worker_begin();
@@ -677,8 +705,17 @@ worker_loop(void)
 	LWLockRelease(es_pipeline_lock);
 	if (!extension_installed())
 		shut_down_for_dropped_extension();
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry->cleanup = false;	/* the extension is there: nothing to clean up */
+	LWLockRelease(es_pipeline_lock);
+	if (!es_pipeline_enabled)
+	{
+		CommitTransactionCommand();
+		proc_exit(0);			/* started only to look (pipeline disabled) */
+	}
 	origin = replorigin_by_name(my_name, true);
-	if (origin == InvalidRepOriginId)
+	origin_is_new = (origin == InvalidRepOriginId);
+	if (origin_is_new)
 		origin = replorigin_create(my_name);
 	CommitTransactionCommand();
 	es_worker_begin();
@@ -689,7 +726,20 @@ worker_loop(void)
 	my_entry->origin = origin;
 	LWLockRelease(es_pipeline_lock);
 
-	acquire_slot();
+	acquire_slot(origin_is_new);
+
+	/* the head of the log, for pipeline_status until the first round orders more */
+	es_worker_begin();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	{
+		int64		head = es_log_head(GetActiveSnapshot());
+
+		LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+		my_entry->last_position = head;
+		LWLockRelease(es_pipeline_lock);
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
 
 	ctx_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline decoding",
 										ALLOCSET_DEFAULT_SIZES);

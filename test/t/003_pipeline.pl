@@ -232,9 +232,100 @@ is($node->safe_psql('other_copy', q{SELECT event_store.append('o-1', 'A', '{}');
 	"2\nt", 'and the copy gets a worker of its own');
 is($node->safe_psql('other_copy', q{SELECT string_agg(stream_id || '@' || stream_version, ',' ORDER BY global_position) FROM event_store.read_all()}),
 	'o-1@1,o-1@2', 'which orders the copied events too');
+
+# --- nobody stops a database's workers by trying a command that fails --------
+# (the commands that need a database alone stop its workers only once they are
+# sure to run; a failed one gets them back at once)
+my $worker = sub {
+	$node->safe_psql('postgres', q{
+		SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+		 WHERE backend_type IN ('event_store pipeline', 'event_store projector') AND datname = 'other'});
+};
+my $pid = $worker->();
+ok($pid =~ /^\d+$/, 'the worker of database other runs');
+$node->safe_psql('postgres', 'CREATE ROLE nobody_in_particular LOGIN');
+my ($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE other', extra_params => [ '-U', 'nobody_in_particular' ]);
+like($err, qr/must be owner of database other/, 'a role without rights cannot drop the database');
+is($worker->(), $pid, 'and its attempt did not stop the worker');
+($rc, $out, $err) = $node->psql('postgres', 'CREATE DATABASE stolen TEMPLATE other', extra_params => [ '-U', 'nobody_in_particular' ]);
+like($err, qr/permission denied to create database/, 'nor copy it');
+is($worker->(), $pid, 'nor stop the worker that way');
+($rc, $out, $err) = $node->psql('postgres', 'BEGIN; DROP DATABASE other');
+like($err, qr/DROP DATABASE cannot run inside a transaction block/, 'DROP DATABASE in a transaction block fails');
+is($worker->(), $pid, 'and does not stop the worker');
+($rc, $out, $err) = $node->psql('postgres', 'ALTER DATABASE other RENAME TO postgres');
+like($err, qr/already exists/, 'a rename to a name in use fails');
+is($worker->(), $pid, 'and does not stop the worker');
+# a command that stops the workers and then fails brings them back at once
+my $blocker = $node->background_psql('other');
+$blocker->query_safe('SELECT 1');
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE other');
+like($err, qr/is being accessed by other users/, 'DROP DATABASE fails while another session is connected');
+$blocker->quit;
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'event_store pipeline' AND datname = 'other'}),
+	'the worker it stopped is back');
+is($node->safe_psql('other', q{SELECT event_store.append('o-1', 'A', '{}'); SELECT event_store.wait_for_pipeline('60 s')}),
+	"3\nt", 'and orders again');
+
+# --- DROP EXTENSION: rolled back, the workers come back; committed with the
+# pipeline disabled, the slot and origin are dropped all the same ------------
+$node->safe_psql('other', q{BEGIN; DROP EXTENSION event_store; ROLLBACK});
+is($node->safe_psql('other', q{SELECT event_store.append('o-1', 'A', '{}'); SELECT event_store.wait_for_pipeline('60 s')}),
+	"4\nt", 'a rolled-back DROP EXTENSION leaves a working pipeline');
+$node->safe_psql('postgres', 'ALTER SYSTEM SET event_store.pipeline_enabled = off');
+$node->reload;
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'event_store pipeline' AND datname = 'other'}),
+	'the pipeline disabled, the worker stops');
+$node->safe_psql('other', 'DROP EXTENSION event_store');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM pg_replication_slots WHERE database = 'other'}),
+	'DROP EXTENSION with the pipeline disabled drops the slot all the same');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM pg_replication_origin WHERE roname = 'event_store_' || (SELECT oid FROM pg_database WHERE datname = 'other')}),
+	'and the replication origin');
+$node->safe_psql('postgres', 'ALTER SYSTEM SET event_store.pipeline_enabled = on');
+$node->reload;
+$node->safe_psql('other', 'CREATE EXTENSION event_store');
+is($node->safe_psql('other', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'created again: a worker again');
+
+# --- a slot of the pipeline's name that the pipeline did not make -------------
+$node->safe_psql('postgres', 'CREATE DATABASE squatted');
+my $squatted_oid = $node->safe_psql('postgres', q{SELECT oid FROM pg_database WHERE datname = 'squatted'});
+$node->safe_psql('squatted', qq{SELECT pg_create_logical_replication_slot('event_store_$squatted_oid', 'test_decoding')});
+$node->safe_psql('squatted', 'CREATE EXTENSION event_store');
+ok($node->poll_query_until('squatted', q{SELECT last_error LIKE '%was not made by the event_store pipeline%' FROM event_store.pipeline_status}),
+	'a slot of the pipeline\'s name made with another plugin is refused, and pipeline_status says why');
+$node->safe_psql('squatted', qq{SELECT pg_drop_replication_slot('event_store_$squatted_oid')});
+is($node->safe_psql('squatted', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'once it is dropped, the pipeline makes its own');
+is($node->safe_psql('squatted', q{SELECT event_store.append('s-1', 'A', '{}'); SELECT event_store.wait_for_pipeline('60 s'); SELECT last_position FROM event_store.pipeline_status}),
+	"1\nt\n1", 'and orders events');
+$node->safe_psql('postgres', 'DROP DATABASE squatted');
+
+# --- more databases than pipeline entries: said, not silent --------------------
+$node->safe_psql('postgres', 'ALTER SYSTEM SET event_store.pipeline_enabled = off');
+$node->reload;
+for my $i (1 .. 32)
+{
+	$node->safe_psql('postgres', "CREATE DATABASE many_$i");
+	$node->safe_psql("many_$i", 'CREATE EXTENSION event_store');
+}
+my $status = $node->safe_psql('many_32', q{SELECT state || ': ' || coalesce(last_error, '') FROM event_store.pipeline_status});
+($rc, $out, $err) = $node->psql('many_32', q{SELECT count(*) FROM event_store.read_all()});
+like($status, qr/^unavailable: the pipeline serves at most 32 databases/, 'pipeline_status of a database past the limit says so');
+like($err, qr/WARNING:  the event_store pipeline serves at most 32 databases, and this one has no worker/, 'read_all warns');
+ok(slurp_file($node->logfile) =~ /no pipeline for database \d+: the pipeline serves at most 32 databases/, 'and the server log says so');
+$node->safe_psql('postgres', "DROP DATABASE many_$_") for 1 .. 32;
+$node->safe_psql('postgres', 'ALTER SYSTEM SET event_store.pipeline_enabled = on');
+$node->reload;
+
+my $other_oid = $node->safe_psql('postgres', q{SELECT oid FROM pg_database WHERE datname = 'other'});
 $node->safe_psql('postgres', 'DROP DATABASE other_copy');
 $node->safe_psql('postgres', 'DROP DATABASE other');
 pass('DROP DATABASE of a database with a running worker succeeds');
+is($node->safe_psql('postgres', qq{SELECT count(*) FROM pg_replication_origin WHERE roname = 'event_store_$other_oid'}),
+	'0', 'the dropped database\'s replication origin is dropped with it');
 
 $node->stop;
 done_testing();
