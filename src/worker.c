@@ -62,7 +62,9 @@
 #include "replication/slot.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -90,6 +92,7 @@ typedef struct BufEvent
 /* One buffered committed transaction: events [first, first + n). */
 typedef struct BufTxn
 {
+	TransactionId xid;			/* top-level */
 	XLogRecPtr	end_lsn;
 	XLogRecPtr	commit_lsn;
 	TimestampTz commit_time;
@@ -156,6 +159,7 @@ sink_commit(void *arg, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 			buf.txns = repalloc(buf.txns, sizeof(BufTxn) * buf.maxtxns);
 		}
 		t = &buf.txns[buf.ntxns++];
+		t->xid = txn->xid;
 		t->end_lsn = txn->end_lsn;
 		t->commit_lsn = commit_lsn;
 		t->commit_time = txn->xact_time.commit_time;
@@ -441,6 +445,20 @@ apply_buffer(void)
 	int			t;
 
 	es_worker_begin();
+
+	/*
+	 * Publish a position only once its transaction is visible.  Its commit
+	 * record is flushed (we decoded it), but the committing backend may still
+	 * be waiting before it ends the transaction (for a synchronous standby):
+	 * until then no reader sees its events, and a reader that saw a later
+	 * position would pass this one for good.  Waited for without a snapshot,
+	 * so that a long wait holds back nothing.
+	 */
+	for (t = 0; t < buf.ntxns; t++)
+		if (buf.txns[t].end_lsn > done && TransactionIdIsValid(buf.txns[t].xid) &&
+			TransactionIdIsInProgress(buf.txns[t].xid))
+			XactLockTableWait(buf.txns[t].xid, NULL, NULL, XLTW_None);
+
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!extension_installed())
 	{

@@ -290,6 +290,36 @@ $node->reload;
 $node->safe_psql('other', 'CREATE EXTENSION event_store');
 is($node->safe_psql('other', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'created again: a worker again');
 
+# --- a committed transaction not visible yet gets no position until it is -----
+# (invariant 5: with a synchronous standby that never answers, a commit waits
+# after its commit record is flushed, invisible; a later one is visible.  The
+# pipeline must not publish the later one's position first, or a reader who
+# saw it would pass the earlier one for good.)
+my $base = $node->safe_psql('postgres', q{SELECT event_store.wait_for_pipeline('60 s'); SELECT max(global_position) FROM event_store.global_log});
+$base = (split /\n/, $base)[1];
+$node->safe_psql('postgres', q{ALTER SYSTEM SET synchronous_standby_names = 'nosuch'});
+$node->reload;
+my $sync = $node->background_psql('postgres', on_error_stop => 0);
+$sync->query_until(qr/waiting/, q{
+	\echo waiting
+	SET synchronous_commit = on;
+	SELECT event_store.append('sync-1', 'CommittedFirst', '{}');
+});
+ok($node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'SyncRep'}),
+	'an append waits for the synchronous standby after its commit record');
+$node->safe_psql('postgres', q{SET synchronous_commit = local; SELECT event_store.append('sync-2', 'CommittedSecond', '{}')});
+is($node->safe_psql('postgres', q{SET synchronous_commit = local; SELECT event_store.wait_for_pipeline('2 s')}), 'f',
+	'the pipeline does not pass the invisible transaction');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM event_store.global_log WHERE stream_id IN ('sync-1', 'sync-2')}), '0',
+	'neither it nor the later one has a position while it is invisible');
+is($node->safe_psql('postgres', qq{SELECT count(*) FROM event_store.read_all($base)}), '0', 'read_all returns neither');
+$node->safe_psql('postgres', q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'});
+$sync->quit;
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET synchronous_standby_names});
+$node->reload;
+is($node->safe_psql('postgres', qq{SELECT event_store.wait_for_pipeline('60 s'); SELECT string_agg(stream_id, ' ' ORDER BY global_position) FROM event_store.read_all($base)}),
+	"t\nsync-1 sync-2", 'once visible, both are ordered, in commit order');
+
 # --- a slot of the pipeline's name that the pipeline did not make -------------
 $node->safe_psql('postgres', 'CREATE DATABASE squatted');
 my $squatted_oid = $node->safe_psql('postgres', q{SELECT oid FROM pg_database WHERE datname = 'squatted'});
