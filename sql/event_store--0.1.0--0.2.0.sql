@@ -191,6 +191,20 @@ SELECT t.event_type,
               ORDER BY u.from_schema_version) AS steps
   FROM types t;
 
+-- publish() signs its messages, so that the output plugin delivers only
+-- those (pg_logical_emit_message is executable by PUBLIC): an HMAC-SHA256,
+-- with this database's key, of the publishing transaction's id and the
+-- message.  The key is read by the plugin inside logical decoding, hence a
+-- user_catalog_table; made at install, not dumped, readable by the owner only.
+CREATE TABLE event_store.publish_key (
+    key bytea NOT NULL
+) WITH (user_catalog_table = true);
+INSERT INTO event_store.publish_key (key)
+SELECT pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::pg_catalog.text
+                                            OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::pg_catalog.text,
+                                            '-', ''), 'hex');
+REVOKE ALL ON TABLE event_store.publish_key FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------
 -- Projections: read models kept from the global log (src/projection.c)
 -- ---------------------------------------------------------------------------

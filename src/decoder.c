@@ -514,8 +514,26 @@ es_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		return;
 
 	old = MemoryContextSwitchTo(data->context);
-	body = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-											  CStringGetDatum(pnstrdup(message, message_size))));
+
+	/*
+	 * Only what publish() wrote, signed for this transaction: anyone may call
+	 * pg_logical_emit_message() with our prefix, and a forged or malformed
+	 * message must neither reach consumers nor stop the slot.
+	 */
+	{
+		char	   *json = es_publish_verify(txn->xid, message, message_size);
+
+		if (json == NULL)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_ES_FORGED_MESSAGE),
+					 errmsg("ignoring a logical decoding message with prefix \"%s\" that event_store.publish() did not write",
+							ES_MESSAGE_PREFIX),
+					 errdetail("Transaction %u, message at %X/%X.", txn->xid, LSN_FORMAT_ARGS(message_lsn))));
+			goto done;
+		}
+		body = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+	}
 	if (!JB_ROOT_IS_OBJECT(body))
 		goto done;
 	topic = getKeyJsonValueFromContainer(&body->root, "topic", 5, NULL);

@@ -90,6 +90,7 @@
 #define ERRCODE_ES_PLUGIN_OPTION			MAKE_SQLSTATE('V','E','0','2','0')
 #define ERRCODE_ES_INVALID_MESSAGE			MAKE_SQLSTATE('V','E','0','2','1')
 #define ERRCODE_ES_SLOT_INVALIDATED			MAKE_SQLSTATE('V','E','0','2','2')
+#define ERRCODE_ES_FORGED_MESSAGE			MAKE_SQLSTATE('V','E','0','2','3')
 
 /* The field4 of our advisory-class lock tags (pg_locks.objsubid); core uses 1 and 2. */
 #define ES_LOCKTAG_STREAM			0x4553

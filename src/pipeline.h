@@ -53,6 +53,10 @@ typedef struct EsDecoderSink
 
 extern EsDecoderSink *es_decoder_sink;
 
+/* publish.c: signed messages */
+extern bool es_publish_signature(TransactionId xid, const char *body, Size len, char *hex);
+extern char *es_publish_verify(TransactionId xid, const char *message, Size size);
+
 /* The category of a stream: the part of its id before the first '-'. */
 extern text *es_stream_category(const char *stream_id, int len);
 

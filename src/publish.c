@@ -13,6 +13,18 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "common/hmac.h"
+#include "common/sha2.h"
+#include "port.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
 #include "access/xlog.h"
 #include "replication/message.h"
 #include "utils/builtins.h"
@@ -25,6 +37,125 @@
 #include "pipeline.h"
 
 PG_FUNCTION_INFO_V1(event_store_publish);
+
+/* Hex digits of a message's signature, in front of its JSON body. */
+#define SIGNATURE_HEX	(2 * PG_SHA256_DIGEST_LENGTH)
+
+/*
+ * The database's publish key, read once per backend, and again after a
+ * relcache invalidation of its table (the extension dropped and created
+ * anew: a new key).
+ */
+static uint8 key_bytes[64];
+static int	key_len = -1;		/* -1: not read yet; 0: none (installed at 0.1.0) */
+static Oid	key_relid = InvalidOid;
+static bool callback_registered = false;
+
+static void
+invalidate_key(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (relid == InvalidOid || relid == key_relid || !OidIsValid(key_relid))
+	{
+		explicit_bzero(key_bytes, sizeof(key_bytes));
+		key_len = -1;
+	}
+}
+
+/*
+ * Read the key from event_store.publish_key: with the catalog snapshot, so
+ * that it works inside logical decoding (a user_catalog_table).
+ */
+static int
+publish_key(void)
+{
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(invalidate_key, (Datum) 0);
+		callback_registered = true;
+	}
+	if (key_len < 0)
+	{
+		Oid			nsp = get_namespace_oid("event_store", true);
+		Oid			relid = OidIsValid(nsp) ? get_relname_relid("publish_key", nsp) : InvalidOid;
+
+		key_len = 0;
+		key_relid = relid;
+		if (OidIsValid(relid))
+		{
+			Relation	rel = table_open(relid, AccessShareLock);
+			SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+			HeapTuple	tup = systable_getnext(scan);
+
+			if (HeapTupleIsValid(tup))
+			{
+				bool		isnull;
+				bytea	   *k = DatumGetByteaPP(heap_getattr(tup, 1, RelationGetDescr(rel), &isnull));
+
+				if (!isnull && VARSIZE_ANY_EXHDR(k) >= 16 && VARSIZE_ANY_EXHDR(k) <= (int) sizeof(key_bytes))
+				{
+					key_len = VARSIZE_ANY_EXHDR(k);
+					memcpy(key_bytes, VARDATA_ANY(k), key_len);
+				}
+			}
+			systable_endscan(scan);
+			table_close(rel, AccessShareLock);
+		}
+	}
+	return key_len;
+}
+
+/*
+ * The signature of a message body published by transaction xid: HMAC-SHA256
+ * of the xid (4 bytes, big-endian) and the body, with the database's key, in
+ * hex (SIGNATURE_HEX digits and a NUL).  False if there is no key.
+ */
+bool
+es_publish_signature(TransactionId xid, const char *body, Size len, char *hex)
+{
+	uint8		tag[PG_SHA256_DIGEST_LENGTH];
+	uint8		x[4];
+	pg_hmac_ctx *ctx;
+	int			i;
+
+	if (publish_key() <= 0)
+		return false;
+	x[0] = (uint8) (xid >> 24);
+	x[1] = (uint8) (xid >> 16);
+	x[2] = (uint8) (xid >> 8);
+	x[3] = (uint8) xid;
+	ctx = pg_hmac_create(PG_SHA256);
+	if (ctx == NULL || pg_hmac_init(ctx, key_bytes, key_len) < 0 ||
+		pg_hmac_update(ctx, x, sizeof(x)) < 0 ||
+		pg_hmac_update(ctx, (const uint8 *) body, len) < 0 ||
+		pg_hmac_final(ctx, tag, sizeof(tag)) < 0)
+		elog(ERROR, "event_store: could not compute a message signature: %s",
+			 ctx ? pg_hmac_error(ctx) : "out of memory");
+	pg_hmac_free(ctx);
+	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
+		snprintf(hex + 2 * i, 3, "%02x", tag[i]);
+	return true;
+}
+
+/*
+ * A message of ours in the WAL: its signature and the JSON body, checked
+ * against the transaction that wrote it.  Returns the body (NUL-terminated,
+ * palloc'd), or NULL if publish() did not write it in that transaction (a
+ * forged message, one copied from another transaction, or malformed).
+ */
+char *
+es_publish_verify(TransactionId xid, const char *message, Size size)
+{
+	char		expected[SIGNATURE_HEX + 1];
+
+	if (size <= SIGNATURE_HEX + 1 || message[SIGNATURE_HEX] != ' ')
+		return NULL;
+	if (!es_publish_signature(xid, message + SIGNATURE_HEX + 1, size - SIGNATURE_HEX - 1, expected))
+		return NULL;
+	if (timingsafe_bcmp(expected, message, SIGNATURE_HEX) != 0)
+		return NULL;
+	return pnstrdup(message + SIGNATURE_HEX + 1, size - SIGNATURE_HEX - 1);
+}
 
 /*
  * A topic or key: not empty, at most ES_MAX_ID_BYTES bytes.
@@ -83,6 +214,19 @@ event_store_publish(PG_FUNCTION_ARGS)
 	JsonbToCString(&body, &payload->root, VARSIZE(payload));
 	appendStringInfoChar(&body, '}');
 
-	lsn = LogLogicalMessage(ES_MESSAGE_PREFIX, body.data, body.len, true);
+	/* signed, with this transaction's id: the plugin delivers nothing else */
+	{
+		char		signature[SIGNATURE_HEX + 1];
+		StringInfoData msg;
+
+		if (!es_publish_signature(GetTopTransactionId(), body.data, body.len, signature))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the installed version of extension \"event_store\" cannot sign messages"),
+					 errhint("Run ALTER EXTENSION event_store UPDATE.")));
+		initStringInfo(&msg);
+		appendStringInfo(&msg, "%s %s", signature, body.data);
+		lsn = LogLogicalMessage(ES_MESSAGE_PREFIX, msg.data, msg.len, true);
+	}
 	PG_RETURN_LSN(lsn);
 }
