@@ -70,5 +70,21 @@ SELECT count(*) FROM pg_logical_slot_peek_changes('regress_es', NULL, NULL, 'inc
 SELECT count(*) > 0 AS consumed FROM pg_logical_slot_get_changes('regress_es', NULL, NULL);
 SELECT count(*) FROM pg_logical_slot_get_changes('regress_es', NULL, NULL);
 
+-- an event a presentation step fails on (here an upcaster that raises) is
+-- streamed as stored, with the error, and the slot goes on to the next
+CREATE FUNCTION dec_bad_upcaster(data jsonb) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN RAISE EXCEPTION 'cannot upcast %', data USING ERRCODE = 'P0001'; END $$;
+-- (the plugin sees the upcasters as they were when each event was written)
+SELECT event_store.add_upcaster('DecBroken', 1, 'dec_bad_upcaster(jsonb)');
+SELECT event_store.append('dec-9', 'DecBroken', '{"v": 1}', schema_version => 1);
+SELECT event_store.append('dec-9', 'DecFine', '{"v": 1}');
+SELECT d->>'event_type' AS type, d->'schema_version' AS version, d->'data' AS data,
+       d->'presentation_error'->>'sqlstate' AS sqlstate,
+       left(d->'presentation_error'->>'message', 40) AS message
+  FROM (SELECT data::jsonb AS d FROM pg_logical_slot_get_changes('regress_es', NULL, NULL)) c
+ WHERE d->>'stream_id' = 'dec-9';
+SELECT event_store.drop_upcaster('DecBroken', 1);
+DROP FUNCTION dec_bad_upcaster(jsonb);
+
 SELECT pg_drop_replication_slot('regress_es');
 DROP TABLE regress_other;

@@ -37,6 +37,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "replication/logical.h"
@@ -52,6 +53,7 @@
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/uuid.h"
 
 #include "event_store.h"
@@ -88,6 +90,56 @@ static void es_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 					   XLogRecPtr message_lsn, bool transactional, const char *prefix,
 					   Size message_size, const char *message);
 static bool es_filter_by_origin(LogicalDecodingContext *ctx, RepOriginId origin_id);
+
+/*
+ * Present an event (values/nulls, an event_store.event) as every read path
+ * does, in a subtransaction: if a presentation step fails (an upcaster that
+ * raises, or reads a table that decoding cannot), the event keeps its
+ * stored shape and the error is returned (else NULL), so that the plugin
+ * hands the consumer the stored event with the error, instead of failing at
+ * the same change at every reconnect.  The error goes to the server log too.
+ */
+static ErrorData *
+present_or_mark(Datum *values, bool *nulls)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Datum		stored[Natts_event];
+	bool		stored_nulls[Natts_event];
+	ErrorData  *volatile edata = NULL;
+
+	memcpy(stored, values, sizeof(stored));
+	memcpy(stored_nulls, nulls, sizeof(stored_nulls));
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		es_presenting_in_decoding = true;
+		es_present_event(values, nulls);
+		es_presenting_in_decoding = false;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		es_presenting_in_decoding = false;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		memcpy(values, stored, sizeof(stored));
+		memcpy(nulls, stored_nulls, sizeof(stored_nulls));
+		ereport(LOG,
+				(errmsg("event_store output plugin: event %s version " INT64_FORMAT " is streamed as stored: %s",
+						TextDatumGetCString(values[Anum_events_stream_id]),
+						DatumGetInt64(values[Anum_events_stream_version]), edata->message)));
+	}
+	PG_END_TRY();
+	return edata;
+}
 
 /*
  * The plugin's entry point, looked up by name when a slot uses "event_store".
@@ -389,6 +441,7 @@ es_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	text	   *event_type;
 	char		ts[MAXDATELEN + 1];
 	StringInfo	out;
+	ErrorData  *perr;
 
 	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
 		change->data.tp.newtuple == NULL ||
@@ -436,16 +489,7 @@ es_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 			goto done;
 	}
 
-	es_presenting_in_decoding = true;
-	PG_TRY();
-	{
-		es_present_event(values, nulls);
-	}
-	PG_FINALLY();
-	{
-		es_presenting_in_decoding = false;
-	}
-	PG_END_TRY();
+	perr = present_or_mark(values, nulls);
 
 	OutputPluginPrepareWrite(ctx, true);
 	out = ctx->out;
@@ -484,6 +528,16 @@ es_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	else
 		appendStringInfo(out, "\"%s\"",
 						 JsonEncodeDateTime(ts, values[Anum_events_recorded_at], TIMESTAMPTZOID, NULL));
+	if (perr != NULL)
+	{
+		/* as stored, and why: a consumer is never stopped by one event */
+		json_key(out, "presentation_error", false);
+		appendStringInfoString(out, "{\"sqlstate\": ");
+		escape_json(out, unpack_sql_state(perr->sqlerrcode));
+		appendStringInfoString(out, ", \"message\": ");
+		escape_json(out, perr->message ? perr->message : "");
+		appendStringInfoChar(out, '}');
+	}
 	json_position(out, data, txn);
 	appendStringInfoChar(out, '}');
 	OutputPluginWrite(ctx, true);
