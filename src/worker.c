@@ -31,10 +31,12 @@
  * missing from the log, by (recorded_at, stream_id, stream_version), after
  * the existing positions.  Their commit order is not known any more.
  *
- * Memory: the buffer holds, per event, its stream id, version, type and
- * category (about 100 bytes for short ids) and is reset after each round;
- * a 100,000-event transaction needs about 10 MB here.  The reorder buffer
- * spills transactions larger than logical_decoding_work_mem to disk.
+ * Memory: the buffer holds, per event, its stream id, version and type, for
+ * at most SPILL_EVENTS events (about 1 MB with short ids); beyond that the
+ * events are appended to a temporary file and read back in order when their
+ * positions are written, so that no transaction's size bounds the worker.
+ * The reorder buffer spills transactions larger than
+ * logical_decoding_work_mem to disk itself.
  *
  * Locking: RowExclusiveLock on global_log while a round's positions are
  * written (a DROP EXTENSION waits at most for one round); the replication
@@ -60,6 +62,7 @@
 #include "replication/logical.h"
 #include "replication/origin.h"
 #include "replication/slot.h"
+#include "storage/buffile.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
@@ -96,21 +99,37 @@ typedef struct BufTxn
 	XLogRecPtr	end_lsn;
 	XLogRecPtr	commit_lsn;
 	TimestampTz commit_time;
-	int			first;
-	int			n;
+	int64		first;
+	int64		n;
 } BufTxn;
+
+/*
+ * The events of a round, numbered from 0 in decoding order.  Memory holds
+ * at most SPILL_EVENTS of them: before more arrive (one large transaction
+ * delivers all of its events at its commit), those in memory are appended
+ * to a temporary file, so that the worker's memory stays bounded whatever
+ * the transaction's size; the first `nspilled` events are read back from
+ * the file, in order, when their positions are written.
+ */
+#define SPILL_EVENTS	10000
 
 typedef struct DecodeBuffer
 {
-	MemoryContext context;
-	BufEvent   *events;
+	MemoryContext context;		/* the transactions */
+	MemoryContext events_context;	/* the events in memory, and their texts */
+	BufEvent   *events;			/* events [nspilled, nspilled + nevents) */
 	int			nevents;
 	int			maxevents;
+	int64		nspilled;
+	BufFile    *spill;
 	BufTxn	   *txns;
 	int			ntxns;
 	int			maxtxns;
-	int			txn_first;		/* first event of the transaction being decoded */
+	int64		txn_first;		/* first event of the transaction being decoded */
 } DecodeBuffer;
+
+/* Events buffered in the round, in memory and spilled. */
+#define BUF_TOTAL()		(buf.nspilled + buf.nevents)
 
 static DecodeBuffer buf;
 static EsPipelineDb *my_entry = NULL;
@@ -118,17 +137,84 @@ static char my_name[NAMEDATALEN];
 static SPIPlanPtr insert_plan = NULL;
 static void worker_loop(void) pg_attribute_noreturn();
 static MemoryContext round_context = NULL;	/* reset after each decoded record */
+static MemoryContext apply_context = NULL;	/* reset after each event whose position is written */
+
+static void
+spill_write(const void *p, size_t len)
+{
+	BufFileWrite(buf.spill, (void *) p, len);
+}
+
+/* Move the events in memory to the end of the spill file. */
+static void
+spill_events(void)
+{
+	int			i;
+
+	if (buf.spill == NULL)
+	{
+		ResourceOwner save = CurrentResourceOwner;
+		MemoryContext old = MemoryContextSwitchTo(buf.context);
+
+		/* the file lives across the round's transactions: no transaction owns it */
+		CurrentResourceOwner = NULL;
+		buf.spill = BufFileCreateTemp(true);
+		CurrentResourceOwner = save;
+		MemoryContextSwitchTo(old);
+	}
+	for (i = 0; i < buf.nevents; i++)
+	{
+		BufEvent   *e = &buf.events[i];
+		uint32		slen = VARSIZE_ANY_EXHDR(e->stream_id);
+		uint32		tlen = VARSIZE_ANY_EXHDR(e->event_type);
+
+		spill_write(&e->relid, sizeof(e->relid));
+		spill_write(&e->stream_version, sizeof(e->stream_version));
+		spill_write(&slen, sizeof(slen));
+		spill_write(VARDATA_ANY(e->stream_id), slen);
+		spill_write(&tlen, sizeof(tlen));
+		spill_write(VARDATA_ANY(e->event_type), tlen);
+	}
+	buf.nspilled += buf.nevents;
+	buf.nevents = 0;
+	MemoryContextReset(buf.events_context);
+	buf.events = MemoryContextAlloc(buf.events_context, sizeof(BufEvent) * buf.maxevents);
+}
+
+/* Read back the next spilled event into *e (its texts palloc'd in the current context). */
+static void
+spill_read(BufEvent *e)
+{
+	uint32		len;
+
+	if (BufFileRead(buf.spill, &e->relid, sizeof(e->relid)) != sizeof(e->relid) ||
+		BufFileRead(buf.spill, &e->stream_version, sizeof(e->stream_version)) != sizeof(e->stream_version) ||
+		BufFileRead(buf.spill, &len, sizeof(len)) != sizeof(len))
+		elog(ERROR, "event_store pipeline: could not read the spilled events");
+	e->stream_id = palloc(VARHDRSZ + len);
+	SET_VARSIZE(e->stream_id, VARHDRSZ + len);
+	if (BufFileRead(buf.spill, VARDATA(e->stream_id), len) != len ||
+		BufFileRead(buf.spill, &len, sizeof(len)) != sizeof(len))
+		elog(ERROR, "event_store pipeline: could not read the spilled events");
+	e->event_type = palloc(VARHDRSZ + len);
+	SET_VARSIZE(e->event_type, VARHDRSZ + len);
+	if (BufFileRead(buf.spill, VARDATA(e->event_type), len) != len)
+		elog(ERROR, "event_store pipeline: could not read the spilled events");
+}
 
 /* Sink: one event of the transaction being committed. */
 static void
 sink_event(void *arg, ReorderBufferTXN *txn, Oid relid, text *stream_id,
 		   int64 stream_version, text *event_type)
 {
-	MemoryContext old = MemoryContextSwitchTo(buf.context);
+	MemoryContext old;
 	BufEvent   *e;
 
 	(void) arg;
 	(void) txn;
+	if (buf.nevents == SPILL_EVENTS)
+		spill_events();
+	old = MemoryContextSwitchTo(buf.events_context);
 	if (buf.nevents == buf.maxevents)
 	{
 		buf.maxevents *= 2;
@@ -149,14 +235,14 @@ static void
 sink_commit(void *arg, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
 	(void) arg;
-	if (buf.nevents > buf.txn_first)
+	if (BUF_TOTAL() > buf.txn_first)
 	{
 		BufTxn	   *t;
 
 		if (buf.ntxns == buf.maxtxns)
 		{
 			buf.maxtxns *= 2;
-			buf.txns = repalloc(buf.txns, sizeof(BufTxn) * buf.maxtxns);
+			buf.txns = repalloc_huge(buf.txns, sizeof(BufTxn) * buf.maxtxns);
 		}
 		t = &buf.txns[buf.ntxns++];
 		t->xid = txn->xid;
@@ -164,9 +250,9 @@ sink_commit(void *arg, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 		t->commit_lsn = commit_lsn;
 		t->commit_time = txn->xact_time.commit_time;
 		t->first = buf.txn_first;
-		t->n = buf.nevents - buf.txn_first;
+		t->n = BUF_TOTAL() - buf.txn_first;
 	}
-	buf.txn_first = buf.nevents;
+	buf.txn_first = BUF_TOTAL();
 }
 
 static EsDecoderSink sink = {sink_event, sink_commit, NULL};
@@ -174,12 +260,19 @@ static EsDecoderSink sink = {sink_event, sink_commit, NULL};
 static void
 buffer_reset(void)
 {
+	if (buf.spill != NULL)
+	{
+		BufFileClose(buf.spill);
+		buf.spill = NULL;
+	}
 	MemoryContextReset(buf.context);
+	MemoryContextReset(buf.events_context);
 	buf.maxevents = 1024;
-	buf.events = MemoryContextAlloc(buf.context, sizeof(BufEvent) * buf.maxevents);
+	buf.events = MemoryContextAlloc(buf.events_context, sizeof(BufEvent) * buf.maxevents);
 	buf.maxtxns = 256;
 	buf.txns = MemoryContextAlloc(buf.context, sizeof(BufTxn) * buf.maxtxns);
-	buf.nevents = buf.ntxns = buf.txn_first = 0;
+	buf.nevents = buf.ntxns = 0;
+	buf.nspilled = buf.txn_first = 0;
 }
 
 /* Record an error for the health view. */
@@ -443,6 +536,7 @@ apply_buffer(void)
 	BufTxn	   *last = NULL;
 	bool		isnull;
 	int			t;
+	MemoryContext spi_context;
 
 	es_worker_begin();
 
@@ -469,6 +563,7 @@ apply_buffer(void)
 	relid = get_relname_relid("events", nsp);
 
 	SPI_connect();
+	spi_context = CurrentMemoryContext;
 	if (SPI_execute("SELECT COALESCE(pg_catalog.max(global_position), 0) "
 					"FROM event_store.global_log", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "event_store pipeline: could not read the head of the global log");
@@ -487,26 +582,41 @@ apply_buffer(void)
 			elog(ERROR, "event_store pipeline: could not prepare the global log insert");
 	}
 
+	if (buf.spill != NULL && BufFileSeek(buf.spill, 0, 0, SEEK_SET) != 0)
+		elog(ERROR, "event_store pipeline: could not rewind the spilled events");
 	for (t = 0; t < buf.ntxns; t++)
 	{
 		BufTxn	   *txn = &buf.txns[t];
-		int			i;
+		int64		i;
 
-		if (txn->end_lsn <= done)
-			continue;			/* ordered before a crash: at-least-once delivery */
 		for (i = txn->first; i < txn->first + txn->n; i++)
 		{
-			BufEvent   *e = &buf.events[i];
+			BufEvent	spilled;
+			BufEvent   *e;
 			Datum		values[6];
 			int			ret;
 
+			MemoryContextReset(apply_context);
+			MemoryContextSwitchTo(apply_context);
+			if (i < buf.nspilled)
+			{
+				spill_read(&spilled);	/* read in order, also what is skipped below */
+				e = &spilled;
+			}
+			else
+				e = &buf.events[i - buf.nspilled];
+			MemoryContextSwitchTo(spi_context);
+			if (txn->end_lsn <= done)
+				continue;		/* ordered before a crash: at-least-once delivery */
 			if (e->relid != relid)
 				continue;		/* an event of a dropped incarnation of the extension */
 			values[0] = Int64GetDatum(next);
 			values[1] = PointerGetDatum(e->stream_id);
 			values[2] = Int64GetDatum(e->stream_version);
+			MemoryContextSwitchTo(apply_context);
 			values[3] = PointerGetDatum(es_stream_category(VARDATA_ANY(e->stream_id),
 														   VARSIZE_ANY_EXHDR(e->stream_id)));
+			MemoryContextSwitchTo(spi_context);
 			values[4] = PointerGetDatum(e->event_type);
 			values[5] = LSNGetDatum(txn->commit_lsn);
 			ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
@@ -516,7 +626,8 @@ apply_buffer(void)
 			if (SPI_processed == 1)
 				next++;			/* else already in the log (a rebuild): no position */
 		}
-		last = txn;
+		if (txn->end_lsn > done)
+			last = txn;
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -585,7 +696,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 				LogicalDecodingProcessRecord(ctx, ctx->reader);
 			MemoryContextReset(round_context);
 			CurrentResourceOwner = old_owner;
-			if (buf.nevents >= es_pipeline_batch_events)
+			if (BUF_TOTAL() >= es_pipeline_batch_events)
 			{
 				more = true;
 				break;
@@ -681,6 +792,10 @@ event_store_worker_main(Datum arg)
 
 	buf.context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline buffer",
 										ALLOCSET_DEFAULT_SIZES);
+	buf.events_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline events",
+											   ALLOCSET_DEFAULT_SIZES);
+	apply_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline apply",
+										  ALLOCSET_SMALL_SIZES);
 	round_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline record",
 										  ALLOCSET_DEFAULT_SIZES);
 	buffer_reset();

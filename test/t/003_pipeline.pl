@@ -14,6 +14,7 @@ $node->init(allows_streaming => 'logical');
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'event_store'
 max_worker_processes = 16
+log_temp_files = 0
 });
 # servers that restrict output plugins (output_plugin_libraries) must allow ours for pg_recvlogical
 $node->append_conf('postgresql.conf', "output_plugin_libraries = 'pgoutput, test_decoding, event_store'\n")
@@ -70,6 +71,10 @@ is($node->safe_psql('postgres', q{
 $node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('recv')});
 
 # --- a 100,000-event transaction and a rolled-back 50,000-event one --------
+my $pipeline_pid = $node->safe_psql('postgres', q{
+	SELECT event_store.wait_for_pipeline('60 s');
+	SELECT pid FROM pg_stat_activity WHERE backend_type = 'event_store pipeline'});
+$pipeline_pid = (split /\n/, $pipeline_pid)[1];
 $node->safe_psql('postgres', q{
 	SELECT event_store.append_events('big-1', (SELECT jsonb_agg(jsonb_build_object('type', 'Big', 'data', jsonb_build_object('i', i)))
 	                                             FROM generate_series(1, 100000) i))});
@@ -90,6 +95,9 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(DISTINCT stream_id, ',') FROM event_store.read_all(0, 200000, categories => '{big}')}),
 	'big-1,big-3', 'the rolled-back one is not in the log');
+# the worker holds at most 10,000 events in memory: the rest went to a temporary file
+ok(slurp_file($node->logfile) =~ /\[$pipeline_pid\] LOG:  temporary file: path "[^"]+", size [1-9]/,
+	'the worker spilled the large transaction\'s events to a temporary file (bounded memory)');
 
 # --- kill -9 in the middle of a stream of appends -----------------------
 my $script = '';
