@@ -32,15 +32,18 @@ TAP_TESTS   = 1
 PROVE_TESTS = test/t/*.pl
 
 EXTRA_CLEAN = output_iso tmp_check_regress tmp_check_iso \
-              test/modules/upcast_hook/upcast_hook.o test/modules/upcast_hook/upcast_hook$(DLSUFFIX)
+              test/modules/upcast_hook/upcast_hook.o test/modules/upcast_hook/upcast_hook$(DLSUFFIX) \
+              test/modules/abort_at_commit/abort_at_commit.o test/modules/abort_at_commit/abort_at_commit$(DLSUFFIX)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # The test-only C module that the regression test `upcasting` loads by path.
-installcheck: test/modules/upcast_hook/upcast_hook$(DLSUFFIX)
+installcheck: test/modules/upcast_hook/upcast_hook$(DLSUFFIX) test/modules/abort_at_commit/abort_at_commit$(DLSUFFIX)
 test/modules/upcast_hook/upcast_hook$(DLSUFFIX): test/modules/upcast_hook/upcast_hook.c src/event_store.h
 	$(MAKE) -C test/modules/upcast_hook PG_CONFIG=$(PG_CONFIG)
+test/modules/abort_at_commit/abort_at_commit$(DLSUFFIX): test/modules/abort_at_commit/abort_at_commit.c
+	$(MAKE) -C test/modules/abort_at_commit PG_CONFIG=$(PG_CONFIG)
 
 # PGXS tracks no header dependencies: rebuild every object when a header changes.
 $(OBJS): $(wildcard src/*.h)

@@ -191,6 +191,15 @@ SELECT t.event_type,
               ORDER BY u.from_schema_version) AS steps
   FROM types t;
 
+-- The key rows forget() deleted, to be overwritten in the table's file once
+-- the forget has committed (by the database's pipeline worker): a forget
+-- that aborts must destroy nothing.  Not dumped (a restore has no dead rows).
+CREATE TABLE event_store.key_scrubs (
+    tid       tid         NOT NULL,
+    queued_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON TABLE event_store.key_scrubs FROM PUBLIC;
+
 -- publish() signs its messages, so that the output plugin delivers only
 -- those (pg_logical_emit_message is executable by PUBLIC): an HMAC-SHA256,
 -- with this database's key, of the publishing transaction's id and the

@@ -87,6 +87,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "port/pg_bswap.h"
+#include "access/xloginsert.h"
 #include "storage/bufmgr.h"
 #include "storage/fd.h"
 #include "storage/lmgr.h"
@@ -108,6 +109,7 @@
 #include "utils/uuid.h"
 
 #include "event_store.h"
+#include "pipeline.h"
 
 PG_FUNCTION_INFO_V1(event_store_protect);
 PG_FUNCTION_INFO_V1(event_store_forget);
@@ -345,6 +347,7 @@ crypto_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 static void scrub_forgotten_keys(void);
+static void scrub_key_row(Relation rel, ItemPointer tid);
 
 static void
 crypto_xact_callback(XactEvent event, void *arg)
@@ -2078,22 +2081,56 @@ scrub_forgotten_keys(void)
 {
 	const CryptoCatalog *c = crypto_catalog();
 	Relation	rel = table_open(c->keys_relid, RowExclusiveLock);
-	TupleDesc	desc = RelationGetDescr(rel);
 	ListCell   *lc;
 
 	foreach(lc, pending_scrubs)
 	{
 		PendingScrub *ps = lfirst(lc);
-		HeapTupleData tuple;
-		HeapTuple	copy;
-		Buffer		buf;
+
+		scrub_key_row(rel, &ps->tid);
+	}
+	table_close(rel, RowExclusiveLock);
+	pending_scrubs = NIL;
+}
+
+/*
+ * Are forgotten keys overwritten after commit, by the pipeline worker?  Yes
+ * where it runs (preloaded, wal_level logical, the pipeline enabled) and the
+ * installed version has the queue; otherwise at pre-commit, in this backend.
+ */
+static bool
+scrub_after_commit(void)
+{
+	Oid			nsp = get_namespace_oid("event_store", true);
+
+	return es_pipeline_available() && es_pipeline_enabled && OidIsValid(nsp) &&
+		OidIsValid(get_relname_relid("key_scrubs", nsp));
+}
+
+/*
+ * Overwrite what is left of a deleted key row: the row itself, in place,
+ * if it is still there (WAL-logged), and the free space of its page, where a
+ * vacuum or a prune may have left its bytes (a full-page image in the WAL:
+ * a replayed page gets its free space zeroed too).
+ */
+static void
+scrub_key_row(Relation rel, ItemPointer tid)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	HeapTupleData tuple;
+	Buffer		buf;
+	Page		page;
+	PageHeader	ph;
+
+	if (ItemPointerGetBlockNumber(tid) >= RelationGetNumberOfBlocks(rel))
+		return;					/* truncated away by vacuum: nothing left */
+	tuple.t_self = *tid;
+	if (heap_fetch(rel, SnapshotAny, &tuple, &buf, false))
+	{
+		HeapTuple	copy = heap_copytuple(&tuple);
 		bool		isnull;
 		Datum		d;
 
-		tuple.t_self = ps->tid;
-		if (!heap_fetch(rel, SnapshotAny, &tuple, &buf, false))
-			continue;
-		copy = heap_copytuple(&tuple);
 		ReleaseBuffer(buf);
 		d = heap_getattr(copy, Anum_keys_wrapped_key, desc, &isnull);
 		if (!isnull)
@@ -2104,8 +2141,59 @@ scrub_forgotten_keys(void)
 		heap_inplace_update(rel, copy);
 		heap_freetuple(copy);
 	}
-	table_close(rel, RowExclusiveLock);
-	pending_scrubs = NIL;
+
+	buf = ReadBuffer(rel, ItemPointerGetBlockNumber(tid));
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	page = BufferGetPage(buf);
+	ph = (PageHeader) page;
+	if (!PageIsNew(page) && ph->pd_lower <= ph->pd_upper && ph->pd_upper <= BLCKSZ)
+	{
+		START_CRIT_SECTION();
+		memset((char *) page + ph->pd_lower, 0, ph->pd_upper - ph->pd_lower);
+		MarkBufferDirty(buf);
+		if (RelationNeedsWAL(rel))
+			log_newpage_buffer(buf, true);
+		END_CRIT_SECTION();
+	}
+	UnlockReleaseBuffer(buf);
+}
+
+/*
+ * The pipeline worker's part of forget(): overwrite the key rows that
+ * committed forgets deleted (event_store.key_scrubs), in a transaction of
+ * its own.  Rows of a forget still in progress are not visible yet; those of
+ * one that aborted never will be.
+ */
+void
+es_scrub_forgotten_keys(void)
+{
+	const CryptoCatalog *c;
+	Relation	rel;
+	uint64		i;
+	int			rc;
+
+	if (!OidIsValid(get_namespace_oid("event_store", true)) ||
+		!OidIsValid(get_relname_relid("key_scrubs", get_namespace_oid("event_store", true))))
+		return;
+	c = crypto_catalog();
+	SPI_connect();
+	rc = SPI_execute("DELETE FROM event_store.key_scrubs RETURNING tid", false, 0);
+	if (rc != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "could not read the key rows to overwrite: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		rel = table_open(c->keys_relid, RowExclusiveLock);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			ItemPointer tid = (ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[i],
+																	   SPI_tuptable->tupdesc, 1, &isnull));
+
+			scrub_key_row(rel, tid);
+		}
+		table_close(rel, RowExclusiveLock);
+	}
+	SPI_finish();
 }
 
 /* ---------------------------------------------------------------------
@@ -2316,18 +2404,40 @@ event_store_forget(PG_FUNCTION_ARGS)
 					 errmsg("could not serialize access due to a concurrent creation of a subject key"),
 					 errdetail("The subject's key was created after this transaction's snapshot was taken."),
 					 errhint("The transaction might succeed if retried.")));
-		for (i = 0; i < (int) SPI_processed; i++)
+		if (scrub_after_commit())
 		{
-			bool		isnull;
-			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-			PendingScrub *ps = palloc(sizeof(PendingScrub));
+			/* overwritten by the pipeline worker once this commits (nothing if it aborts) */
+			Datum		tids[1];
+			Oid			tid_type[1] = {TIDOID};
+			SPITupleTable *deleted = SPI_tuptable;
+			uint64		ndeleted = SPI_processed;
+			uint64		j;
 
-			ps->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[i],
-																	SPI_tuptable->tupdesc, 1, &isnull));
-			ps->subid = GetCurrentSubTransactionId();
-			pending_scrubs = lappend(pending_scrubs, ps);
-			MemoryContextSwitchTo(old);
+			for (j = 0; j < ndeleted; j++)
+			{
+				bool		isnull;
+
+				tids[0] = SPI_getbinval(deleted->vals[j], deleted->tupdesc, 1, &isnull);
+				rc = SPI_execute_with_args("INSERT INTO event_store.key_scrubs (tid) VALUES ($1)",
+										   1, tid_type, tids, NULL, false, 0);
+				if (rc != SPI_OK_INSERT)
+					elog(ERROR, "could not queue a key row to overwrite: %s", SPI_result_code_string(rc));
+			}
+			es_pipeline_scrub_at_commit();
 		}
+		else
+			for (i = 0; i < (int) SPI_processed; i++)
+			{
+				bool		isnull;
+				MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+				PendingScrub *ps = palloc(sizeof(PendingScrub));
+
+				ps->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[i],
+																		SPI_tuptable->tupdesc, 1, &isnull));
+				ps->subid = GetCurrentSubTransactionId();
+				pending_scrubs = lappend(pending_scrubs, ps);
+				MemoryContextSwitchTo(old);
+			}
 	}
 	if (!was_forgotten)
 	{

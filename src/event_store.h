@@ -324,6 +324,7 @@ extern Oid	es_resolve_signature(const char *signature, int nargs, const Oid *arg
 
 /* crypto.c (beyond the hooks above) */
 extern bool es_may_read_personal_data(void);
+extern void es_scrub_forgotten_keys(void);
 
 /* upcast.c */
 extern void es_upcast_init(void);

@@ -99,6 +99,7 @@ typedef struct EsPipelineDb
 								 * alone holds the workers off (0: none) */
 	bool		cleanup;		/* start a worker even with the pipeline disabled: the
 								 * extension may be gone, its slot and origin with it */
+	bool		scrub_wanted;	/* a forget committed: overwrite its key rows */
 	EsProjectorSlot projectors[ES_MAX_PROJECTORS];
 } EsPipelineDb;
 
@@ -135,6 +136,7 @@ extern void es_pipeline_wake_db(Oid dboid);
 extern RepOriginId es_pipeline_own_origin(void);
 extern void es_pipeline_wake_projectors(Oid dboid);
 extern void es_pipeline_projections_changed(Oid dboid);
+extern void es_pipeline_scrub_at_commit(void);
 extern bool es_wait_for_pipeline_until(TimestampTz deadline);
 
 /* launcher.c, worker.c */

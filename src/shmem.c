@@ -63,6 +63,7 @@ bool		es_xact_appended = false;
 static bool want_at_commit = false;
 static bool wake_at_commit = false;
 static bool held_for_drop_extension = false;	/* workers held off until it ends */
+static bool scrub_at_commit = false;	/* forget() queued key rows to overwrite */
 
 static void release_workers(Oid dboid, bool database_gone, bool cleanup);
 
@@ -223,6 +224,13 @@ es_pipeline_projections_changed(Oid dboid)
 	LWLockRelease(es_pipeline_lock);
 }
 
+/* forget() queued key rows: the worker overwrites them once this transaction commits. */
+void
+es_pipeline_scrub_at_commit(void)
+{
+	scrub_at_commit = true;
+}
+
 /*
  * The replication origin of this database's worker (InvalidRepOriginId if
  * unknown).  Read without the lock: a stale value only lets one of the
@@ -284,6 +292,20 @@ pipeline_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			if (held_for_drop_extension)
 				release_workers(MyDatabaseId, false, true);	/* one more, to clean up */
+			if (scrub_at_commit && es_pipeline != NULL)
+			{
+				EsPipelineDb *db;
+
+				LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+				db = es_pipeline_find(MyDatabaseId);
+				if (db != NULL)
+				{
+					db->scrub_wanted = true;
+					if (db->latch != NULL)
+						SetLatch(db->latch);
+				}
+				LWLockRelease(es_pipeline_lock);
+			}
 			if (want_at_commit)
 				es_pipeline_want(MyDatabaseId);
 			if (es_xact_appended || wake_at_commit)
@@ -292,6 +314,7 @@ pipeline_xact_callback(XactEvent event, void *arg)
 			want_at_commit = false;
 			wake_at_commit = false;
 			held_for_drop_extension = false;
+			scrub_at_commit = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -303,6 +326,7 @@ pipeline_xact_callback(XactEvent event, void *arg)
 			want_at_commit = false;
 			wake_at_commit = false;
 			held_for_drop_extension = false;
+			scrub_at_commit = false;
 			break;
 		default:
 			break;

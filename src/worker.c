@@ -730,6 +730,24 @@ pipeline_round(LogicalDecodingContext *ctx)
 		CommitTransactionCommand();
 	}
 
+	/* forgotten keys: overwritten once their forget has committed (crypto.c) */
+	{
+		bool		scrub;
+
+		LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+		scrub = my_entry->scrub_wanted;
+		my_entry->scrub_wanted = false;
+		LWLockRelease(es_pipeline_lock);
+		if (scrub)
+		{
+			es_worker_begin();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			es_scrub_forgotten_keys();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+	}
+
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	my_entry->decoded_lsn = ctx->reader->EndRecPtr;
 	my_entry->applied_lsn = ctx->reader->EndRecPtr;
@@ -860,6 +878,11 @@ worker_loop(void)
 	LWLockRelease(es_pipeline_lock);
 
 	acquire_slot(origin_is_new);
+
+	/* key rows of forgets committed while no worker ran */
+	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
+	my_entry->scrub_wanted = true;
+	LWLockRelease(es_pipeline_lock);
 
 	/* the head of the log, for pipeline_status until the first round orders more */
 	es_worker_begin();
