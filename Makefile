@@ -4,17 +4,23 @@ PG_CONFIG ?= pg_config
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = event_store
-OBJS = src/event_store.o src/versioning.o src/append.o src/read.o src/upcast.o \
-       src/aggregate.o src/snapshot.o src/command.o src/crypto.o \
-       src/decoder.o src/publish.o src/shmem.o src/launcher.o src/worker.o src/read_all.o \
-       src/projection.o src/projector.o src/locks.o
+OBJS = src/event_store.o src/catalog.o src/spi.o src/locks.o \
+       src/versioning.o src/append.o \
+       src/scan.o src/read.o \
+       src/aggregate.o src/snapshot.o src/command.o \
+       src/upcast.o src/upcast_registry.o \
+       src/crypto.o src/crypto_bridge.o src/crypto_keys.o src/crypto_rules.o src/crypto_paths.o \
+       src/crypto_fields.o src/crypto_forget.o \
+       src/decoder.o src/publish.o \
+       src/shmem.o src/launcher.o src/worker.o src/worker_buffer.o src/pipeline_status.o \
+       src/projection.o src/projection_handler.o src/projection_parked.o src/projector.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
 
 # -Wall -Wextra clean.  Postgres's own headers are included as system headers
 # so that their unused inline parameters do not drown our warnings.
-PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\" -DEVENT_STORE_INTERNAL -isystem $(shell $(PG_CONFIG) --includedir-server)
+PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\" -isystem $(shell $(PG_CONFIG) --includedir-server)
 PG_CFLAGS   = -Wall -Wextra
 
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.

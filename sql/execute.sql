@@ -119,6 +119,19 @@ SELECT event_store.execute('bank-1', 'bank', 'decide_json(jsonb, jsonb)', '{"ret
 \echo :LAST_ERROR_SQLSTATE
 SELECT event_store.execute('bank-1', 'bank', 'decide_json(jsonb, jsonb)', '{"returns": [{"type": "A", "data": {}, "schema_version": 99999999999}]}');
 \echo :LAST_ERROR_SQLSTATE
+-- an error of the append itself (here another trigger's) is not the
+-- decider's: it passes through with its own SQLSTATE, not VE014
+CREATE FUNCTION refuse_zero() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.data ? 'zero' THEN PERFORM 1 / 0; END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_zero BEFORE INSERT ON event_store.events
+  FOR EACH ROW EXECUTE FUNCTION refuse_zero();
+SELECT event_store.execute('bank-1', 'bank', 'decide_json(jsonb, jsonb)', '{"returns": [{"type": "A", "data": {"zero": 1}}]}');
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER refuse_zero ON event_store.events;
+DROP FUNCTION refuse_zero();
 -- a decider that produces bad JSON fails in the decider, with its own error
 CREATE FUNCTION decide_bad_json(state jsonb, command jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$ BEGIN RETURN '[{"type": "A", "data": {]'; END $$;

@@ -144,6 +144,13 @@ SELECT data FROM event_store.read_stream('tag-1');
 DROP FUNCTION public.tag_v1(jsonb);
 SELECT data FROM event_store.read_stream('tag-1');
 \echo :LAST_ERROR_SQLSTATE
+-- a function of the same signature that no longer returns jsonb: VE005, the
+-- code of a wrong signature (VE008 is for a function that is gone)
+CREATE FUNCTION public.tag_v1(data jsonb) RETURNS text LANGUAGE sql IMMUTABLE
+  AS $$ SELECT 'not jsonb' $$;
+SELECT data FROM event_store.read_stream('tag-1');
+\echo :LAST_ERROR_SQLSTATE
+DROP FUNCTION public.tag_v1(jsonb);
 SELECT stream_version, data FROM event_store.read_stream('customer-1', max_count => 1);
 SELECT event_store.append('tag-1', 'Tagged', '{"tag": "new"}');
 SELECT event_store.drop_upcaster('Tagged', 1);

@@ -63,6 +63,18 @@ SELECT event_store.create_projection('counts', 'count_event(event_store.event)',
 SELECT event_store.append('account-1', 'Deposited', '{"amount": 2}');
 SELECT * FROM counts ORDER BY account;
 
+-- A library serves the installed versions up to its own: one older than the
+-- installed scripts (a server not restarted after the package was upgraded)
+-- refuses, rather than run an old library against tables it does not know.
+SELECT extversion AS current_version FROM pg_extension WHERE extname = 'event_store' \gset
+UPDATE pg_extension SET extversion = '9.0.0' WHERE extname = 'event_store';
+\c es_upgrade
+SELECT event_store.stream_version('account-1');
+\echo :LAST_ERROR_SQLSTATE
+UPDATE pg_extension SET extversion = :'current_version' WHERE extname = 'event_store';
+\c es_upgrade
+SELECT event_store.stream_version('account-1');
+
 \c :regression_db
 DROP DATABASE es_upgrade;
 SELECT count(*) FROM pg_database WHERE datname = 'es_upgrade';

@@ -9,7 +9,7 @@
  * event_store.aggregates.  Its state after n events is the reducer folded over
  * the stream's first n events, starting from the initial state.  Loading
  * starts from the newest valid snapshot (snapshot.c) and folds only the events
- * after it, read through the stream scan of read.c (so they are exactly what
+ * after it, read through the stream scan of scan.c (so they are exactly what
  * read_stream returns), calling the reducer through fmgr, resolved once per
  * load, with a memory context reset per event.
  *
@@ -20,12 +20,13 @@
  *
  * The reducer is stored by its schema-qualified signature (text), not its
  * OID: the definition survives pg_dump and pg_upgrade (which refuses reg*
- * columns in user tables).  It is resolved again at each load.
+ * columns in user tables).  It is resolved again at each load
+ * (es_resolve_function).
  *
  * Locking and rights: loads take AccessShareLock on the tables they read, as
  * a SELECT does, and check the caller's SELECT right on the events and the
  * registry.  The registry and the snapshots are written through SPI as the
- * extension's owner (es_owner_begin): EXECUTE on define_aggregate is the
+ * extension's owner (ES_RUN_AS_OWNER): EXECUTE on define_aggregate is the
  * right to define, and no role needs (or should get) a write grant on
  * event_store.aggregates.
  *
@@ -62,6 +63,7 @@
 #include "utils/typcache.h"
 
 #include "aggregate.h"
+#include "read.h"
 
 PG_FUNCTION_INFO_V1(event_store_define_aggregate);
 PG_FUNCTION_INFO_V1(event_store_load_aggregate);
@@ -70,38 +72,20 @@ PG_FUNCTION_INFO_V1(event_store_load_aggregate);
 int			es_snapshot_every = 100;
 int			es_execute_retries = 5;
 
-/* The aggregate objects; reset by relcache invalidation. */
-static EsAggCatalog agg_catalog;
-static bool agg_catalog_valid = false;
+static EsStatement define_statement = ES_STATEMENT(
+	"INSERT INTO event_store.aggregates AS a "
+	"(name, reducer, initial_state, snapshot_every, generation, defined_at) "
+	"VALUES ($1, $2, $3, $4, 1, pg_catalog.now()) "
+	"ON CONFLICT (name) DO UPDATE SET reducer = EXCLUDED.reducer, "
+	"initial_state = EXCLUDED.initial_state, snapshot_every = EXCLUDED.snapshot_every, "
+	"generation = a.generation OPERATOR(pg_catalog.+) 1, defined_at = EXCLUDED.defined_at "
+	"RETURNING a.generation",
+	4, TEXTOID, TEXTOID, JSONBOID, INT4OID);
 
-static const char *define_sql =
-"INSERT INTO event_store.aggregates AS a "
-"(name, reducer, initial_state, snapshot_every, generation, defined_at) "
-"VALUES ($1, $2, $3, $4, 1, pg_catalog.now()) "
-"ON CONFLICT (name) DO UPDATE SET reducer = EXCLUDED.reducer, "
-"initial_state = EXCLUDED.initial_state, snapshot_every = EXCLUDED.snapshot_every, "
-"generation = a.generation OPERATOR(pg_catalog.+) 1, defined_at = EXCLUDED.defined_at "
-"RETURNING a.generation";
-
-static const char *drop_old_sql =
-"DELETE FROM event_store.snapshots s "
-"WHERE s.aggregate OPERATOR(pg_catalog.=) $1 AND s.generation OPERATOR(pg_catalog.<) $2";
-
-static SPIPlanPtr define_plan = NULL;
-static SPIPlanPtr drop_old_plan = NULL;
-
-/*
- * Forget the cached OIDs when one of the objects changes.
- */
-static void
-invalidate_agg_catalog(Datum arg, Oid relid)
-{
-	(void) arg;
-	if (relid == InvalidOid || relid == agg_catalog.aggregates_relid ||
-		relid == agg_catalog.aggregates_pkey || relid == agg_catalog.snapshots_relid ||
-		relid == agg_catalog.snapshots_pkey || relid == agg_catalog.snapshots_time_idx)
-		agg_catalog_valid = false;
-}
+static EsStatement drop_old_statement = ES_STATEMENT(
+	"DELETE FROM event_store.snapshots s "
+	"WHERE s.aggregate OPERATOR(pg_catalog.=) $1 AND s.generation OPERATOR(pg_catalog.<) $2",
+	2, TEXTOID, INT8OID);
 
 /*
  * Functions changed (a reducer may drop itself while it folds): a fold
@@ -110,11 +94,8 @@ invalidate_agg_catalog(Datum arg, Oid relid)
 static uint64 function_changes = 0;
 
 static void
-count_function_changes(Datum arg, int cacheid, uint32 hashvalue)
+count_function_changes(void)
 {
-	(void) arg;
-	(void) cacheid;
-	(void) hashvalue;
 	function_changes++;
 }
 
@@ -140,122 +121,20 @@ es_aggregate_init(void)
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 
-	CacheRegisterRelcacheCallback(invalidate_agg_catalog, (Datum) 0);
-	CacheRegisterSyscacheCallback(PROCOID, count_function_changes, (Datum) 0);
+	es_watch_syscache(PROCOID, count_function_changes);
 }
 
-/*
- * The OIDs of the aggregate tables, their indexes and the event type, looked
- * up once per backend.
- */
-const EsAggCatalog *
-es_agg_catalog(void)
-{
-	if (!agg_catalog_valid)
-	{
-		Oid			nsp = get_namespace_oid("event_store", true);
-		EsAggCatalog c;
-
-		memset(&c, 0, sizeof(c));
-		if (OidIsValid(nsp))
-		{
-			c.aggregates_relid = get_relname_relid("aggregates", nsp);
-			c.aggregates_pkey = get_relname_relid("aggregates_pkey", nsp);
-			c.snapshots_relid = get_relname_relid("snapshots", nsp);
-			c.snapshots_pkey = get_relname_relid("snapshots_pkey", nsp);
-			c.snapshots_time_idx = get_relname_relid("snapshots_time_idx", nsp);
-			c.event_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-										   CStringGetDatum("event"), ObjectIdGetDatum(nsp));
-		}
-		if (!OidIsValid(c.aggregates_relid) || !OidIsValid(c.aggregates_pkey) ||
-			!OidIsValid(c.snapshots_relid) || !OidIsValid(c.snapshots_pkey) ||
-			!OidIsValid(c.snapshots_time_idx) || !OidIsValid(c.event_type))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("extension \"event_store\" is not installed in this database"),
-					 errhint("Run CREATE EXTENSION event_store.")));
-		agg_catalog = c;
-		agg_catalog_valid = true;
-	}
-	return &agg_catalog;
-}
-
-/*
- * The caller must be allowed to SELECT from a table we read directly, and no
- * row-level security may apply to it.
- */
-void
-es_check_table_read(Relation rel)
-{
-	AclResult	acl = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT);
-
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_TABLE, RelationGetRelationName(rel));
-	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, false) == RLS_ENABLED)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("event_store aggregate functions do not support row-level security on event_store.%s",
-						RelationGetRelationName(rel)),
-				 errhint("Disable row-level security on event_store.%s.",
-						 RelationGetRelationName(rel))));
-}
-
-/*
- * Check that function fn is a plain function (arg1, arg2) RETURNS jsonb, not
- * returning a set; `role` is "reducer" or "decider", `expected` its signature
- * in words.
- */
-void
-es_check_signature(Oid fn, Oid arg1, Oid arg2, const char *role, const char *expected,
-				   int sqlstate)
-{
-	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	Form_pg_proc proc;
-	bool		ok;
-
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(sqlstate),
-				 errmsg("%s with OID %u does not exist", role, fn)));
-	proc = (Form_pg_proc) GETSTRUCT(tup);
-	ok = proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
-		proc->prorettype == JSONBOID && proc->pronargs == 2 &&
-		proc->proargtypes.values[0] == arg1 && proc->proargtypes.values[1] == arg2;
-	if (!ok)
-	{
-		char	   *args = pstrdup("");
-		int			i;
-
-		for (i = 0; i < proc->pronargs; i++)
-			args = psprintf("%s%s%s", args, i > 0 ? ", " : "",
-							format_type_be(proc->proargtypes.values[i]));
-		ereport(ERROR,
-				(errcode(sqlstate),
-				 errmsg("%s %s has the wrong signature", role, format_procedure(fn)),
-				 errdetail("A %s must be a function %s; this one is a %s taking (%s) and returning %s%s.",
-						   role, expected,
-						   proc->prokind == PROKIND_FUNCTION ? "function" :
-						   proc->prokind == PROKIND_PROCEDURE ? "procedure" :
-						   proc->prokind == PROKIND_AGGREGATE ? "aggregate function" : "window function",
-						   args, proc->proretset ? "SETOF " : "",
-						   format_type_be(proc->prorettype))));
-	}
-	ReleaseSysCache(tup);
-}
-
-/*
- * Check the caller's EXECUTE privilege on a function it has us call.
- */
+/* A reducer: a plain function (state jsonb, e event_store.event) RETURNS jsonb. */
 static void
-check_execute(Oid fn)
+reducer_shape(EsFunctionShape *shape)
 {
-	AclResult	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
-
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
+	shape->role = "reducer";
+	shape->signature = "(state jsonb, e event_store.event) RETURNS jsonb";
+	shape->nargs = 2;
+	shape->argtypes[0] = JSONBOID;
+	shape->argtypes[1] = es_catalog()->event_type;
+	shape->rettype = JSONBOID;
 }
-
-#define REDUCER_SIGNATURE "(state jsonb, e event_store.event) RETURNS jsonb"
 
 /*
  * Resolve a reducer stored by its signature, and check it again: it may have
@@ -264,8 +143,11 @@ check_execute(Oid fn)
 static Oid
 resolve_reducer(text *aggregate, const char *signature)
 {
-	Oid			argtypes[2] = {JSONBOID, es_agg_catalog()->event_type};
-	Oid			fn = es_resolve_signature(signature, 2, argtypes);
+	EsFunctionShape shape;
+	Oid			fn;
+
+	reducer_shape(&shape);
+	fn = es_resolve_function(signature, &shape);
 
 	if (!OidIsValid(fn))
 		ereport(ERROR,
@@ -274,9 +156,8 @@ resolve_reducer(text *aggregate, const char *signature)
 						text_to_cstring(aggregate)),
 				 errdetail("The function was dropped or renamed after the aggregate was defined."),
 				 errhint("Create the function again, or define the aggregate again with event_store.define_aggregate().")));
-	es_check_signature(fn, JSONBOID, es_agg_catalog()->event_type, "reducer",
-					   REDUCER_SIGNATURE, ERRCODE_ES_WRONG_REDUCER);
-	check_execute(fn);
+	es_check_function(fn, &shape, ERRCODE_ES_WRONG_REDUCER, NULL);
+	es_check_execute(fn);
 	return fn;
 }
 
@@ -288,7 +169,7 @@ resolve_reducer(text *aggregate, const char *signature)
 void
 es_lookup_aggregate(text *name, Snapshot snapshot, bool with_reducer, EsAggregate *agg)
 {
-	const EsAggCatalog *cat = es_agg_catalog();
+	const EsCatalog *cat = es_catalog();
 	Relation	rel = table_open(cat->aggregates_relid, AccessShareLock);
 	Relation	idx;
 	IndexScanDesc scan;
@@ -297,7 +178,7 @@ es_lookup_aggregate(text *name, Snapshot snapshot, bool with_reducer, EsAggregat
 	bool		found;
 	char	   *signature = NULL;
 
-	es_check_table_read(rel);
+	es_check_read_access(rel);
 	idx = index_open(cat->aggregates_pkey, AccessShareLock);
 	slot = table_slot_create(rel, NULL);
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(name));
@@ -373,7 +254,7 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 
 	fmgr_info(agg->reducer, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 2, InvalidOid, NULL, NULL);
-	tupdesc = lookup_rowtype_tupdesc(es_agg_catalog()->event_type, -1);
+	tupdesc = lookup_rowtype_tupdesc(es_catalog()->event_type, -1);
 
 	/*
 	 * Two contexts take turns: the state lives in one, the next event's work
@@ -467,12 +348,9 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 	Oid			reducer;
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, INT4OID};
-	Oid			drop_types[2] = {TEXTOID, INT8OID};
 	Datum		drop_values[2];
 	bool		isnull;
-	int			ret;
-	EsOwnerSave owner;
+	EsFunctionShape shape;
 
 	es_require_arg(fcinfo, 1, "reducer");
 	es_require_arg(fcinfo, 2, "initial_state");
@@ -483,9 +361,9 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 				 errmsg("snapshot_every must not be negative"),
 				 errdetail("Got %d.", PG_GETARG_INT32(3)),
 				 errhint("Pass 0 to write no snapshot automatically, or NULL to follow event_store.snapshot_every.")));
-	es_check_signature(reducer, JSONBOID, es_agg_catalog()->event_type, "reducer",
-					   REDUCER_SIGNATURE, ERRCODE_ES_WRONG_REDUCER);
-	check_execute(reducer);
+	reducer_shape(&shape);
+	es_check_function(reducer, &shape, ERRCODE_ES_WRONG_REDUCER, NULL);
+	es_check_execute(reducer);
 
 	values[0] = PointerGetDatum(name);
 	values[1] = CStringGetTextDatum(format_procedure_qualified(reducer));
@@ -494,32 +372,13 @@ event_store_define_aggregate(PG_FUNCTION_ARGS)
 	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
 
 	/* the registry (and the snapshots) are written by the functions only, as their owner */
-	es_owner_begin(&owner);
 	SPI_connect();
-	if (define_plan == NULL)
-	{
-		define_plan = SPI_prepare(define_sql, 4, types);
-		if (define_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(define_plan);
-	}
-	ret = SPI_execute_plan(define_plan, values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	if (es_run(&define_statement, values, nulls, ES_RUN_AS_OWNER, 0, SPI_OK_INSERT_RETURNING) != 1)
+		elog(ERROR, "event_store: define_aggregate wrote no row");
 	drop_values[0] = PointerGetDatum(name);
 	drop_values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (drop_old_plan == NULL)
-	{
-		drop_old_plan = SPI_prepare(drop_old_sql, 2, drop_types);
-		if (drop_old_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(drop_old_plan);
-	}
-	ret = SPI_execute_plan(drop_old_plan, drop_values, NULL, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	es_run(&drop_old_statement, drop_values, NULL, ES_RUN_AS_OWNER, 0, SPI_OK_DELETE);
 	SPI_finish();
-	es_owner_end(&owner);
 	PG_RETURN_VOID();
 }
 
@@ -551,12 +410,7 @@ event_store_load_aggregate(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 	{
 		at_version = PG_GETARG_INT64(3);
-		if (at_version < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("at_version must not be negative"),
-					 errdetail("Got " INT64_FORMAT ".", at_version),
-					 errhint("Pass the version to load the state at, 0 for the initial state, or NULL for the newest.")));
+		es_check_not_negative(at_version, "at_version", "Pass the version to load the state at, 0 for the initial state, or NULL for the newest.");
 	}
 
 	InitMaterializedSRF(fcinfo, 0);

@@ -10,7 +10,7 @@
 #ifndef ES_AGGREGATE_H
 #define ES_AGGREGATE_H
 
-#include "event_store.h"
+#include "internal.h"
 
 /* Columns of event_store.aggregates (1-based). */
 #define Anum_aggregates_name			1
@@ -28,19 +28,6 @@
 #define Anum_snapshots_version			5
 #define Anum_snapshots_state			6
 #define Anum_snapshots_recorded_at		7
-
-/* The extension's aggregate objects, resolved once per backend. */
-typedef struct EsAggCatalog
-{
-	Oid			aggregates_relid;
-	Oid			aggregates_pkey;	/* (name) */
-	Oid			snapshots_relid;
-	Oid			snapshots_pkey; /* (stream_id, aggregate, generation, upcasters,
-								 * version) */
-	Oid			snapshots_time_idx; /* (stream_id, aggregate, generation,
-									 * upcasters, recorded_at, version) */
-	Oid			event_type;		/* the composite type event_store.event */
-} EsAggCatalog;
 
 /* One row of event_store.aggregates, resolved for use. */
 typedef struct EsAggregate
@@ -64,12 +51,8 @@ typedef struct EsSnapshot
 /* aggregate.c */
 extern int	es_snapshot_every;
 extern int	es_execute_retries;
-extern const EsAggCatalog *es_agg_catalog(void);
-extern void es_check_table_read(Relation rel);
 extern void es_lookup_aggregate(text *name, Snapshot snapshot, bool with_reducer,
 								EsAggregate *agg);
-extern void es_check_signature(Oid fn, Oid arg1, Oid arg2, const char *role,
-							   const char *expected, int sqlstate);
 extern Jsonb *es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 					  int64 at_version, Snapshot snapshot, int64 *version);
 
@@ -80,5 +63,6 @@ extern bool es_find_snapshot(text *stream_id, const EsAggregate *agg, const Time
 extern bool es_may_write_snapshots(void);
 extern void es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *snap,
 							  bool replace);
+extern int64 es_delete_snapshots(text *stream_id, text *aggregate);
 
 #endif							/* ES_AGGREGATE_H */

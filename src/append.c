@@ -27,7 +27,7 @@
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
-#include "event_store.h"
+#include "write.h"
 
 PG_FUNCTION_INFO_V1(event_store_append);
 PG_FUNCTION_INFO_V1(event_store_append_events);
@@ -36,26 +36,21 @@ PG_FUNCTION_INFO_V1(event_store_append_events);
 	"INSERT INTO event_store.events " \
 	"(stream_id, stream_version, event_id, event_type, schema_version, data, metadata) "
 
-static const char *append_sql =
-INSERT_COLUMNS "VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/* $1 is the stream id in both statements */
+static EsStatement append_statement = ES_STATEMENT(
+	INSERT_COLUMNS "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+	7, TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID);
 
-static const char *append_batch_sql =
-INSERT_COLUMNS
-"SELECT $1, u.v, u.i, u.t, u.s, u.d, u.m "
-"FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
-"pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
-"WITH ORDINALITY AS u(v, i, t, s, d, m, n) "
-"ORDER BY u.n";
+static EsStatement batch_statement = ES_STATEMENT(
+	INSERT_COLUMNS
+	"SELECT $1, u.v, u.i, u.t, u.s, u.d, u.m "
+	"FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
+	"pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
+	"WITH ORDINALITY AS u(v, i, t, s, d, m, n) "
+	"ORDER BY u.n",
+	7, TEXTOID, INT8ARRAYOID, UUIDARRAYOID, TEXTARRAYOID, INT4ARRAYOID, JSONBARRAYOID, JSONBARRAYOID);
 
-/* parameter types, shared by both statements: $1 is the stream id */
-static Oid	append_types[7] = {TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID};
-static Oid	batch_types[7] = {TEXTOID, INT8ARRAYOID, UUIDARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-JSONBARRAYOID, JSONBARRAYOID};
-
-static SPIPlanPtr append_plan = NULL;
-static SPIPlanPtr batch_plan = NULL;
-
-/* The columns of one batch, in the order of batch_types[1..6]. */
+/* The columns of one batch, in the order of batch_statement's $2 .. $7. */
 enum
 {
 	COL_VERSION,
@@ -67,23 +62,13 @@ enum
 	NUM_COLS
 };
 
-/*
- * Prepare a statement once per backend and keep it.
- */
-static SPIPlanPtr
-get_plan(SPIPlanPtr *cache, const char *sql, Oid *argtypes)
+/* A batch read from its JSON array (es_read_batch), column by column. */
+struct EsBatch
 {
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, 7, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*cache = plan;
-	}
-	return *cache;
-}
+	int			n;
+	Datum	   *cols[NUM_COLS];
+	bool	   *colnulls[NUM_COLS];
+};
 
 /*
  * The stream's current version as the statement's snapshot sees it.
@@ -108,12 +93,7 @@ current_version(text *stream_id)
 static int64
 first_version_of(text *stream_id, int64 expected, int64 nevents)
 {
-	if (expected < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("expected_version must not be negative"),
-				 errdetail("Got " INT64_FORMAT ".", expected),
-				 errhint("Pass NULL for any version, 0 for a stream that must not exist yet, or the version the stream must be at.")));
+	es_check_not_negative(expected, "expected_version", "Pass NULL for any version, 0 for a stream that must not exist yet, or the version the stream must be at.");
 	if (expected > PG_INT64_MAX - nevents)
 		es_report_wrong_version(stream_id, current_version(stream_id), expected);
 	return expected + 1;
@@ -173,17 +153,17 @@ drop_statement_context(ErrorData *edata)
  * pass through unchanged but for the context line of our own statement.
  */
 static int64
-execute_insert(SPIPlanPtr plan, Datum *values, const char *nulls, text *stream_id, int64 rows)
+execute_insert(EsStatement *st, Datum *values, const char *nulls, text *stream_id, int64 rows)
 {
 	EsAppendFrame frame = {stream_id, rows, 0, 0};
 	EsAppendFrame *saved = es_append_frame;
 	MemoryContext cxt = CurrentMemoryContext;
-	int			ret = 0;
 
 	es_append_frame = &frame;
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(plan, values, nulls, false, 0);
+		/* as the caller: an append needs the INSERT right */
+		es_run(st, values, nulls, 0, 0, SPI_OK_INSERT);
 	}
 	PG_CATCH();
 	{
@@ -199,8 +179,6 @@ execute_insert(SPIPlanPtr plan, Datum *values, const char *nulls, text *stream_i
 	PG_END_TRY();
 	es_append_frame = saved;
 
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	if (frame.seen != rows)
 		ereport(ERROR,
 				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
@@ -244,8 +222,7 @@ event_store_append(PG_FUNCTION_ARGS)
 	nulls[6] = PG_ARGISNULL(3) ? 'n' : ' ';
 
 	SPI_connect();
-	version = execute_insert(get_plan(&append_plan, append_sql, append_types), values, nulls,
-							 stream_id, 1);
+	version = execute_insert(&append_statement, values, nulls, stream_id, 1);
 	SPI_finish();
 	PG_RETURN_INT64(version);
 }
@@ -309,8 +286,9 @@ read_element(JsonbValue *elem, int i, Datum *cols[], bool *colnulls[])
 				 errmsg("an event must have a \"type\"")));
 	if (v->type != jbvString)
 		wrong_type("type", "a string");
-	cols[COL_TYPE][i] = PointerGetDatum(cstring_to_text_with_len(v->val.string.val,
-																 v->val.string.len));
+	cols[COL_TYPE][i] = PointerGetDatum(es_check_identifier(PointerGetDatum(cstring_to_text_with_len(v->val.string.val,
+																									 v->val.string.len)),
+															false, "event_type"));
 
 	v = element_key(obj, "data", false, &found);
 	if (v == NULL)
@@ -351,6 +329,7 @@ read_element(JsonbValue *elem, int i, Datum *cols[], bool *colnulls[])
 		cols[COL_SCHEMA_VERSION][i] =
 			Int32GetDatum(pg_strtoint32(DatumGetCString(DirectFunctionCall1(numeric_out,
 																			NumericGetDatum(v->val.numeric)))));
+		es_check_schema_version(DatumGetInt32(cols[COL_SCHEMA_VERSION][i]));
 	}
 
 	if (found != (int) JsonContainerSize(obj))
@@ -376,84 +355,89 @@ event_store_append_events(PG_FUNCTION_ARGS)
 	es_require_arg(fcinfo, 1, "events");
 	if (!PG_ARGISNULL(2))
 		expected = PG_GETARG_INT64(2);
-	PG_RETURN_INT64(es_append_events(PG_GETARG_TEXT_PP(0), PG_GETARG_JSONB_P(1),
-									 PG_ARGISNULL(2) ? NULL : &expected));
+	PG_RETURN_INT64(es_append_batch(PG_GETARG_TEXT_PP(0), es_read_batch(PG_GETARG_JSONB_P(1)),
+									PG_ARGISNULL(2) ? NULL : &expected));
 }
 
 /*
- * The body of append_events(), for C callers (execute() in command.c):
- * append the JSON array of events `batch` to the stream, all or nothing,
- * expecting the stream at *expected (NULL: any version); return the version
- * of the batch's last event, or for an empty batch the stream's version.
+ * Read a JSON array of events in append_events' format, checking each as
+ * the trigger will (so that every error about what is in the batch is
+ * raised here, before anything is appended).
  */
-int64
-es_append_events(text *stream_id, Jsonb *batch, const int64 *expected)
+EsBatch *
+es_read_batch(Jsonb *batch)
 {
-	int			n;
-	int64		first = 0;
-	bool		versioned;
-	Datum	   *cols[NUM_COLS];
-	bool	   *colnulls[NUM_COLS];
-	Datum		values[7];
-	int			i;
-	int64		version;
+	EsBatch    *b = palloc0(sizeof(EsBatch));
 	ErrorContextCallback errcb;
+	int			i;
 
 	if (!JB_ROOT_IS_ARRAY(batch) || JB_ROOT_IS_SCALAR(batch))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("events must be a JSON array"),
 				 errhint("Pass [{\"type\": ..., \"data\": {...}}, ...].")));
-	n = JB_ROOT_COUNT(batch);
-	versioned = (expected != NULL);
-	if (versioned)
-		first = first_version_of(stream_id, *expected, n);
-
-	if (n == 0)
-	{
-		int64		version = current_version(stream_id);
-
-		if (versioned && first - 1 != version)
-			es_report_wrong_version(stream_id, version, first - 1);
-		return version;
-	}
-
+	b->n = JB_ROOT_COUNT(batch);
 	for (i = 0; i < NUM_COLS; i++)
 	{
-		cols[i] = palloc(sizeof(Datum) * n);
-		colnulls[i] = palloc0(sizeof(bool) * n);
+		b->cols[i] = palloc(sizeof(Datum) * Max(b->n, 1));
+		b->colnulls[i] = palloc0(sizeof(bool) * Max(b->n, 1));
 	}
-
 	errcb.callback = batch_element_context;
 	errcb.arg = &i;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
-	for (i = 0; i < n; i++)
-	{
-		read_element(getIthJsonbValueFromContainer(&batch->root, i), i, cols, colnulls);
-		colnulls[COL_VERSION][i] = !versioned;
-		cols[COL_VERSION][i] = versioned ? Int64GetDatum(first + i) : (Datum) 0;
-	}
+	for (i = 0; i < b->n; i++)
+		read_element(getIthJsonbValueFromContainer(&batch->root, i), i, b->cols, b->colnulls);
 	error_context_stack = errcb.previous;
+	return b;
+}
+
+/*
+ * Append a batch to the stream, all or nothing, expecting the stream at
+ * *expected (NULL: any version); return the version of the batch's last
+ * event, or for an empty batch the stream's version.
+ */
+int64
+es_append_batch(text *stream_id, EsBatch *b, const int64 *expected)
+{
+	int64		first = 0;
+	bool		versioned = (expected != NULL);
+	Datum		values[7];
+	int			i;
+	int64		version;
+
+	if (versioned)
+		first = first_version_of(stream_id, *expected, b->n);
+	if (b->n == 0)
+	{
+		version = current_version(stream_id);
+		if (versioned && first - 1 != version)
+			es_report_wrong_version(stream_id, version, first - 1);
+		return version;
+	}
+	for (i = 0; i < b->n; i++)
+	{
+		b->colnulls[COL_VERSION][i] = !versioned;
+		b->cols[COL_VERSION][i] = versioned ? Int64GetDatum(first + i) : (Datum) 0;
+	}
 
 	values[0] = PointerGetDatum(stream_id);
 	for (i = 0; i < NUM_COLS; i++)
 	{
-		Oid			elemtype = get_element_type(batch_types[i + 1]);
+		Oid			elemtype = get_element_type(batch_statement.argtypes[i + 1]);
 		int16		typlen;
 		bool		typbyval;
 		char		typalign;
-		int			dims[1] = {n};
+		int			dims[1] = {b->n};
 		int			lbs[1] = {1};
 
 		get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-		values[i + 1] = PointerGetDatum(construct_md_array(cols[i], colnulls[i], 1, dims, lbs,
+		values[i + 1] = PointerGetDatum(construct_md_array(b->cols[i], b->colnulls[i], 1, dims, lbs,
 														   elemtype, typlen, typbyval, typalign));
 	}
 
 	SPI_connect();
-	version = execute_insert(get_plan(&batch_plan, append_batch_sql, batch_types), values, NULL,
-							 stream_id, n);
+	version = execute_insert(&batch_statement, values, NULL, stream_id, b->n);
 	SPI_finish();
 	return version;
 }

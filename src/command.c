@@ -6,8 +6,10 @@
  * Load the aggregate's state (aggregate.c), ask the decider what happens
  * (decider(state jsonb, command jsonb) RETURNS jsonb, a JSON array of events
  * in append_events' format), and append those events expecting the version
- * that was loaded, through append_events' own path (es_append_events in
- * append.c).  When another writer appended to the stream in between, the
+ * that was loaded, through append_events' own path (es_read_batch and
+ * es_append_batch in append.c).  What the decider returned is read first:
+ * an event append_events would refuse is the decider's fault (VE014);
+ * errors of the append itself (a trigger's, say) pass through.  When another writer appended to the stream in between, the
  * append fails with VE001: the whole attempt (load, decision, append) is
  * rolled back in its subtransaction, as a PL/pgSQL exception block does, and
  * tried again with a fresh snapshot, at most event_store.execute_retries
@@ -37,6 +39,7 @@
 #include "utils/snapmgr.h"
 
 #include "aggregate.h"
+#include "write.h"
 
 PG_FUNCTION_INFO_V1(event_store_execute);
 
@@ -45,8 +48,14 @@ typedef enum CommandPhase
 {
 	PHASE_LOAD,
 	PHASE_DECIDE,
+	PHASE_READ_DECISION,		/* the decider's events, read as append_events reads them */
 	PHASE_APPEND
 } CommandPhase;
+
+/* A decider: a plain function (state jsonb, command jsonb) RETURNS jsonb. */
+static const EsFunctionShape decider_shape = {
+	"decider", "(state jsonb, command jsonb) RETURNS jsonb", 2, {JSONBOID, JSONBOID}, JSONBOID
+};
 
 /*
  * The JSON type of a document, in words, for messages.
@@ -70,6 +79,7 @@ attempt_command(text *stream_id, text *name, FmgrInfo *decider, const char *deci
 	EsAggregate agg;
 	Jsonb	   *state;
 	Jsonb	   *events;
+	EsBatch    *batch;
 	int64		version;
 	int64		new_version;
 	LOCAL_FCINFO(fcinfo, 2);
@@ -104,11 +114,14 @@ attempt_command(text *stream_id, text *name, FmgrInfo *decider, const char *deci
 				 errdetail("It returned a JSON %s.", json_kind(events)),
 				 errhint("Return [] when there is nothing to do, or [{\"type\": ..., \"data\": {...}}, ...].")));
 
+	*phase = PHASE_READ_DECISION;
+	batch = es_read_batch(events);
+
 	*phase = PHASE_APPEND;
 	if (JB_ROOT_COUNT(events) == 0)
 		new_version = version;
 	else
-		new_version = es_append_events(stream_id, events, &version);
+		new_version = es_append_batch(stream_id, batch, &version);
 	PopActiveSnapshot();
 	return new_version;
 }
@@ -127,7 +140,6 @@ event_store_execute(PG_FUNCTION_ARGS)
 	Jsonb	   *command;
 	FmgrInfo	flinfo;
 	char	   *decider_name;
-	AclResult	acl;
 	int			attempts = es_execute_retries + 1;
 	volatile int attempt;
 	volatile int64 result = 0;
@@ -138,48 +150,33 @@ event_store_execute(PG_FUNCTION_ARGS)
 	es_require_arg(fcinfo, 3, "command");
 	decider = PG_GETARG_OID(2);
 	command = PG_GETARG_JSONB_P(3);
-	es_check_signature(decider, JSONBOID, JSONBOID, "decider",
-					   "(state jsonb, command jsonb) RETURNS jsonb", ERRCODE_ES_WRONG_DECIDER);
-	acl = pg_proc_aclcheck(decider, GetUserId(), ACL_EXECUTE);
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(decider));
+	es_check_function(decider, &decider_shape, ERRCODE_ES_WRONG_DECIDER, NULL);
+	es_check_execute(decider);
 	decider_name = format_procedure(decider);
 	fmgr_info(decider, &flinfo);
 
 	for (attempt = 1; !done; attempt++)
 	{
-		MemoryContext oldcontext = CurrentMemoryContext;
-		ResourceOwner oldowner = CurrentResourceOwner;
+		EsSubxact	sx;
 
 		/* the decider may have gone since the last attempt (fmgr would fail to find it) */
 		if (attempt > 1)
-			es_check_signature(decider, JSONBOID, JSONBOID, "decider",
-							   "(state jsonb, command jsonb) RETURNS jsonb", ERRCODE_ES_WRONG_DECIDER);
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(oldcontext);
+			es_check_function(decider, &decider_shape, ERRCODE_ES_WRONG_DECIDER, NULL);
+		es_subxact_begin(&sx);
 		PG_TRY();
 		{
 			result = attempt_command(stream_id, name, &flinfo, decider_name, command, &phase);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcontext);
-			CurrentResourceOwner = oldowner;
+			es_subxact_commit(&sx);
 			done = true;
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
+			ErrorData  *edata = es_subxact_abort(&sx);
 
-			MemoryContextSwitchTo(oldcontext);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcontext);
-			CurrentResourceOwner = oldowner;
-
-			if (phase == PHASE_APPEND &&
+			if (phase == PHASE_READ_DECISION &&
 				ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_DATA_EXCEPTION)
 			{
-				/* append_events refused what the decider returned */
+				/* what the decider returned is no batch append_events takes */
 				edata->sqlerrcode = ERRCODE_ES_INVALID_DECISION;
 				edata->message = psprintf("decider %s returned an invalid event: %s",
 										  decider_name, edata->message);

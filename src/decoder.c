@@ -56,8 +56,10 @@
 #include "utils/resowner.h"
 #include "utils/uuid.h"
 
-#include "event_store.h"
+#include "internal.h"
 #include "pipeline.h"
+#include "read.h"
+
 
 extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
@@ -74,11 +76,6 @@ typedef struct EsDecoderData
 	bool		include_messages;
 	int64		index;			/* documents written in the current transaction */
 } EsDecoderData;
-
-/* The OID of event_store.events as of the change being decoded. */
-static Oid	events_relid = InvalidOid;
-static bool events_relid_valid = false;
-static bool callback_registered = false;
 
 static void es_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init);
 static void es_shutdown(LogicalDecodingContext *ctx);
@@ -102,34 +99,25 @@ static bool es_filter_by_origin(LogicalDecodingContext *ctx, RepOriginId origin_
 static ErrorData *
 present_or_mark(Datum *values, bool *nulls)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
 	Datum		stored[Natts_event];
 	bool		stored_nulls[Natts_event];
 	ErrorData  *volatile edata = NULL;
+	EsSubxact	sx;
 
 	memcpy(stored, values, sizeof(stored));
 	memcpy(stored_nulls, nulls, sizeof(stored_nulls));
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
+	es_subxact_begin(&sx);
 	PG_TRY();
 	{
 		es_presenting_in_decoding = true;
 		es_present_event(values, nulls);
 		es_presenting_in_decoding = false;
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
+		es_subxact_commit(&sx);
 	}
 	PG_CATCH();
 	{
 		es_presenting_in_decoding = false;
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
+		edata = es_subxact_abort(&sx);
 		memcpy(values, stored, sizeof(stored));
 		memcpy(nulls, stored_nulls, sizeof(stored_nulls));
 		ereport(LOG,
@@ -159,32 +147,16 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 }
 
 /*
- * Forget the cached OID of the event table when it (or every relation) is
- * invalidated: DROP EXTENSION and CREATE EXTENSION change it.
- */
-static void
-invalidate_events_relid(Datum arg, Oid relid)
-{
-	(void) arg;
-	if (relid == InvalidOid || relid == events_relid || !OidIsValid(events_relid))
-		events_relid_valid = false;
-}
-
-/*
  * The OID of event_store.events as the catalog looked when the change being
- * decoded was made (InvalidOid: the extension was not installed then).
+ * decoded was made (InvalidOid: the extension was not installed then).  The
+ * catalog (catalog.c) follows the invalidations that decoding replays.
  */
 static Oid
 decoded_events_relid(void)
 {
-	if (!events_relid_valid)
-	{
-		Oid			nsp = get_namespace_oid("event_store", true);
+	const EsCatalog *cat = es_catalog_if_installed();
 
-		events_relid = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
-		events_relid_valid = true;
-	}
-	return events_relid;
+	return cat ? cat->events_relid : InvalidOid;
 }
 
 /*
@@ -267,12 +239,7 @@ es_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	opt->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
 	opt->receive_rewrites = false;
 
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(invalidate_events_relid, (Datum) 0);
-		callback_registered = true;
-	}
-	events_relid_valid = false;
+	es_catalog_reset();			/* what this process looked up before is not the historic catalog */
 
 	foreach(lc, ctx->output_plugin_options)
 	{

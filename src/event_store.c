@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * event_store.c
- *	  Module entry point: PG_MODULE_MAGIC, settings, and start-up of the
- *	  other modules.
+ *	  Module entry point: PG_MODULE_MAGIC, settings, start-up of the other
+ *	  modules, and the argument checks every SQL function shares.
  *
  * _PG_init only defines the extension's GUCs (event_store.*) and delegates to
  * the modules; it takes no locks and touches no shared state.
@@ -13,15 +13,15 @@
 
 #include <limits.h>
 
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/value.h"
-#include "parser/parse_func.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
-#include "event_store.h"
-#include "projection.h"
+#include "internal.h"
 
 PG_MODULE_MAGIC;
 
@@ -73,6 +73,7 @@ _PG_init(void)
 
 	MarkGUCPrefixReserved("event_store");
 
+	es_catalog_init();			/* before the modules that watch it */
 	es_locks_init();
 	es_versioning_init();
 	es_upcast_init();
@@ -101,102 +102,114 @@ es_identifier_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 }
 
 /*
- * Switch to the owner of the extension's tables (see EsOwnerSave).  No
- * SET ROLE or SET SESSION AUTHORIZATION can happen in between, and
- * row-level security forced on our tables would not apply to their owner.
+ * Validate an identifier (a stream id, an event type, an aggregate's name, a
+ * subject): not NULL, not empty, not longer than ES_MAX_ID_BYTES.  Returns it
+ * detoasted.
  */
-void
-es_owner_begin(EsOwnerSave *save)
+text *
+es_check_identifier(Datum value, bool isnull, const char *what)
 {
-	Oid			owner = es_catalog()->owner;
+	text	   *t;
+	int			len;
 
-	GetUserIdAndSecContext(&save->user, &save->sec_context);
-	SetUserIdAndSecContext(owner, save->sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_NOFORCE_RLS);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	t = DatumGetTextPP(value);
+	len = VARSIZE_ANY_EXHDR(t);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > ES_MAX_ID_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", what),
+				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
+	return t;
 }
 
 /*
- * Back to the caller's identity.
+ * A filter array of names (categories, event types): one-dimensional,
+ * without NULLs, each a valid identifier (es_check_identifier).  Returns the
+ * number of distinct names and them, sorted in byte order, in *names
+ * (palloc'd texts), for bsearch with es_text_cmp.  `what` names the argument.
  */
-void
-es_owner_end(const EsOwnerSave *save)
+int
+es_name_array(ArrayType *arr, const char *what, text ***names)
 {
-	SetUserIdAndSecContext(save->user, save->sec_context);
-}
-
-/*
- * Parse one identifier as quote_identifier() writes it: lowercase letters,
- * digits, "_" and "$" (not starting with a digit or "$"), or a double-quoted
- * string with "" for a quote.  Returns the position after it, or NULL.
- */
-static const char *
-parse_identifier(const char *p, char **out)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	if (*p == '"')
-	{
-		for (p++;; p++)
-		{
-			if (*p == '\0')
-				return NULL;
-			if (*p == '"')
-			{
-				if (p[1] != '"')
-					break;
-				p++;
-			}
-			appendStringInfoChar(&buf, *p);
-		}
-		p++;
-	}
-	else
-	{
-		if (!((*p >= 'a' && *p <= 'z') || *p == '_'))
-			return NULL;
-		while ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '$')
-			appendStringInfoChar(&buf, *p++);
-	}
-	if (buf.len == 0 || buf.len >= NAMEDATALEN)
-		return NULL;
-	*out = buf.data;
-	return p;
-}
-
-/*
- * See event_store.h.  The text must be exactly schema.name followed by the
- * argument types as format_procedure_qualified() writes them; nothing else
- * is parsed (to_regprocedure() would raise on malformed text in PG15).
- */
-Oid
-es_resolve_signature(const char *signature, int nargs, const Oid *argtypes)
-{
-	StringInfoData args;
-	const char *p = signature;
-	char	   *schema;
-	char	   *name;
-	size_t		rest;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
 	int			i;
+	int			k = 0;
+	bool		categories = strcmp(what, "categories") == 0;
 
-	initStringInfo(&args);
-	appendStringInfoChar(&args, '(');
-	for (i = 0; i < nargs; i++)
-	{
-		if (i > 0)
-			appendStringInfoChar(&args, ',');
-		appendStringInfoString(&args, format_type_be_qualified(argtypes[i]));
-	}
-	appendStringInfoChar(&args, ')');
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", what)));
+	if (array_contains_nulls(arr))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not contain null", what),
+				 errhint("Pass NULL instead of the array to select every %s.",
+						 categories ? "category" : "event type")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	*names = palloc(sizeof(text *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		(*names)[i] = es_check_identifier(elems[i], false,
+										  categories ? "a category" : "an event type");
+	qsort(*names, n, sizeof(text *), es_text_cmp);
+	for (i = 0; i < n; i++)
+		if (k == 0 || es_text_cmp(&(*names)[k - 1], &(*names)[i]) != 0)
+			(*names)[k++] = (*names)[i];
+	return k;
+}
 
-	p = parse_identifier(p, &schema);
-	if (p == NULL || *p != '.')
-		return InvalidOid;
-	p = parse_identifier(p + 1, &name);
-	if (p == NULL)
-		return InvalidOid;
-	rest = strlen(p);
-	if (rest != (size_t) args.len || memcmp(p, args.data, rest) != 0)
-		return InvalidOid;
-	return LookupFuncName(list_make2(makeString(schema), makeString(name)), nargs, argtypes, true);
+/* Byte-order comparison of two texts (through pointers to them), for qsort and bsearch. */
+int
+es_text_cmp(const void *a, const void *b)
+{
+	const text *x = *(text *const *) a;
+	const text *y = *(text *const *) b;
+	int			lx = VARSIZE_ANY_EXHDR(x);
+	int			ly = VARSIZE_ANY_EXHDR(y);
+	int			c = memcmp(VARDATA_ANY(x), VARDATA_ANY(y), Min(lx, ly));
+
+	return c != 0 ? c : (lx > ly) - (lx < ly);
+}
+
+/*
+ * An interval argument in milliseconds; negative is an error (22023).  Any
+ * negative interval counts, '-1 us' too.
+ */
+int64
+es_interval_ms(Interval *interval, const char *what)
+{
+	int64		us = interval->time + (int64) interval->day * USECS_PER_DAY +
+		(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
+
+	if (us < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", what)));
+	return us / 1000;
+}
+
+
+/*
+ * A numeric argument that must not be negative (22023), with a hint of what
+ * to pass instead (or NULL).
+ */
+void
+es_check_not_negative(int64 value, const char *what, const char *hint)
+{
+	if (value < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", what),
+				 errdetail("Got " INT64_FORMAT ".", value),
+				 hint ? errhint("%s", hint) : 0));
 }

@@ -35,7 +35,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/timestamp.h"
 
-#include "event_store.h"
+#include "internal.h"
 #include "pipeline.h"
 
 /* launcher-local: the worker started for each entry */

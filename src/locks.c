@@ -3,12 +3,14 @@
  * locks.c
  *	  Short locks of the extension's own lock tags: a stream, an event id, a
  *	  subject.  Their number per backend is bounded, whatever a transaction
- *	  does.
+ *	  does.  And the two other things every writer of ours needs: the
+ *	  settled read that goes with such a lock, and the transaction-level
+ *	  lock of a projection.
  *
  * A lock of ours covers a check and the write that follows it: the check of
  * a stream's head and the insert of its next event (versioning.c), the check
  * of an event id and the insert of the event, the check of a subject's
- * tombstone and the insert of its key (crypto.c).  Once the row is written,
+ * tombstone and the insert of its key (crypto_keys.c).  Once the row is written,
  * the row itself makes later writers wait: they read with a dirty snapshot,
  * find the row of a transaction in progress, and wait for that transaction
  * (XactLockTableWait) before they check again.  So a lock need not be held
@@ -29,16 +31,29 @@
  * releases them itself: at the end of the transaction (commit, abort,
  * prepare), and at the abort of the subtransaction that took them.
  *
+ * A settled read (es_read_settled) is the check under such a lock: an index
+ * scan with a dirty snapshot, which sees every committed row and the own
+ * transaction's, and reports a row a transaction in progress is writing
+ * instead of returning it, so that the caller waits for that transaction
+ * (after letting go of its lock) and checks again.
+ *
+ * A projection's lock (es_xact_lock) is different: it serialises work on
+ * the projection to the end of the transaction (projection.c), a
+ * transaction-level lock of the advisory class, released by Postgres.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "utils/snapmgr.h"
 
-#include "event_store.h"
+#include "internal.h"
 
 /* The slots in use (each module has a few, static). */
 #define MAX_SLOTS	8
@@ -152,4 +167,76 @@ es_locks_init(void)
 {
 	RegisterXactCallback(locks_xact_callback, NULL);
 	RegisterSubXactCallback(locks_subxact_callback, NULL);
+}
+
+/*
+ * A transaction-level lock of ours: (kind, key) in this database,
+ * exclusively, until the transaction ends.  Without wait, returns false at
+ * once if another transaction holds it.
+ */
+static void
+xact_lock_tag(LOCKTAG *tag, uint16 kind, uint64 key)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key, kind);
+}
+
+bool
+es_xact_lock(uint16 kind, uint64 key, bool wait)
+{
+	LOCKTAG		tag;
+
+	xact_lock_tag(&tag, kind, key);
+	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* Does this transaction hold the lock? */
+bool
+es_xact_lock_held(uint16 kind, uint64 key)
+{
+	LOCKTAG		tag;
+
+	xact_lock_tag(&tag, kind, key);
+	return LockHeldByMe(&tag, ExclusiveLock);
+}
+
+/*
+ * See internal.h.
+ */
+bool
+es_read_settled(Relation rel, Relation index, ScanKey keys, int nkeys, ScanDirection dir,
+				bool all_rows, TupleTableSlot *slot, TransactionId *wait_for)
+{
+	SnapshotData dirty;
+	IndexScanDesc scan;
+	TupleTableSlot *probe = slot;
+	TupleTableSlot *extra = NULL;
+	bool		found = false;
+
+	InitDirtySnapshot(dirty);
+	scan = index_beginscan(rel, index, &dirty, nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	while (index_getnext_slot(scan, dir, probe))
+	{
+		if (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax))
+		{
+			/* inserted, or being deleted, by a transaction in progress */
+			*wait_for = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
+			found = false;
+			break;
+		}
+		if (!found)
+		{
+			ExecMaterializeSlot(slot);
+			found = true;
+			if (!all_rows)
+				break;
+			/* look at the other matches without overwriting the first */
+			extra = table_slot_create(rel, NULL);
+			probe = extra;
+		}
+	}
+	if (extra)
+		ExecDropSingleTupleTableSlot(extra);
+	index_endscan(scan);
+	return found;
 }

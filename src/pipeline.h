@@ -4,7 +4,7 @@
  *	  Declarations of the logical-decoding pipeline: the output plugin
  *	  (decoder.c), publish (publish.c), the shared state and hooks
  *	  (shmem.c), the launcher (launcher.c), the per-database worker
- *	  (worker.c) and the global log's read side (read_all.c).
+ *	  (worker.c) and the pipeline seen from SQL (pipeline_status.c).
  *
  * Internal to event_store.so.
  *
@@ -54,6 +54,7 @@ typedef struct EsDecoderSink
 extern EsDecoderSink *es_decoder_sink;
 
 /* publish.c: signed messages */
+extern void es_publish_init(void);
 extern bool es_publish_signature(TransactionId xid, const char *body, Size len, char *hex);
 extern char *es_publish_verify(TransactionId xid, const char *message, Size size);
 
@@ -127,9 +128,10 @@ es_worker_begin(void)
 extern EsPipelineShared *es_pipeline;
 extern LWLock *es_pipeline_lock;
 
-extern void es_shmem_init(void);
+extern bool es_xact_appended;	/* set by the trigger; the worker is woken at commit */
 extern bool es_pipeline_available(void);
 extern void es_require_pipeline(void);
+extern void es_ensure_pipeline_worker(void);
 extern EsPipelineDb *es_pipeline_find(Oid dboid);
 extern bool es_pipeline_want(Oid dboid);
 extern void es_pipeline_wake_db(Oid dboid);
@@ -137,7 +139,39 @@ extern RepOriginId es_pipeline_own_origin(void);
 extern void es_pipeline_wake_projectors(Oid dboid);
 extern void es_pipeline_projections_changed(Oid dboid);
 extern void es_pipeline_scrub_at_commit(void);
+
+/* pipeline_status.c */
 extern bool es_wait_for_pipeline_until(TimestampTz deadline);
+
+/* worker_buffer.c: the pipeline worker's buffer of decoded events */
+/* One buffered event. */
+typedef struct EsBufEvent
+{
+	Oid			relid;			/* event_store.events as decoded */
+	text	   *stream_id;
+	int64		stream_version;
+	text	   *event_type;
+} EsBufEvent;
+
+/* One buffered committed transaction: events [first, first + n). */
+typedef struct EsBufTxn
+{
+	TransactionId xid;			/* top-level */
+	XLogRecPtr	end_lsn;
+	XLogRecPtr	commit_lsn;
+	TimestampTz commit_time;
+	int64		first;
+	int64		n;
+} EsBufTxn;
+
+extern EsDecoderSink es_buffer_sink;
+extern void es_buffer_init(void);
+extern void es_buffer_reset(void);
+extern int	es_buffer_ntxns(void);
+extern const EsBufTxn *es_buffer_txn(int t);
+extern int64 es_buffer_nevents(void);
+extern void es_buffer_rewind(void);
+extern const EsBufEvent *es_buffer_event(int64 i);
 
 /* launcher.c, worker.c */
 extern bool es_pipeline_enabled;

@@ -14,7 +14,7 @@
  * (projection.c), and if no other worker holds it, applies one batch:
  *
  *	 1. in one transaction, with a snapshot taken after the lock, read the
- *		log after the projection's position (the log scan of read_all.c, as
+ *		log after the projection's position (the log scan of scan.c, as
  *		the projection's owner, so that the events are presented as the
  *		owner reads them) and call the handler for each event, up to
  *		event_store.projection_batch_events events or
@@ -70,6 +70,28 @@
 
 #include "pipeline.h"
 #include "projection.h"
+#include "read.h"
+
+
+
+/* The worker's own reads (as the worker's role). */
+static EsStatement count_async = ES_STATEMENT(
+	"SELECT pg_catalog.count(*) FROM event_store.projections "
+	" WHERE mode OPERATOR(pg_catalog.=) 'async' "
+	"   AND log_identity OPERATOR(pg_catalog.=) (SELECT i.id FROM event_store.log_identity i)",
+	0, InvalidOid);
+
+static EsStatement candidates = ES_STATEMENT(
+	"SELECT name, "
+	"       state OPERATOR(pg_catalog.=) ANY ('{catching up,live,rebuilding}'::pg_catalog.text[]) "
+	"         AND COALESCE(position, 0) OPERATOR(pg_catalog.<) $1, "
+	"       COALESCE(pg_catalog.ceil(pg_catalog.date_part('epoch', retry_at OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
+	"                OPERATOR(pg_catalog.*) 1000), 0)::pg_catalog.int8 "
+	"  FROM event_store.projections "
+	" WHERE mode OPERATOR(pg_catalog.=) 'async' "
+	"   AND log_identity OPERATOR(pg_catalog.=) (SELECT i.id FROM event_store.log_identity i) "
+	" ORDER BY applied_at NULLS FIRST, name",
+	1, INT8OID);
 
 /* This worker's slot in its database's entry. */
 static int	my_slot = -1;
@@ -146,21 +168,16 @@ es_supervise_projectors(bool recount)
 
 	if (recount || changed || TimestampDifferenceExceeds(last_count, now, 1000))
 	{
-		Oid			nsp;
 		int64		n = 0;
 
 		es_worker_begin();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		nsp = get_namespace_oid("event_store", true);
-		if (OidIsValid(nsp) && OidIsValid(get_relname_relid("projections", nsp)))
+		if (OidIsValid(es_projection_registry()))
 		{
 			bool		isnull;
 
 			SPI_connect();
-			if (SPI_execute("SELECT pg_catalog.count(*) FROM event_store.projections "
-							" WHERE mode OPERATOR(pg_catalog.=) 'async' "
-							"   AND log_identity OPERATOR(pg_catalog.=) (SELECT i.id FROM event_store.log_identity i)",
-							true, 1) == SPI_OK_SELECT)
+			if (es_run(&count_async, NULL, NULL, ES_RUN_READ_ONLY, 1, SPI_OK_SELECT) == 1)
 				n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			SPI_finish();
 		}
@@ -277,6 +294,59 @@ typedef enum BatchResult
 } BatchResult;
 
 /*
+ * The statements, run as the extension's owner (es_projection_run).  The
+ * failure statements share their parameters: $1 name, $2 retries, $3
+ * retry delay (ms), $4 error, $5 SQLSTATE, $6 position, $7 stream, $8
+ * version, $9 event type.
+ */
+static EsStatement record_progress = ES_STATEMENT(
+	"UPDATE event_store.projections "
+	"   SET position = $2, "
+	"       events_applied = events_applied OPERATOR(pg_catalog.+) $3, "
+	"       state = CASE WHEN $4 AND state OPERATOR(pg_catalog.<>) 'live' THEN 'live' ELSE state END, "
+	"       retries = 0, retry_at = NULL, "
+	"       applied_at = pg_catalog.now() "
+	" WHERE name OPERATOR(pg_catalog.=) $1",
+	4, TEXTOID, INT8OID, INT8OID, BOOLOID);
+
+#define FAILURE_TYPES TEXTOID, INT4OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID, TEXTOID
+
+static EsStatement schedule_retry = ES_STATEMENT(
+	"UPDATE event_store.projections "
+	"   SET retries = $2, "
+	"       retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $3 OPERATOR(pg_catalog./) 1000.0), "
+	"       last_error = $4, error_sqlstate = $5, error_position = $6, "
+	"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now() "
+	" WHERE name OPERATOR(pg_catalog.=) $1",
+	9, FAILURE_TYPES);
+
+static EsStatement stop_projection = ES_STATEMENT(
+	"UPDATE event_store.projections "
+	"   SET state = 'failed', retries = $2, retry_at = NULL, "
+	"       last_error = $4, error_sqlstate = $5, error_position = $6, "
+	"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now() "
+	" WHERE name OPERATOR(pg_catalog.=) $1",
+	9, FAILURE_TYPES);
+
+static EsStatement park_event = ES_STATEMENT(
+	"INSERT INTO event_store.projection_parked AS k "
+	"  (projection, stream_id, stream_version, global_position, event_type, error, error_sqlstate) "
+	"VALUES ($1, $7, $8, $6, $9, $4, $5) "
+	"ON CONFLICT (projection, stream_id, stream_version) DO UPDATE "
+	"SET error = EXCLUDED.error, error_sqlstate = EXCLUDED.error_sqlstate, "
+	"    global_position = EXCLUDED.global_position, parked_at = pg_catalog.now()",
+	9, FAILURE_TYPES);
+
+static EsStatement pass_parked = ES_STATEMENT(
+	"UPDATE event_store.projections "
+	"   SET position = $6, retries = 0, retry_at = NULL, "
+	"       last_error = $4, error_sqlstate = $5, error_position = $6, "
+	"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now(), "
+	"       applied_at = pg_catalog.now() "
+	" WHERE name OPERATOR(pg_catalog.=) $1",
+	9, FAILURE_TYPES);
+
+/*
  * Apply one batch of the projection, whose lock we hold, in the current
  * transaction (see the header).  The handler runs as the owner, each event
  * in a GUC nest level of its own, so that what it sets lasts for that event
@@ -300,7 +370,6 @@ apply_batch(const char *name)
 	bool		blocked;
 	TimestampTz start = GetCurrentTimestamp();
 	Datum		args[4];
-	Oid			types[4] = {TEXTOID, INT8OID, INT8OID, BOOLOID};
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!es_projection_read(name, false, &p) || p.inline_mode || p.restored || !state_runs(p.state))
@@ -390,14 +459,7 @@ apply_batch(const char *name)
 	args[2] = Int64GetDatum(applied);
 	args[3] = BoolGetDatum(caught_up);
 	SPI_connect();
-	es_projection_registry_exec("UPDATE event_store.projections "
-								"   SET position = $2, "
-								"       events_applied = events_applied OPERATOR(pg_catalog.+) $3, "
-								"       state = CASE WHEN $4 AND state OPERATOR(pg_catalog.<>) 'live' THEN 'live' ELSE state END, "
-								"       retries = 0, retry_at = NULL, "
-								"       applied_at = pg_catalog.now() "
-								" WHERE name OPERATOR(pg_catalog.=) $1",
-								4, types, args, NULL);
+	es_projection_run(&record_progress, args, NULL, SPI_OK_UPDATE);
 	SPI_finish();
 	PopActiveSnapshot();
 	UnregisterSnapshot(snap);
@@ -418,8 +480,7 @@ record_failure(ErrorData *edata)
 	EsProjection p;
 	Datum		args[9];
 	char		nulls[9];
-	Oid			types[9] = {TEXTOID, INT4OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID, TEXTOID};
-	const char *sql;
+	EsStatement *st;
 	int			retries;
 
 	if (failing.valid && failing.index > 0)
@@ -459,39 +520,19 @@ record_failure(ErrorData *edata)
 		nulls[5] = nulls[6] = nulls[7] = nulls[8] = 'n';
 
 	if (retries <= es_projection_retries)
-		sql = "UPDATE event_store.projections "
-			"   SET retries = $2, "
-			"       retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $3 OPERATOR(pg_catalog./) 1000.0), "
-			"       last_error = $4, error_sqlstate = $5, error_position = $6, "
-			"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now() "
-			" WHERE name OPERATOR(pg_catalog.=) $1";
+		st = &schedule_retry;
 	else if (!failing.valid || !p.park)
-		sql = "UPDATE event_store.projections "
-			"   SET state = 'failed', retries = $2, retry_at = NULL, "
-			"       last_error = $4, error_sqlstate = $5, error_position = $6, "
-			"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now() "
-			" WHERE name OPERATOR(pg_catalog.=) $1";
+		st = &stop_projection;
 	else
 	{
 		/* park it, and go on after it */
 		SPI_connect();
-		es_projection_registry_exec("INSERT INTO event_store.projection_parked AS k "
-									"  (projection, stream_id, stream_version, global_position, event_type, error, error_sqlstate) "
-									"VALUES ($1, $7, $8, $6, $9, $4, $5) "
-									"ON CONFLICT (projection, stream_id, stream_version) DO UPDATE "
-									"SET error = EXCLUDED.error, error_sqlstate = EXCLUDED.error_sqlstate, "
-									"    global_position = EXCLUDED.global_position, parked_at = pg_catalog.now()",
-									9, types, args, nulls);
+		es_projection_run(&park_event, args, nulls, SPI_OK_INSERT);
 		SPI_finish();
-		sql = "UPDATE event_store.projections "
-			"   SET position = $6, retries = 0, retry_at = NULL, "
-			"       last_error = $4, error_sqlstate = $5, error_position = $6, "
-			"       error_stream_id = $7, error_stream_version = $8, error_at = pg_catalog.now(), "
-			"       applied_at = pg_catalog.now() "
-			" WHERE name OPERATOR(pg_catalog.=) $1";
+		st = &pass_parked;
 	}
 	SPI_connect();
-	es_projection_registry_exec(sql, 9, types, args, nulls);
+	es_projection_run(st, args, nulls, SPI_OK_UPDATE);
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -547,8 +588,7 @@ projector_round(long *sleep_ms)
 	es_worker_begin();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!OidIsValid(get_extension_oid("event_store", true)) ||
-		!OidIsValid(get_namespace_oid("event_store", true)) ||
-		!OidIsValid(get_relname_relid("projections", get_namespace_oid("event_store", true))))
+		!OidIsValid(es_projection_registry()))
 	{
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -559,22 +599,10 @@ projector_round(long *sleep_ms)
 	SPI_connect();
 	{
 		Datum		args[1];
-		Oid			types[1] = {INT8OID};
 
 		args[0] = Int64GetDatum(es_log_head(GetActiveSnapshot()));
-		if (SPI_execute_with_args("SELECT name, "
-								  "       state OPERATOR(pg_catalog.=) ANY ('{catching up,live,rebuilding}'::pg_catalog.text[]) "
-								  "         AND COALESCE(position, 0) OPERATOR(pg_catalog.<) $1, "
-								  "       COALESCE(pg_catalog.ceil(pg_catalog.date_part('epoch', retry_at OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
-								  "                OPERATOR(pg_catalog.*) 1000), 0)::pg_catalog.int8 "
-								  "  FROM event_store.projections "
-								  " WHERE mode OPERATOR(pg_catalog.=) 'async' "
-								  "   AND log_identity OPERATOR(pg_catalog.=) (SELECT i.id FROM event_store.log_identity i) "
-								  " ORDER BY applied_at NULLS FIRST, name",
-								  1, types, args, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "event_store projector: could not read the projections");
+		nasync = (int) es_run(&candidates, args, NULL, ES_RUN_READ_ONLY, 0, SPI_OK_SELECT);
 	}
-	nasync = (int) SPI_processed;
 	cands = MemoryContextAllocZero(round_cxt, sizeof(Candidate) * Max(nasync, 1));
 	for (i = 0; i < nasync; i++)
 	{

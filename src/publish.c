@@ -17,23 +17,22 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "common/hmac.h"
 #include "common/sha2.h"
 #include "port.h"
-#include "utils/inval.h"
-#include "utils/lsyscache.h"
-#include "utils/rel.h"
-
-#include "access/xlog.h"
 #include "replication/message.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
+#include "utils/rel.h"
 
-#include "event_store.h"
+#include "internal.h"
 #include "pipeline.h"
 
 PG_FUNCTION_INFO_V1(event_store_publish);
@@ -48,18 +47,19 @@ PG_FUNCTION_INFO_V1(event_store_publish);
  */
 static uint8 key_bytes[64];
 static int	key_len = -1;		/* -1: not read yet; 0: none (installed at 0.1.0) */
-static Oid	key_relid = InvalidOid;
-static bool callback_registered = false;
 
 static void
-invalidate_key(Datum arg, Oid relid)
+invalidate_key(void)
 {
-	(void) arg;
-	if (relid == InvalidOid || relid == key_relid || !OidIsValid(key_relid))
-	{
-		explicit_bzero(key_bytes, sizeof(key_bytes));
-		key_len = -1;
-	}
+	explicit_bzero(key_bytes, sizeof(key_bytes));
+	key_len = -1;
+}
+
+/* Called once per process from es_pipeline_init. */
+void
+es_publish_init(void)
+{
+	ES_WATCH_RELATION(publish_key_relid, invalidate_key);
 }
 
 /*
@@ -69,18 +69,12 @@ invalidate_key(Datum arg, Oid relid)
 static int
 publish_key(void)
 {
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(invalidate_key, (Datum) 0);
-		callback_registered = true;
-	}
 	if (key_len < 0)
 	{
-		Oid			nsp = get_namespace_oid("event_store", true);
-		Oid			relid = OidIsValid(nsp) ? get_relname_relid("publish_key", nsp) : InvalidOid;
+		const EsCatalog *cat = es_catalog_if_installed();
+		Oid			relid = cat ? cat->publish_key_relid : InvalidOid;
 
 		key_len = 0;
-		key_relid = relid;
 		if (OidIsValid(relid))
 		{
 			Relation	rel = table_open(relid, AccessShareLock);
@@ -157,24 +151,11 @@ es_publish_verify(TransactionId xid, const char *message, Size size)
 	return pnstrdup(message + SIGNATURE_HEX + 1, size - SIGNATURE_HEX - 1);
 }
 
-/*
- * A topic or key: not empty, at most ES_MAX_ID_BYTES bytes.
- */
+/* A topic or key: an identifier (not empty, at most ES_MAX_ID_BYTES bytes). */
 static char *
 check_name(text *t, const char *what)
 {
-	int			len = VARSIZE_ANY_EXHDR(t);
-
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_ES_INVALID_MESSAGE),
-				 errmsg("%s must not be empty", what)));
-	if (len > ES_MAX_ID_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_ES_INVALID_MESSAGE),
-				 errmsg("%s is too long", what),
-				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
-	return text_to_cstring(t);
+	return text_to_cstring(es_check_identifier(PointerGetDatum(t), false, what));
 }
 
 /*

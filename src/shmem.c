@@ -44,7 +44,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "event_store.h"
+#include "internal.h"
 #include "pipeline.h"
 
 EsPipelineShared *es_pipeline = NULL;
@@ -278,6 +278,28 @@ es_require_pipeline(void)
 				 errdetail("The current wal_level is \"%s\".", GetConfigOption("wal_level", false, false)),
 				 errhint("Set wal_level = logical in postgresql.conf and restart the server.")));
 }
+
+/*
+ * Make sure this database has a pipeline worker (asking the launcher for
+ * one if not: a database restored from a base backup has no slot yet).
+ */
+void
+es_ensure_pipeline_worker(void)
+{
+	bool		have;
+
+	es_require_pipeline();
+	LWLockAcquire(es_pipeline_lock, LW_SHARED);
+	have = es_pipeline_find(MyDatabaseId) != NULL;
+	LWLockRelease(es_pipeline_lock);
+	if (!have && !es_pipeline_want(MyDatabaseId))
+		ereport(WARNING,
+				(errmsg("the event_store pipeline serves at most %d databases, and this one has no worker",
+						ES_MAX_PIPELINES),
+				 errdetail("The global log of this database is not ordered while every pipeline entry is taken."),
+				 errhint("Drop the extension from databases that do not need it.")));
+}
+
 
 /*
  * At commit: wake the worker of a database whose events changed, ask for a
@@ -614,6 +636,7 @@ es_pipeline_init(void)
 							NULL, NULL, NULL);
 
 	RegisterXactCallback(pipeline_xact_callback, NULL);
+	es_publish_init();
 	prev_process_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = es_process_utility;
 

@@ -18,7 +18,7 @@
  * a SELECT does.  The table is read by the functions only, for callers with
  * SELECT on event_store.events (a snapshot is derived from the events, and
  * its state may hold a protected field in clear: no role is granted SELECT
- * on it).  Writes go through SPI as the extension's owner (es_owner_begin),
+ * on it).  Writes go through SPI as the extension's owner (ES_RUN_AS_OWNER),
  * so that EXECUTE on save_snapshot and delete_snapshots is the right to call
  * them, and INSERT on event_store.snapshots the right of a load to write
  * one.
@@ -44,6 +44,9 @@
 #include "utils/snapmgr.h"
 
 #include "aggregate.h"
+#include "crypto.h"
+#include "read.h"
+#include "upcast.h"
 
 PG_FUNCTION_INFO_V1(event_store_save_snapshot);
 PG_FUNCTION_INFO_V1(event_store_load_snapshot);
@@ -55,37 +58,20 @@ PG_FUNCTION_INFO_V1(event_store_delete_snapshots);
 "VALUES ($1, $2, $3, $4, $5, $6, $7) " \
 "ON CONFLICT (stream_id, aggregate, generation, upcasters, version) "
 
-static const char *write_sql = SNAPSHOT_INSERT "DO NOTHING";
-static const char *replace_sql = SNAPSHOT_INSERT
-"DO UPDATE SET state = EXCLUDED.state, recorded_at = EXCLUDED.recorded_at, "
-"created_at = pg_catalog.now()";
+#define SNAPSHOT_TYPES TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID
 
-static const char *delete_sql =
-"DELETE FROM event_store.snapshots s "
-"WHERE ($1::pg_catalog.text IS NULL OR s.stream_id OPERATOR(pg_catalog.=) $1) "
-"AND ($2::pg_catalog.text IS NULL OR s.aggregate OPERATOR(pg_catalog.=) $2)";
+static EsStatement write_statement = ES_STATEMENT(SNAPSHOT_INSERT "DO NOTHING", 7, SNAPSHOT_TYPES);
+static EsStatement replace_statement = ES_STATEMENT(
+	SNAPSHOT_INSERT
+	"DO UPDATE SET state = EXCLUDED.state, recorded_at = EXCLUDED.recorded_at, "
+	"created_at = pg_catalog.now()",
+	7, SNAPSHOT_TYPES);
 
-static SPIPlanPtr write_plan = NULL;
-static SPIPlanPtr replace_plan = NULL;
-static SPIPlanPtr delete_plan = NULL;
-
-/*
- * Prepare a statement once per backend and keep it.
- */
-static SPIPlanPtr
-get_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*cache = plan;
-	}
-	return *cache;
-}
+static EsStatement delete_statement = ES_STATEMENT(
+	"DELETE FROM event_store.snapshots s "
+	"WHERE ($1::pg_catalog.text IS NULL OR s.stream_id OPERATOR(pg_catalog.=) $1) "
+	"AND ($2::pg_catalog.text IS NULL OR s.aggregate OPERATOR(pg_catalog.=) $2)",
+	2, TEXTOID, TEXTOID);
 
 /*
  * What the events a fold sees depend on, besides the aggregate: the upcaster
@@ -121,7 +107,7 @@ bool
 es_find_snapshot(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 				 int64 at_version, Snapshot snapshot, EsSnapshot *found)
 {
-	const EsAggCatalog *cat = es_agg_catalog();
+	const EsCatalog *cat = es_catalog();
 	Relation	rel = table_open(cat->snapshots_relid, AccessShareLock);
 	Relation	idx;
 	IndexScanDesc scan;
@@ -182,7 +168,7 @@ es_may_write_snapshots(void)
 {
 	if (XactReadOnly || RecoveryInProgress())
 		return false;
-	return pg_class_aclcheck(es_agg_catalog()->snapshots_relid, GetUserId(),
+	return pg_class_aclcheck(es_catalog()->snapshots_relid, GetUserId(),
 							 ACL_INSERT) == ACLCHECK_OK;
 }
 
@@ -193,10 +179,7 @@ es_may_write_snapshots(void)
 void
 es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *snap, bool replace)
 {
-	Oid			types[7] = {TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID};
 	Datum		values[7];
-	int			ret;
-	EsOwnerSave owner;
 
 	values[0] = PointerGetDatum(stream_id);
 	values[1] = PointerGetDatum(agg->name);
@@ -205,15 +188,10 @@ es_write_snapshot(text *stream_id, const EsAggregate *agg, const EsSnapshot *sna
 	values[4] = Int64GetDatum(snap->version);
 	values[5] = JsonbPGetDatum(snap->state);
 	values[6] = TimestampTzGetDatum(snap->recorded_at);
-	es_owner_begin(&owner);
 	SPI_connect();
-	ret = SPI_execute_plan(replace ? get_plan(&replace_plan, replace_sql, 7, types)
-						   : get_plan(&write_plan, write_sql, 7, types),
-						   values, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	es_run(replace ? &replace_statement : &write_statement, values, NULL, ES_RUN_AS_OWNER, 0,
+		   SPI_OK_INSERT);
 	SPI_finish();
-	es_owner_end(&owner);
 }
 
 /*
@@ -322,25 +300,17 @@ event_store_load_snapshot(PG_FUNCTION_ARGS)
 int64
 es_delete_snapshots(text *stream_id, text *aggregate)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 	char		nulls[2];
-	int			ret;
 	uint64		deleted;
-	EsOwnerSave owner;
 
 	values[0] = PointerGetDatum(stream_id);
 	nulls[0] = stream_id ? ' ' : 'n';
 	values[1] = PointerGetDatum(aggregate);
 	nulls[1] = aggregate ? ' ' : 'n';
-	es_owner_begin(&owner);
 	SPI_connect();
-	ret = SPI_execute_plan(get_plan(&delete_plan, delete_sql, 2, types), values, nulls, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	deleted = SPI_processed;
+	deleted = es_run(&delete_statement, values, nulls, ES_RUN_AS_OWNER, 0, SPI_OK_DELETE);
 	SPI_finish();
-	es_owner_end(&owner);
 	return (int64) deleted;
 }
 

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * upcast.c
- *	  Schema evolution: the upcaster registry, its per-backend cache, the
- *	  upcasting of events on every read path, and the C hook.
+ *	  Schema evolution: the upcaster registry's per-backend cache, the
+ *	  upcasting of events on every read path, and the C hook.  The
+ *	  functions that change the registry are in upcast_registry.c.
  *
  * An upcaster turns the data of an event of type T at schema version n into
  * version n + 1, optionally renaming the type; steps chain.  The registry
@@ -10,17 +11,16 @@
  * (the historic one inside logical decoding, which is why the table is a
  * user_catalog_table), into a per-backend hash table keyed by event type.
  * add_upcaster() and drop_upcaster() send a relcache invalidation for the
- * table, which every backend receives at commit; the cache is then rebuilt
- * on its next use.  With an empty registry and no hook, upcasting an event
+ * table, which every backend receives at commit (catalog.c calls
+ * invalidate_registry); the cache is then rebuilt on its next use.  With an empty registry and no hook, upcasting an event
  * costs one test of a flag.
  *
- * The registry is written by add_upcaster() and drop_upcaster() only, as the
- * extension's owner (es_owner_begin): nobody else has a right to write it,
- * so no row skips their checks or their invalidation.  A row the owner
- * writes by hand breaks only the events that need it (load_registry).
+ * The registry is written by add_upcaster() and drop_upcaster() only
+ * (upcast_registry.c), as the extension's owner: a row the owner writes by
+ * hand breaks only the events that need it (load_registry).
  *
- * Locking: add_upcaster() and drop_upcaster() take ShareRowExclusiveLock on
- * the registry, so that two sessions cannot both check and extend a chain.
+ * Locking: reads take AccessShareLock on the registry, as the catalog
+ * would.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,29 +48,28 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
-#include "event_store.h"
+#include "read.h"
+#include "upcast.h"
 
-PG_FUNCTION_INFO_V1(event_store_add_upcaster);
-PG_FUNCTION_INFO_V1(event_store_drop_upcaster);
 PG_FUNCTION_INFO_V1(event_store_current_schema_version);
 
 /* The public hook and what it does (event_store.h). */
 event_store_upcast_hook_type event_store_upcast_hook = NULL;
 uint64		event_store_upcast_hook_fingerprint = 0;
 
-/* Columns of event_store.upcasters. */
-#define Anum_upcasters_event_type		1
-#define Anum_upcasters_from_version		2
-#define Anum_upcasters_upcaster			3
-#define Anum_upcasters_to_event_type	4
-#define Natts_upcasters					4
+/* An upcaster: a plain function (data jsonb) RETURNS jsonb. */
+const EsFunctionShape es_upcaster_shape = {
+	"upcaster", "(data jsonb) RETURNS jsonb", 1, {JSONBOID}, JSONBOID
+};
 
 /* One step of a chain. */
 typedef struct UpcastStep
 {
 	int32		from_version;
 	Oid			fn;
-	bool		broken;			/* the function is missing or no longer fits */
+	char	   *signature;		/* as registered */
+	bool		missing;		/* the function no longer exists (dropped, renamed) */
+	bool		broken;			/* the step no longer fits (or is missing) */
 	FmgrInfo	flinfo;
 	char	   *to_type;		/* NULL: the type stays */
 } UpcastStep;
@@ -103,7 +102,6 @@ static HTAB *registry = NULL;
 static bool registry_valid = false;
 static uint64 registry_invalidations = 0;
 static bool registry_empty = true;
-static Oid	registry_relid = InvalidOid;
 static uint64 registry_fingerprint = 0;
 
 /* The entry of the last type looked up: streams repeat their types. */
@@ -117,30 +115,20 @@ static int	last_type_len = -1;
  * the steps it started with.
  */
 static void
-invalidate_registry(Datum arg, Oid relid)
+invalidate_registry(void)
 {
-	(void) arg;
-	if (relid == InvalidOid || relid == registry_relid)
-	{
-		registry_valid = false;
-		registry_invalidations++;
-	}
+	registry_valid = false;
+	registry_invalidations++;
 }
 
 /*
  * A function changed (CREATE OR REPLACE, DROP, ALTER): recheck the steps.
  */
 static void
-invalidate_registry_functions(Datum arg, int cacheid, uint32 hashvalue)
+invalidate_registry_functions(void)
 {
-	(void) arg;
-	(void) cacheid;
-	(void) hashvalue;
 	if (!registry_empty)
-	{
-		registry_valid = false;
-		registry_invalidations++;
-	}
+		invalidate_registry();
 }
 
 /*
@@ -149,19 +137,8 @@ invalidate_registry_functions(Datum arg, int cacheid, uint32 hashvalue)
 void
 es_upcast_init(void)
 {
-	CacheRegisterRelcacheCallback(invalidate_registry, (Datum) 0);
-	CacheRegisterSyscacheCallback(PROCOID, invalidate_registry_functions, (Datum) 0);
-}
-
-/*
- * The registry table's OID; InvalidOid when the extension is not installed.
- */
-static Oid
-lookup_registry_relid(void)
-{
-	Oid			nsp = get_namespace_oid("event_store", true);
-
-	return OidIsValid(nsp) ? get_relname_relid("upcasters", nsp) : InvalidOid;
+	ES_WATCH_RELATION(upcasters_relid, invalidate_registry);
+	es_watch_syscache(PROCOID, invalidate_registry_functions);
 }
 
 /*
@@ -181,37 +158,6 @@ type_entry(const char *event_type, bool create)
 		e->steps = NULL;
 	}
 	return e;
-}
-
-/*
- * Is fn still a function (jsonb) RETURNS jsonb?
- */
-static bool
-upcaster_fits(Oid fn)
-{
-	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	Form_pg_proc proc;
-	bool		fits;
-
-	if (!HeapTupleIsValid(tp))
-		return false;
-	proc = (Form_pg_proc) GETSTRUCT(tp);
-	fits = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
-		proc->prorettype == JSONBOID && !proc->proretset && proc->prokind == PROKIND_FUNCTION;
-	ReleaseSysCache(tp);
-	return fits;
-}
-
-/*
- * The function a stored signature names now, or InvalidOid: gone, or text
- * that is no signature of a function (jsonb).
- */
-static Oid
-resolve_signature(const char *signature)
-{
-	Oid			argtypes[1] = {JSONBOID};
-
-	return es_resolve_signature(signature, 1, argtypes);
 }
 
 /*
@@ -326,6 +272,7 @@ load_registry(void)
 	SysScanDesc scan;
 	HeapTuple	tuple;
 	MemoryContext old;
+	const EsCatalog *cat;
 
 	retire_registry_context();
 	registry = NULL;
@@ -334,8 +281,8 @@ load_registry(void)
 	registry_empty = true;
 	registry_fingerprint = 0;
 
-	registry_relid = lookup_registry_relid();
-	if (!OidIsValid(registry_relid))
+	cat = es_catalog_if_installed();
+	if (cat == NULL)
 	{
 		registry_valid = (invalidations == registry_invalidations);
 		return;
@@ -351,7 +298,7 @@ load_registry(void)
 						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	old = MemoryContextSwitchTo(registry_context);
-	rel = table_open(registry_relid, AccessShareLock);
+	rel = table_open(cat->upcasters_relid, AccessShareLock);
 	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
 	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
 	{
@@ -365,7 +312,7 @@ load_registry(void)
 		TypeEntry  *e;
 		UpcastStep *step;
 
-		heap_deform_tuple(tuple, RelationGetDescr(rel), v, n);
+		es_deform_row(tuple, RelationGetDescr(rel), Natts_upcasters, v, n);
 		if (n[Anum_upcasters_event_type - 1] || n[Anum_upcasters_from_version - 1] ||
 			n[Anum_upcasters_upcaster - 1])
 			continue;
@@ -375,7 +322,7 @@ load_registry(void)
 			continue;
 		signature = TextDatumGetCString(v[Anum_upcasters_upcaster - 1]);
 		/* the signature, resolved now: InvalidOid when the function is gone */
-		fn = resolve_signature(signature);
+		fn = es_resolve_function(signature, &es_upcaster_shape);
 		if (!n[Anum_upcasters_to_event_type - 1])
 			to_type = TextDatumGetCString(v[Anum_upcasters_to_event_type - 1]);
 
@@ -390,8 +337,10 @@ load_registry(void)
 		memset(step, 0, sizeof(UpcastStep));
 		step->from_version = from;
 		step->fn = fn;
+		step->signature = signature;
 		step->to_type = to_type;
-		step->broken = !OidIsValid(fn) || !upcaster_fits(fn) ||
+		step->missing = !OidIsValid(fn);
+		step->broken = step->missing || !es_function_fits(fn, &es_upcaster_shape) ||
 			(to_type != NULL && (to_type[0] == '\0' || strlen(to_type) > ES_MAX_ID_BYTES));
 		if (!step->broken)
 			fmgr_info_cxt(fn, &step->flinfo, registry_context);
@@ -556,10 +505,17 @@ upcast(EventStoreUpcastEvent *ev)
 		Jsonb	   *jb;
 
 		ctx.from_version = ev->schema_version;
+		if (step->missing)
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_UPCASTER_MISSING),
+					 errmsg("upcaster %s from schema version %d of event type \"%s\" does not exist",
+							step->signature, step->from_version, text_to_cstring(ev->event_type)),
+					 errdetail("The function was dropped or renamed after the step was registered."),
+					 errhint("Create the function again, or register a working step with event_store.drop_upcaster() and event_store.add_upcaster().")));
 		if (step->broken)
 			ereport(ERROR,
 					(errcode(ERRCODE_ES_UPCASTER_SIGNATURE),
-					 errmsg("the upcaster from schema version %d of event type \"%s\" is missing or no longer takes and returns jsonb",
+					 errmsg("the upcaster from schema version %d of event type \"%s\" no longer takes and returns jsonb",
 							step->from_version, text_to_cstring(ev->event_type)),
 					 errhint("Register a working step with event_store.drop_upcaster() and event_store.add_upcaster().")));
 		{
@@ -638,213 +594,6 @@ es_upcast_event(Datum *values, bool *nulls)
 	values[Anum_events_schema_version] = Int32GetDatum(ev.schema_version);
 	values[Anum_events_data] = JsonbPGetDatum(ev.data);
 	(void) nulls;
-}
-
-/*
- * Check that a function is (jsonb) RETURNS jsonb, and that the caller may
- * execute it.
- */
-static void
-check_upcaster_function(Oid fn)
-{
-	AclResult	acl;
-
-	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fn)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("function with OID %u does not exist", fn)));
-	if (!upcaster_fits(fn))
-		ereport(ERROR,
-				(errcode(ERRCODE_ES_UPCASTER_SIGNATURE),
-				 errmsg("upcaster %s must take one jsonb argument and return jsonb",
-						format_procedure(fn)),
-				 errhint("Write it as CREATE FUNCTION f(data jsonb) RETURNS jsonb.")));
-
-	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
-}
-
-/*
- * Run a query on the registry through SPI and return the first column of its
- * first row as an int8 (or -1 when there is none).  It reads with a snapshot
- * taken now, after the caller locked the registry, so that a change another
- * session committed while we waited for the lock is seen, whatever the
- * isolation level.
- */
-static int64
-registry_probe(const char *sql, int nargs, Oid *types, Datum *values)
-{
-	int64		result = -1;
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	if (SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not query event_store.upcasters");
-	if (SPI_processed > 0)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			result = DatumGetInt64(d);
-	}
-	return result;
-}
-
-/*
- * A step goes from version n to n + 1: n is between 1 and INT32_MAX - 1.
- */
-static void
-check_from_version(int32 from)
-{
-	if (from < 1 || from == PG_INT32_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("from_schema_version must be between 1 and %d", PG_INT32_MAX - 1),
-				 errdetail("Got %d.", from)));
-}
-
-/*
- * add_upcaster(event_type, from_schema_version, upcaster, to_event_type)
- * registers the step from version n to n + 1 of a type.  It must extend a
- * chain without a hole: n = 1, or version n of the type exists (a step to
- * it, of the type or renamed into it).  A step already registered for (type,
- * n) is a conflict: drop it first to replace it.
- */
-Datum
-event_store_add_upcaster(PG_FUNCTION_ARGS)
-{
-	text	   *type;
-	int32		from;
-	Oid			fn;
-	bool		renames = !PG_ARGISNULL(3);
-	Oid			types[2] = {TEXTOID, INT4OID};
-	Datum		args[2];
-	Oid			ins_types[4] = {TEXTOID, INT4OID, TEXTOID, TEXTOID};
-	Datum		ins[4];
-	char		ins_nulls[4] = {' ', ' ', ' ', ' '};
-	Relation	rel;
-	int64		current;
-	EsOwnerSave owner;
-
-	type = es_identifier_arg(fcinfo, 0, "event_type");
-	es_require_arg(fcinfo, 1, "from_schema_version");
-	es_require_arg(fcinfo, 2, "upcaster");
-	from = PG_GETARG_INT32(1);
-	fn = PG_GETARG_OID(2);
-	if (renames)
-		(void) es_identifier_arg(fcinfo, 3, "to_event_type");
-	check_from_version(from);
-	check_upcaster_function(fn);
-
-	if (!OidIsValid(lookup_registry_relid()))
-		(void) es_catalog();	/* says the extension is not installed */
-	rel = table_open(lookup_registry_relid(), ShareRowExclusiveLock);
-
-	/* the registry is written by its functions only, as its owner */
-	es_owner_begin(&owner);
-	SPI_connect();
-	args[0] = PointerGetDatum(type);
-	args[1] = Int32GetDatum(from);
-	if (registry_probe("SELECT 1::pg_catalog.int8 FROM event_store.upcasters "
-					   "WHERE event_type OPERATOR(pg_catalog.=) $1 "
-					   "AND from_schema_version OPERATOR(pg_catalog.=) $2",
-					   2, types, args) >= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_ES_UPCASTER_CONFLICT),
-				 errmsg("an upcaster from schema version %d of event type \"%s\" is already registered",
-						from, text_to_cstring(type)),
-				 errhint("Drop it with event_store.drop_upcaster() first to replace it.")));
-
-	/* the newest version of the type so far: where its steps, and renames into it, lead */
-	current = registry_probe("SELECT coalesce(pg_catalog.max(from_schema_version) OPERATOR(pg_catalog.+) 1, 1)::pg_catalog.int8 "
-							 "FROM event_store.upcasters "
-							 "WHERE event_type OPERATOR(pg_catalog.=) $1 "
-							 "OR to_event_type OPERATOR(pg_catalog.=) $1",
-							 1, types, args);
-	if (from > current)
-		ereport(ERROR,
-				(errcode(ERRCODE_ES_UPCASTER_CONFLICT),
-				 errmsg("upcaster from schema version %d of event type \"%s\" would leave a hole in its chain",
-						from, text_to_cstring(type)),
-				 errdetail("The chain of \"%s\" reaches schema version " INT64_FORMAT ".",
-						   text_to_cstring(type), current),
-				 errhint("Register the step from version " INT64_FORMAT " first.", current)));
-
-	ins[0] = PointerGetDatum(type);
-	ins[1] = Int32GetDatum(from);
-	ins[2] = CStringGetTextDatum(format_procedure_qualified(fn));
-	ins[3] = renames ? PG_GETARG_DATUM(3) : (Datum) 0;
-	ins_nulls[3] = renames ? ' ' : 'n';
-	if (SPI_execute_with_args("INSERT INTO event_store.upcasters "
-							  "(event_type, from_schema_version, upcaster, to_event_type) "
-							  "VALUES ($1, $2, $3, $4)",
-							  4, ins_types, ins, ins_nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not insert into event_store.upcasters");
-	SPI_finish();
-	es_owner_end(&owner);
-
-	CacheInvalidateRelcache(rel);
-	table_close(rel, NoLock);
-	PG_RETURN_VOID();
-}
-
-/*
- * drop_upcaster(event_type, from_schema_version): remove a step.  Only the
- * last step of a chain can go (removing another would leave a hole).
- * Returns whether there was one.
- */
-Datum
-event_store_drop_upcaster(PG_FUNCTION_ARGS)
-{
-	text	   *type = es_identifier_arg(fcinfo, 0, "event_type");
-	int32		from;
-	Oid			types[2] = {TEXTOID, INT4OID};
-	Datum		args[2];
-	Relation	rel;
-	int64		later;
-	bool		dropped;
-	EsOwnerSave owner;
-
-	es_require_arg(fcinfo, 1, "from_schema_version");
-	from = PG_GETARG_INT32(1);
-	check_from_version(from);
-	if (!OidIsValid(lookup_registry_relid()))
-		(void) es_catalog();
-	rel = table_open(lookup_registry_relid(), ShareRowExclusiveLock);
-
-	es_owner_begin(&owner);
-	SPI_connect();
-	args[0] = PointerGetDatum(type);
-	args[1] = Int32GetDatum(from);
-	/* a later step of the type, or of a type this step renames into, would be cut off */
-	later = registry_probe("SELECT 1::pg_catalog.int8 FROM event_store.upcasters u, event_store.upcasters s "
-						   "WHERE s.event_type OPERATOR(pg_catalog.=) $1 "
-						   "AND s.from_schema_version OPERATOR(pg_catalog.=) $2 "
-						   "AND u.event_type OPERATOR(pg_catalog.=) coalesce(s.to_event_type, s.event_type) "
-						   "AND u.from_schema_version OPERATOR(pg_catalog.=) ($2 OPERATOR(pg_catalog.+) 1)",
-						   2, types, args);
-	if (later >= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_ES_UPCASTER_CONFLICT),
-				 errmsg("upcaster from schema version %d of event type \"%s\" is not the last step of its chain",
-						from, text_to_cstring(type)),
-				 errhint("Drop the later steps first.")));
-	if (SPI_execute_with_args("DELETE FROM event_store.upcasters "
-							  "WHERE event_type OPERATOR(pg_catalog.=) $1 "
-							  "AND from_schema_version OPERATOR(pg_catalog.=) $2",
-							  2, types, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not delete from event_store.upcasters");
-	dropped = SPI_processed > 0;
-	SPI_finish();
-	es_owner_end(&owner);
-
-	CacheInvalidateRelcache(rel);
-	table_close(rel, NoLock);
-	PG_RETURN_BOOL(dropped);
 }
 
 /*

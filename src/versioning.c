@@ -63,16 +63,16 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/uuid.h"
 
-#include "event_store.h"
+#include "crypto.h"
+#include "pipeline.h"
 #include "projection.h"
+#include "upcast.h"
+#include "write.h"
 
 PG_FUNCTION_INFO_V1(event_store_version_events);
 PG_FUNCTION_INFO_V1(event_store_refuse_change);
-
-/* The event table and its indexes; reset by relcache invalidation. */
-static EsCatalog catalog;
-static bool catalog_valid = false;
 
 /* The locks of the stream and of the event id being appended (locks.c). */
 static EsLock stream_lock;
@@ -95,21 +95,6 @@ typedef enum DuplicateCheck
 	EVENT_ID_SAME_EVENT,
 	EVENT_ID_OTHER_EVENT
 } DuplicateCheck;
-
-/*
- * Forget the cached OIDs when the event table or one of its indexes changes
- * (or when every relcache entry is invalidated).
- */
-static void
-invalidate_catalog(Datum arg, Oid relid)
-{
-	(void) arg;
-	if (relid == InvalidOid || relid == catalog.events_relid ||
-		relid == catalog.stream_index || relid == catalog.event_id_index ||
-		relid == catalog.log_relid || relid == catalog.log_pkey ||
-		relid == catalog.log_category_index || relid == catalog.log_type_index)
-		catalog_valid = false;
-}
 
 /*
  * Reset the per-transaction state when the top-level transaction ends.
@@ -138,79 +123,7 @@ versioning_xact_callback(XactEvent event, void *arg)
 void
 es_versioning_init(void)
 {
-	CacheRegisterRelcacheCallback(invalidate_catalog, (Datum) 0);
 	RegisterXactCallback(versioning_xact_callback, NULL);
-}
-
-/*
- * The OIDs of the event table and its two unique indexes, and of the global
- * log and its indexes, looked up once per backend (and again after a
- * relcache invalidation touching them).
- */
-const EsCatalog *
-es_catalog(void)
-{
-	if (!catalog_valid)
-	{
-		Oid			nsp = get_namespace_oid("event_store", true);
-		EsCatalog	c;
-
-		c.events_relid = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
-		c.stream_index = OidIsValid(nsp) ? get_relname_relid("events_pkey", nsp) : InvalidOid;
-		c.event_id_index = OidIsValid(nsp) ? get_relname_relid("events_event_id_key", nsp) : InvalidOid;
-		c.log_relid = OidIsValid(nsp) ? get_relname_relid("global_log", nsp) : InvalidOid;
-		c.log_pkey = OidIsValid(nsp) ? get_relname_relid("global_log_pkey", nsp) : InvalidOid;
-		c.log_category_index = OidIsValid(nsp) ? get_relname_relid("global_log_category_idx", nsp) : InvalidOid;
-		c.log_type_index = OidIsValid(nsp) ? get_relname_relid("global_log_event_type_idx", nsp) : InvalidOid;
-		if (!OidIsValid(c.events_relid) || !OidIsValid(c.stream_index) ||
-			!OidIsValid(c.event_id_index) || !OidIsValid(c.log_relid) ||
-			!OidIsValid(c.log_pkey) || !OidIsValid(c.log_category_index) ||
-			!OidIsValid(c.log_type_index))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("extension \"event_store\" is not installed in this database"),
-					 errhint("Run CREATE EXTENSION event_store.")));
-		{
-			HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(c.events_relid));
-
-			if (!HeapTupleIsValid(tp))
-				elog(ERROR, "cache lookup failed for relation %u", c.events_relid);
-			c.owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
-			ReleaseSysCache(tp);
-		}
-		catalog = c;
-		catalog_valid = true;
-	}
-	return &catalog;
-}
-
-/*
- * Validate an identifier (a stream id, an event type, an aggregate's name, a
- * subject): not NULL, not empty, not longer than ES_MAX_ID_BYTES.  Returns it
- * detoasted.
- */
-text *
-es_check_identifier(Datum value, bool isnull, const char *what)
-{
-	text	   *t;
-	int			len;
-
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-	t = DatumGetTextPP(value);
-	len = VARSIZE_ANY_EXHDR(t);
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	if (len > ES_MAX_ID_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is too long", what),
-				 errdetail("It has %d bytes; at most %d are allowed.", len, ES_MAX_ID_BYTES)));
-	return t;
 }
 
 /*
@@ -354,11 +267,10 @@ event_id_lock_key(Datum event_id)
 }
 
 /*
- * Find the newest event of a stream visible to the snapshot.  With a dirty
- * snapshot, finding a row of a transaction still in progress returns false
- * with *wait_for set to that transaction (which the caller waits for,
- * holding no lock of ours, before it probes again); other snapshots never
- * find one, and wait_for may be NULL.
+ * Find the newest event of a stream: visible to the (MVCC) snapshot, or,
+ * without one, settled (es_read_settled: a row of a transaction still in
+ * progress returns false with *wait_for set to that transaction, which the
+ * caller waits for, holding no lock of ours, before it probes again).
  */
 static bool
 probe_head(Relation events, Relation stream_index, text *stream_id,
@@ -366,23 +278,21 @@ probe_head(Relation events, Relation stream_index, text *stream_id,
 {
 	TupleTableSlot *slot = table_slot_create(events, NULL);
 	ScanKeyData key;
-	IndexScanDesc scan;
 	bool		found;
 
-	if (snapshot->snapshot_type == SNAPSHOT_DIRTY)
-		InitDirtySnapshot(*snapshot);
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
-	scan = index_beginscan(events, stream_index, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	found = index_getnext_slot(scan, BackwardScanDirection, slot);
-	if (found && snapshot->snapshot_type == SNAPSHOT_DIRTY &&
-		(TransactionIdIsValid(snapshot->xmin) || TransactionIdIsValid(snapshot->xmax)))
+	if (snapshot == NULL)
+		found = es_read_settled(events, stream_index, &key, 1, BackwardScanDirection, false,
+								slot, wait_for);
+	else
 	{
-		/* inserted, or being deleted (a superuser's doing), by a transaction in progress */
-		*wait_for = TransactionIdIsValid(snapshot->xmin) ? snapshot->xmin : snapshot->xmax;
-		found = false;
+		IndexScanDesc scan = index_beginscan(events, stream_index, snapshot, 1, 0);
+
+		index_rescan(scan, &key, 1, NULL, 0);
+		found = index_getnext_slot(scan, BackwardScanDirection, slot);
+		index_endscan(scan);
 	}
-	else if (found)
+	if (found)
 	{
 		bool		isnull;
 		bool		should_free;
@@ -395,14 +305,13 @@ probe_head(Relation events, Relation stream_index, text *stream_id,
 		if (should_free)
 			heap_freetuple(tuple);
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	if (!found)
+	else
 	{
 		head->version = 0;
 		head->recorded_at = DT_NOBEGIN;
 		head->xmin = InvalidTransactionId;
 	}
+	ExecDropSingleTupleTableSlot(slot);
 	return found;
 }
 
@@ -416,7 +325,7 @@ es_stream_head(Relation events, Relation stream_index, text *stream_id,
 {
 	StreamHead	head;
 
-	Assert(snapshot->snapshot_type != SNAPSHOT_DIRTY);
+	Assert(snapshot != NULL);
 	probe_head(events, stream_index, stream_id, snapshot, &head, NULL);
 	if (recorded_at)
 		*recorded_at = head.recorded_at;
@@ -424,33 +333,20 @@ es_stream_head(Relation events, Relation stream_index, text *stream_id,
 }
 
 /*
- * Find an event by id with a dirty snapshot; on success the slot holds a
- * materialised copy of the row.  A row of a transaction in progress is not
- * found: *wait_for is set to that transaction instead.
+ * Find an event by id, settled (es_read_settled); on success the slot holds
+ * a materialised copy of the row.  A row of a transaction in progress is
+ * not found: *wait_for is set to that transaction instead.
  */
 static bool
 find_event_by_id(Relation events, Datum event_id, TupleTableSlot *slot,
 				 TransactionId *wait_for)
 {
 	Relation	idx = index_open(es_catalog()->event_id_index, AccessShareLock);
-	SnapshotData dirty;
 	ScanKeyData key;
-	IndexScanDesc scan;
 	bool		found;
 
-	InitDirtySnapshot(dirty);
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, event_id);
-	scan = index_beginscan(events, idx, &dirty, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	if (found && (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax)))
-	{
-		*wait_for = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
-		found = false;
-	}
-	else if (found)
-		ExecMaterializeSlot(slot);
-	index_endscan(scan);
+	found = es_read_settled(events, idx, &key, 1, ForwardScanDirection, false, slot, wait_for);
 	index_close(idx, AccessShareLock);
 	return found;
 }
@@ -531,6 +427,20 @@ es_report_wrong_version(text *stream_id, int64 actual, int64 expected)
 }
 
 /*
+ * A schema version is at least 1 (the trigger, and append_events for the
+ * elements of a batch).
+ */
+void
+es_check_schema_version(int32 schema_version)
+{
+	if (schema_version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema_version must be at least 1"),
+				 errdetail("Got %d.", schema_version)));
+}
+
+/*
  * BEFORE INSERT FOR EACH ROW on event_store.events: validate the event, fill
  * in what the INSERT left out, skip a re-sent event, check the expected
  * version and assign the stream version.
@@ -548,7 +458,6 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	Jsonb	   *data;
 	int32		schema_version;
 	Relation	stream_index;
-	SnapshotData dirty;
 	StreamHead	head;
 	bool		exists = false;
 	DuplicateCheck duplicate = EVENT_ID_NEW;
@@ -615,11 +524,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 		nulls[Anum_events_schema_version - 1] = false;
 	}
 	schema_version = DatumGetInt32(values[Anum_events_schema_version - 1]);
-	if (schema_version < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("schema_version must be at least 1"),
-				 errdetail("Got %d.", schema_version)));
+	es_check_schema_version(schema_version);
 
 	if (!nulls[Anum_events_stream_version - 1] &&
 		DatumGetInt64(values[Anum_events_stream_version - 1]) < 1)
@@ -633,7 +538,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	/* the previous row's event id lock: that row is in the index now */
 	es_lock_release(&event_id_lock);
 
-	/* encrypt protected fields (crypto.c); `data` stays in clear for the idempotency check */
+	/* encrypt protected fields (crypto_fields.c); `data` stays in clear for the idempotency check */
 	es_protect_event(values, nulls);
 
 	/*
@@ -643,7 +548,6 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	 * of the stream or with the id, is waited for without our locks, then
 	 * everything is checked again.
 	 */
-	InitDirtySnapshot(dirty);
 	for (;;)
 	{
 		TransactionId wait_for = InvalidTransactionId;
@@ -660,7 +564,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 		if (!TransactionIdIsValid(wait_for) && duplicate == EVENT_ID_NEW)
 		{
 			stream_index = index_open(es_catalog()->stream_index, AccessShareLock);
-			exists = probe_head(events, stream_index, stream_id, &dirty, &head, &wait_for);
+			exists = probe_head(events, stream_index, stream_id, NULL, &head, &wait_for);
 			index_close(stream_index, AccessShareLock);
 		}
 		if (!TransactionIdIsValid(wait_for))

@@ -31,12 +31,10 @@
  * missing from the log, by (recorded_at, stream_id, stream_version), after
  * the existing positions.  Their commit order is not known any more.
  *
- * Memory: the buffer holds, per event, its stream id, version and type, for
- * at most SPILL_EVENTS events (about 1 MB with short ids); beyond that the
- * events are appended to a temporary file and read back in order when their
- * positions are written, so that no transaction's size bounds the worker.
- * The reorder buffer spills transactions larger than
- * logical_decoding_work_mem to disk itself.
+ * Memory: the round's events are buffered by worker_buffer.c, bounded in
+ * memory (beyond 10,000 events they go to a temporary file), so that no
+ * transaction's size bounds the worker.  The reorder buffer spills
+ * transactions larger than logical_decoding_work_mem to disk itself.
  *
  * Locking: RowExclusiveLock on global_log while a round's positions are
  * written (a DROP EXTENSION waits at most for one round); the replication
@@ -79,201 +77,30 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "event_store.h"
+#include "crypto.h"
+#include "internal.h"
 #include "pipeline.h"
 #include "projection.h"
+#include "read.h"
 
-/* One buffered event. */
-typedef struct BufEvent
-{
-	Oid			relid;			/* event_store.events as decoded */
-	text	   *stream_id;
-	int64		stream_version;
-	text	   *event_type;
-} BufEvent;
 
-/* One buffered committed transaction: events [first, first + n). */
-typedef struct BufTxn
-{
-	TransactionId xid;			/* top-level */
-	XLogRecPtr	end_lsn;
-	XLogRecPtr	commit_lsn;
-	TimestampTz commit_time;
-	int64		first;
-	int64		n;
-} BufTxn;
+/* The statements of a round (as the worker's role). */
+static EsStatement log_head = ES_STATEMENT(
+	"SELECT COALESCE(pg_catalog.max(global_position), 0) FROM event_store.global_log",
+	0, InvalidOid);
 
-/*
- * The events of a round, numbered from 0 in decoding order.  Memory holds
- * at most SPILL_EVENTS of them: before more arrive (one large transaction
- * delivers all of its events at its commit), those in memory are appended
- * to a temporary file, so that the worker's memory stays bounded whatever
- * the transaction's size; the first `nspilled` events are read back from
- * the file, in order, when their positions are written.
- */
-#define SPILL_EVENTS	10000
+static EsStatement log_insert = ES_STATEMENT(
+	"INSERT INTO event_store.global_log "
+	"  (global_position, stream_id, stream_version, category, event_type, commit_lsn) "
+	"VALUES ($1, $2, $3, $4, $5, $6) "
+	"ON CONFLICT (stream_id, stream_version) DO NOTHING",
+	6, INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, PG_LSNOID);
 
-typedef struct DecodeBuffer
-{
-	MemoryContext context;		/* the transactions */
-	MemoryContext events_context;	/* the events in memory, and their texts */
-	BufEvent   *events;			/* events [nspilled, nspilled + nevents) */
-	int			nevents;
-	int			maxevents;
-	int64		nspilled;
-	BufFile    *spill;
-	BufTxn	   *txns;
-	int			ntxns;
-	int			maxtxns;
-	int64		txn_first;		/* first event of the transaction being decoded */
-} DecodeBuffer;
-
-/* Events buffered in the round, in memory and spilled. */
-#define BUF_TOTAL()		(buf.nspilled + buf.nevents)
-
-static DecodeBuffer buf;
 static EsPipelineDb *my_entry = NULL;
 static char my_name[NAMEDATALEN];
-static SPIPlanPtr insert_plan = NULL;
 static void worker_loop(void) pg_attribute_noreturn();
 static MemoryContext round_context = NULL;	/* reset after each decoded record */
 static MemoryContext apply_context = NULL;	/* reset after each event whose position is written */
-
-static void
-spill_write(const void *p, size_t len)
-{
-	BufFileWrite(buf.spill, (void *) p, len);
-}
-
-/* Move the events in memory to the end of the spill file. */
-static void
-spill_events(void)
-{
-	int			i;
-
-	if (buf.spill == NULL)
-	{
-		ResourceOwner save = CurrentResourceOwner;
-		MemoryContext old = MemoryContextSwitchTo(buf.context);
-
-		/* the file lives across the round's transactions: no transaction owns it */
-		CurrentResourceOwner = NULL;
-		buf.spill = BufFileCreateTemp(true);
-		CurrentResourceOwner = save;
-		MemoryContextSwitchTo(old);
-	}
-	for (i = 0; i < buf.nevents; i++)
-	{
-		BufEvent   *e = &buf.events[i];
-		uint32		slen = VARSIZE_ANY_EXHDR(e->stream_id);
-		uint32		tlen = VARSIZE_ANY_EXHDR(e->event_type);
-
-		spill_write(&e->relid, sizeof(e->relid));
-		spill_write(&e->stream_version, sizeof(e->stream_version));
-		spill_write(&slen, sizeof(slen));
-		spill_write(VARDATA_ANY(e->stream_id), slen);
-		spill_write(&tlen, sizeof(tlen));
-		spill_write(VARDATA_ANY(e->event_type), tlen);
-	}
-	buf.nspilled += buf.nevents;
-	buf.nevents = 0;
-	MemoryContextReset(buf.events_context);
-	buf.events = MemoryContextAlloc(buf.events_context, sizeof(BufEvent) * buf.maxevents);
-}
-
-/* Read back the next spilled event into *e (its texts palloc'd in the current context). */
-static void
-spill_read(BufEvent *e)
-{
-	uint32		len;
-
-	if (BufFileRead(buf.spill, &e->relid, sizeof(e->relid)) != sizeof(e->relid) ||
-		BufFileRead(buf.spill, &e->stream_version, sizeof(e->stream_version)) != sizeof(e->stream_version) ||
-		BufFileRead(buf.spill, &len, sizeof(len)) != sizeof(len))
-		elog(ERROR, "event_store pipeline: could not read the spilled events");
-	e->stream_id = palloc(VARHDRSZ + len);
-	SET_VARSIZE(e->stream_id, VARHDRSZ + len);
-	if (BufFileRead(buf.spill, VARDATA(e->stream_id), len) != len ||
-		BufFileRead(buf.spill, &len, sizeof(len)) != sizeof(len))
-		elog(ERROR, "event_store pipeline: could not read the spilled events");
-	e->event_type = palloc(VARHDRSZ + len);
-	SET_VARSIZE(e->event_type, VARHDRSZ + len);
-	if (BufFileRead(buf.spill, VARDATA(e->event_type), len) != len)
-		elog(ERROR, "event_store pipeline: could not read the spilled events");
-}
-
-/* Sink: one event of the transaction being committed. */
-static void
-sink_event(void *arg, ReorderBufferTXN *txn, Oid relid, text *stream_id,
-		   int64 stream_version, text *event_type)
-{
-	MemoryContext old;
-	BufEvent   *e;
-
-	(void) arg;
-	(void) txn;
-	if (buf.nevents == SPILL_EVENTS)
-		spill_events();
-	old = MemoryContextSwitchTo(buf.events_context);
-	if (buf.nevents == buf.maxevents)
-	{
-		buf.maxevents *= 2;
-		buf.events = repalloc_huge(buf.events, sizeof(BufEvent) * buf.maxevents);
-	}
-	e = &buf.events[buf.nevents++];
-	e->relid = relid;
-	e->stream_id = palloc(VARSIZE_ANY(stream_id));
-	memcpy(e->stream_id, stream_id, VARSIZE_ANY(stream_id));
-	e->stream_version = stream_version;
-	e->event_type = palloc(VARSIZE_ANY(event_type));
-	memcpy(e->event_type, event_type, VARSIZE_ANY(event_type));
-	MemoryContextSwitchTo(old);
-}
-
-/* Sink: a transaction committed; its events (if any) form one BufTxn. */
-static void
-sink_commit(void *arg, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
-{
-	(void) arg;
-	if (BUF_TOTAL() > buf.txn_first)
-	{
-		BufTxn	   *t;
-
-		if (buf.ntxns == buf.maxtxns)
-		{
-			buf.maxtxns *= 2;
-			buf.txns = repalloc_huge(buf.txns, sizeof(BufTxn) * buf.maxtxns);
-		}
-		t = &buf.txns[buf.ntxns++];
-		t->xid = txn->xid;
-		t->end_lsn = txn->end_lsn;
-		t->commit_lsn = commit_lsn;
-		t->commit_time = txn->xact_time.commit_time;
-		t->first = buf.txn_first;
-		t->n = BUF_TOTAL() - buf.txn_first;
-	}
-	buf.txn_first = BUF_TOTAL();
-}
-
-static EsDecoderSink sink = {sink_event, sink_commit, NULL};
-
-static void
-buffer_reset(void)
-{
-	if (buf.spill != NULL)
-	{
-		BufFileClose(buf.spill);
-		buf.spill = NULL;
-	}
-	MemoryContextReset(buf.context);
-	MemoryContextReset(buf.events_context);
-	buf.maxevents = 1024;
-	buf.events = MemoryContextAlloc(buf.events_context, sizeof(BufEvent) * buf.maxevents);
-	buf.maxtxns = 256;
-	buf.txns = MemoryContextAlloc(buf.context, sizeof(BufTxn) * buf.maxtxns);
-	buf.nevents = buf.ntxns = 0;
-	buf.nspilled = buf.txn_first = 0;
-}
 
 /* Record an error for the health view. */
 static void
@@ -530,11 +357,11 @@ static void
 apply_buffer(void)
 {
 	XLogRecPtr	done = replorigin_session_get_progress(false);
-	Oid			nsp;
-	Oid			relid;
+	const EsCatalog *cat;
 	int64		next;
-	BufTxn	   *last = NULL;
+	const EsBufTxn *last = NULL;
 	bool		isnull;
+	int			ntxns = es_buffer_ntxns();
 	int			t;
 	MemoryContext spi_context;
 
@@ -548,10 +375,14 @@ apply_buffer(void)
 	 * position would pass this one for good.  Waited for without a snapshot,
 	 * so that a long wait holds back nothing.
 	 */
-	for (t = 0; t < buf.ntxns; t++)
-		if (buf.txns[t].end_lsn > done && TransactionIdIsValid(buf.txns[t].xid) &&
-			TransactionIdIsInProgress(buf.txns[t].xid))
-			XactLockTableWait(buf.txns[t].xid, NULL, NULL, XLTW_None);
+	for (t = 0; t < ntxns; t++)
+	{
+		const EsBufTxn *txn = es_buffer_txn(t);
+
+		if (txn->end_lsn > done && TransactionIdIsValid(txn->xid) &&
+			TransactionIdIsInProgress(txn->xid))
+			XactLockTableWait(txn->xid, NULL, NULL, XLTW_None);
+	}
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!extension_installed())
@@ -559,56 +390,31 @@ apply_buffer(void)
 		PopActiveSnapshot();
 		shut_down_for_dropped_extension();
 	}
-	nsp = get_namespace_oid("event_store", false);
-	relid = get_relname_relid("events", nsp);
+	cat = es_catalog();
 
 	SPI_connect();
 	spi_context = CurrentMemoryContext;
-	if (SPI_execute("SELECT COALESCE(pg_catalog.max(global_position), 0) "
-					"FROM event_store.global_log", true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "event_store pipeline: could not read the head of the global log");
+	es_run(&log_head, NULL, NULL, ES_RUN_READ_ONLY, 1, SPI_OK_SELECT);
 	next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) + 1;
 
-	if (insert_plan == NULL)
+	es_buffer_rewind();
+	for (t = 0; t < ntxns; t++)
 	{
-		Oid			types[6] = {INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, PG_LSNOID};
-
-		insert_plan = SPI_prepare("INSERT INTO event_store.global_log "
-								  "  (global_position, stream_id, stream_version, category, event_type, commit_lsn) "
-								  "VALUES ($1, $2, $3, $4, $5, $6) "
-								  "ON CONFLICT (stream_id, stream_version) DO NOTHING",
-								  6, types);
-		if (insert_plan == NULL || SPI_keepplan(insert_plan) != 0)
-			elog(ERROR, "event_store pipeline: could not prepare the global log insert");
-	}
-
-	if (buf.spill != NULL && BufFileSeek(buf.spill, 0, 0, SEEK_SET) != 0)
-		elog(ERROR, "event_store pipeline: could not rewind the spilled events");
-	for (t = 0; t < buf.ntxns; t++)
-	{
-		BufTxn	   *txn = &buf.txns[t];
+		const EsBufTxn *txn = es_buffer_txn(t);
 		int64		i;
 
 		for (i = txn->first; i < txn->first + txn->n; i++)
 		{
-			BufEvent	spilled;
-			BufEvent   *e;
+			const EsBufEvent *e;
 			Datum		values[6];
-			int			ret;
 
 			MemoryContextReset(apply_context);
 			MemoryContextSwitchTo(apply_context);
-			if (i < buf.nspilled)
-			{
-				spill_read(&spilled);	/* read in order, also what is skipped below */
-				e = &spilled;
-			}
-			else
-				e = &buf.events[i - buf.nspilled];
+			e = es_buffer_event(i); /* read in order, also what is skipped below */
 			MemoryContextSwitchTo(spi_context);
 			if (txn->end_lsn <= done)
 				continue;		/* ordered before a crash: at-least-once delivery */
-			if (e->relid != relid)
+			if (e->relid != cat->events_relid)
 				continue;		/* an event of a dropped incarnation of the extension */
 			values[0] = Int64GetDatum(next);
 			values[1] = PointerGetDatum(e->stream_id);
@@ -619,11 +425,7 @@ apply_buffer(void)
 			MemoryContextSwitchTo(spi_context);
 			values[4] = PointerGetDatum(e->event_type);
 			values[5] = LSNGetDatum(txn->commit_lsn);
-			ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
-			if (ret != SPI_OK_INSERT)
-				elog(ERROR, "event_store pipeline: could not insert into the global log: %s",
-					 SPI_result_code_string(ret));
-			if (SPI_processed == 1)
+			if (es_run(&log_insert, values, NULL, 0, 0, SPI_OK_INSERT) == 1)
 				next++;			/* else already in the log (a rebuild): no position */
 		}
 		if (txn->end_lsn > done)
@@ -672,7 +474,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 
 	if (XLogRecPtrIsInvalid(start) || start < end_of_wal)
 	{
-		buffer_reset();
+		es_buffer_reset();
 		es_worker_begin();
 		MemoryContextSwitchTo(round_context);
 		old_owner = CurrentResourceOwner;
@@ -696,7 +498,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 				LogicalDecodingProcessRecord(ctx, ctx->reader);
 			MemoryContextReset(round_context);
 			CurrentResourceOwner = old_owner;
-			if (BUF_TOTAL() >= es_pipeline_batch_events)
+			if (es_buffer_nevents() >= es_pipeline_batch_events)
 			{
 				more = true;
 				break;
@@ -707,7 +509,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 		MemoryContextSwitchTo(TopTransactionContext);
 		CommitTransactionCommand();
 
-		if (buf.ntxns > 0)
+		if (es_buffer_ntxns() > 0)
 			apply_buffer();
 		else
 		{
@@ -730,7 +532,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 		CommitTransactionCommand();
 	}
 
-	/* forgotten keys: overwritten once their forget has committed (crypto.c) */
+	/* forgotten keys: overwritten once their forget has committed (crypto_forget.c) */
 	{
 		bool		scrub;
 
@@ -808,15 +610,11 @@ event_store_worker_main(Datum arg)
 							PGC_SUSET, PGC_S_OVERRIDE);
 	}
 
-	buf.context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline buffer",
-										ALLOCSET_DEFAULT_SIZES);
-	buf.events_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline events",
-											   ALLOCSET_DEFAULT_SIZES);
+	es_buffer_init();
 	apply_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline apply",
 										  ALLOCSET_SMALL_SIZES);
 	round_context = AllocSetContextCreate(TopMemoryContext, "event_store pipeline record",
 										  ALLOCSET_DEFAULT_SIZES);
-	buffer_reset();
 
 	PG_TRY();
 	{
@@ -912,7 +710,7 @@ worker_loop(void)
 	}
 	CommitTransactionCommand();
 	XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
-	es_decoder_sink = &sink;
+	es_decoder_sink = &es_buffer_sink;
 
 	ereport(LOG,
 			(errmsg("event_store pipeline started for database %u", MyDatabaseId)));

@@ -1,0 +1,98 @@
+/*-------------------------------------------------------------------------
+ *
+ * read.h
+ *	  The read path: the one read engine (scan.c) behind every reader --
+ *	  read_stream, read_all (read.c), aggregates, projections -- and the
+ *	  presentation every event passes through on its way out.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EVENT_STORE_READ_H
+#define EVENT_STORE_READ_H
+
+#include "internal.h"
+
+#include "datatype/timestamp.h"
+#include "utils/array.h"
+
+/*
+ * Turn a stored event (values/nulls: an event_store.event) into what
+ * readers are handed: decrypted, then upcast.  Every read path calls it.
+ */
+extern void es_present_event(Datum *values, bool *nulls);
+
+/*
+ * decoder.c: true while the output plugin has es_present_event() present an
+ * event, i.e. inside logical decoding, under a historic catalog snapshot:
+ * there only catalog tables (and tables marked user_catalog_table) may be
+ * read, and nothing may be written.  Presentation steps that read other
+ * tables must take another path (a cache) when it is set.
+ */
+extern bool es_presenting_in_decoding;
+
+/* The caller's SELECT right on a table read directly, and no row-level security on it. */
+extern void es_check_read_access(Relation rel);
+
+/* scan.c: the stream scan, through the primary key of the event table */
+typedef struct EsStreamScan
+{
+	Relation	events;
+	Relation	index;
+	struct IndexScanDescData *scan;
+	struct TupleTableSlot *slot;
+	ScanDirection dir;
+	bool		has_as_of;
+	TimestampTz as_of;
+	int64		remaining;		/* events still to return; -1: no limit */
+	MemoryContext cxt;			/* where the scan lives (the index AM's state) */
+	MemoryContext row_context;	/* what presenting the current event allocated */
+	Datum		values[Natts_event];	/* the current event_store.event */
+	bool		nulls[Natts_event];
+} EsStreamScan;
+
+extern EsStreamScan *es_stream_scan_begin(text *stream_id, int64 lower, int64 upper,
+										  bool backwards, const TimestampTz *as_of,
+										  int64 max_count, Snapshot snapshot);
+extern bool es_stream_scan_next(EsStreamScan *s);
+extern void es_stream_scan_end(EsStreamScan *s);
+
+/* scan.c: the log scan, through the global log's indexes */
+typedef struct EsLogScan
+{
+	Relation	log;
+	Relation	events;
+	Relation	log_index;
+	Relation	events_index;
+	Snapshot	snapshot;
+	int			nsubs;
+	struct LogSubScan *subs;	/* one ordered index scan per category or type */
+	bool		filter_types;	/* check the rows' types against `types` */
+	int			ntypes;
+	text	  **types;			/* sorted, distinct */
+	struct IndexScanDescData *event_scan;	/* the events' primary key, rescanned per row */
+	struct TupleTableSlot *event_slot;
+	bool		started;
+	bool		ended;
+	bool		blocked;		/* ended before a position whose event it cannot see */
+	int64		remaining;		/* events still to return; -1: no limit */
+	int64		position;		/* of the last event returned (at first: `after`) */
+	bool		have_current;	/* `current` identifies the row being fetched */
+	struct
+	{
+		int64		position;
+		Datum		stream_id;
+		int64		stream_version;
+	}			current;		/* the row being fetched and presented, then returned */
+	MemoryContext cxt;			/* where the scan lives */
+	MemoryContext row_context;	/* what presenting the current event allocated */
+	Datum		values[Natts_event];	/* the current event_store.event */
+	bool		nulls[Natts_event];
+} EsLogScan;
+
+extern EsLogScan *es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
+									int64 max_count, Snapshot snapshot);
+extern bool es_log_scan_next(EsLogScan *s);
+extern void es_log_scan_end(EsLogScan *s);
+extern int64 es_log_head(Snapshot snapshot);
+extern int64 es_latest_log_head(void);
+#endif							/* EVENT_STORE_READ_H */

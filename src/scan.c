@@ -1,0 +1,464 @@
+/*-------------------------------------------------------------------------
+ *
+ * scan.c
+ *	  The read engine: the stream scan and the log scan behind every reader
+ *	  (read_stream, read_all, aggregates, projections), and the
+ *	  presentation each event passes through on its way out.
+ *
+ * Both scans are direct index scans with the caller's snapshot, no SQL in
+ * between, one row in memory at a time: what presenting a row allocates
+ * lives in the scan's row context, reset before the next row, so a reader
+ * of a million events holds one.  The stream scan reads a stream through
+ * the primary key (stream_id, stream_version) of event_store.events.  The
+ * log scan reads event_store.global_log in position order through its
+ * primary key, or, filtered, through the (category, global_position) and
+ * (event_type, global_position) indexes (one ordered index scan per
+ * category or type, merged by position), and fetches each event through
+ * the event table's primary key.  Every event passes es_present_event().
+ *
+ * Because they bypass the executor, the scans check the current role's
+ * SELECT right on the tables they read and refuse to run where row-level
+ * security would apply (es_check_read_access).
+ *
+ * Positions are committed by the pipeline worker in increasing order, in
+ * one transaction per batch, so a snapshot sees a prefix of the log: a
+ * reader that passes the last position it saw never skips an event.
+ *
+ * Locking: AccessShareLock on the tables and indexes, as a SELECT takes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_type.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
+
+#include "crypto.h"
+#include "read.h"
+#include "upcast.h"
+
+/*
+ * The caller must be allowed to SELECT from a table a read function reads
+ * directly (the event table, the global log), and no row-level security
+ * policy may apply to it (the read functions could not honour it).
+ */
+void
+es_check_read_access(Relation rel)
+{
+	AclResult	acl = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT);
+
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_TABLE, RelationGetRelationName(rel));
+	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("event_store read functions do not support row-level security on event_store.%s",
+						RelationGetRelationName(rel)),
+				 errhint("Query event_store.%s with SELECT, or disable row-level security on it.",
+						 RelationGetRelationName(rel))));
+}
+
+/*
+ * Turn a stored event into what readers are handed: the one place every read
+ * path (read_stream, aggregates, read_all, projections, the output plugin
+ * when asked) passes each event through.  values/nulls are an
+ * event_store.event (Natts_event attributes); the function may replace any
+ * of them with newly palloc'd datums.  Decryption comes first: the protected
+ * paths refer to the stored shape, and upcasters need the plaintext (or the
+ * nulls a forgotten subject leaves).  Then upcasting to the newest schema.
+ * An event they do not concern pays close to nothing.
+ */
+void
+es_present_event(Datum *values, bool *nulls)
+{
+	es_decrypt_event(values, nulls);	/* crypto.c: protected fields, in the stored shape */
+	es_upcast_event(values, nulls);		/* upcast.c: then the newest shape */
+}
+
+/*
+ * Start reading a stream's events visible to the snapshot, in version order
+ * (descending when backwards), with versions in [lower, upper] (0: no bound),
+ * recorded at or before *as_of (NULL: any time), at most max_count of them
+ * (-1: all).  Checks the caller's right to read.  Every read path (read
+ * functions, aggregates) goes through here, so that what it hands out is
+ * the same everywhere.
+ */
+EsStreamScan *
+es_stream_scan_begin(text *stream_id, int64 lower, int64 upper, bool backwards,
+					 const TimestampTz *as_of, int64 max_count, Snapshot snapshot)
+{
+	const EsCatalog *cat = es_catalog();
+	EsStreamScan *s = palloc0(sizeof(EsStreamScan));
+	ScanKeyData keys[3];
+	int			nkeys = 0;
+
+	s->events = table_open(cat->events_relid, AccessShareLock);
+	es_check_read_access(s->events);
+	s->index = index_open(cat->stream_index, AccessShareLock);
+
+	ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
+	if (lower > 0)
+		ScanKeyInit(&keys[nkeys++], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lower));
+	if (upper > 0)
+		ScanKeyInit(&keys[nkeys++], 2, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(upper));
+	s->scan = index_beginscan(s->events, s->index, snapshot, nkeys, 0);
+	index_rescan(s->scan, keys, nkeys, NULL, 0);
+	s->slot = table_slot_create(s->events, NULL);
+	s->dir = backwards ? BackwardScanDirection : ForwardScanDirection;
+	s->has_as_of = (as_of != NULL);
+	s->as_of = as_of ? *as_of : 0;
+	s->remaining = max_count;
+	s->cxt = CurrentMemoryContext;
+	s->row_context = AllocSetContextCreate(CurrentMemoryContext, "event_store stream scan",
+										   ALLOCSET_DEFAULT_SIZES);
+	/* the global position is assigned by the decoding pipeline; NULL until then */
+	s->nulls[0] = true;
+	return s;
+}
+
+/*
+ * The next event into s->values/s->nulls (an event_store.event, as
+ * es_present_event hands it out), or false at the end.  The values may point
+ * into the scan's current tuple: valid until the next call.  The caller may
+ * call this in a short-lived memory context that it resets between events
+ * (the fold of load_aggregate does): the index scan keeps its own state in
+ * the context the scan began in, and only what es_present_event allocates
+ * goes into the caller's.
+ */
+bool
+es_stream_scan_next(EsStreamScan *s)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext old;
+
+	if (s->remaining == 0)
+		return false;
+	for (;;)
+	{
+		bool		found;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(s->cxt);
+		found = index_getnext_slot(s->scan, s->dir, s->slot);
+		if (found)
+			slot_getallattrs(s->slot);
+		MemoryContextSwitchTo(caller);
+		if (!found)
+			break;
+		if (s->has_as_of &&
+			DatumGetTimestampTz(s->slot->tts_values[Anum_events_recorded_at - 1]) > s->as_of)
+		{
+			/* recorded_at never decreases along a stream: forwards, we are done */
+			if (ScanDirectionIsForward(s->dir))
+				return false;
+			continue;
+		}
+		memcpy(&s->values[1], s->slot->tts_values, sizeof(Datum) * Natts_events);
+		memcpy(&s->nulls[1], s->slot->tts_isnull, sizeof(bool) * Natts_events);
+		/* what presenting an event allocates lives until the next one */
+		MemoryContextReset(s->row_context);
+		old = MemoryContextSwitchTo(s->row_context);
+		es_present_event(s->values, s->nulls);
+		MemoryContextSwitchTo(old);
+		if (s->remaining > 0)
+			s->remaining--;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Finish a stream scan: release the scan, its relations and its memory.
+ */
+void
+es_stream_scan_end(EsStreamScan *s)
+{
+	MemoryContextDelete(s->row_context);
+	ExecDropSingleTupleTableSlot(s->slot);
+	index_endscan(s->scan);
+	index_close(s->index, AccessShareLock);
+	table_close(s->events, AccessShareLock);
+	pfree(s);
+}
+
+/* Columns of event_store.global_log (1-based). */
+#define Anum_log_global_position	1
+#define Anum_log_stream_id			2
+#define Anum_log_stream_version		3
+#define Anum_log_category			4
+#define Anum_log_event_type			5
+
+/* One ordered index scan of the log, merged with the others by position. */
+typedef struct LogSubScan
+{
+	IndexScanDesc scan;
+	TupleTableSlot *slot;		/* the scan's current row, when `have` */
+	bool		have;
+	bool		done;
+	int64		position;		/* of the current row */
+} LogSubScan;
+
+/*
+ * Start reading the global log after position `after`, in position order,
+ * through the snapshot: every event, or only those of the given categories
+ * and/or event types (NULL: no filter; an empty array matches nothing), at
+ * most max_count (-1: no limit).  One ordered index scan per category (or,
+ * without categories, per event type) of the log's (category,
+ * global_position) and (event_type, global_position) indexes, merged by
+ * position; with both filters the types are checked on the category scans'
+ * rows.  Each row's event is fetched through the event table's primary key.
+ * Checks the current role's right to read both tables.
+ *
+ * A snapshot sees a prefix of the log (the pipeline commits positions in
+ * increasing order, one transaction at a time), so a reader that passes the
+ * last position it saw skips nothing.  Should a position's event not be
+ * visible (it cannot be: the pipeline publishes a position only once its
+ * transaction is visible), the scan ends before it rather than skip it.
+ */
+EsLogScan *
+es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
+				  int64 max_count, Snapshot snapshot)
+{
+	const EsCatalog *cat = es_catalog();
+	EsLogScan  *s = palloc0(sizeof(EsLogScan));
+	text	  **names = NULL;
+	int			nnames = 0;
+	Oid			index;
+	int			i;
+
+	s->log = table_open(cat->log_relid, AccessShareLock);
+	s->events = table_open(cat->events_relid, AccessShareLock);
+	es_check_read_access(s->events);
+	es_check_read_access(s->log);
+	s->snapshot = snapshot;
+	s->remaining = max_count;
+	s->position = after;
+	s->cxt = CurrentMemoryContext;
+	s->row_context = AllocSetContextCreate(CurrentMemoryContext, "event_store log scan",
+										   ALLOCSET_DEFAULT_SIZES);
+	if (categories != NULL)
+	{
+		/* one scan per category; with types too, the types are checked on its rows */
+		nnames = es_name_array(categories, "categories", &names);
+		index = cat->log_category_index;
+		if (event_types != NULL)
+		{
+			s->ntypes = es_name_array(event_types, "event_types", &s->types);
+			s->filter_types = true;
+		}
+	}
+	else if (event_types != NULL)
+	{
+		/* one scan per event type */
+		nnames = es_name_array(event_types, "event_types", &names);
+		index = cat->log_type_index;
+	}
+	else
+		index = cat->log_pkey;	/* one scan of the whole log */
+
+	s->log_index = index_open(index, AccessShareLock);
+	s->events_index = index_open(cat->stream_index, AccessShareLock);
+	s->nsubs = (index == cat->log_pkey) ? 1 : nnames;
+	s->subs = palloc0(sizeof(LogSubScan) * Max(s->nsubs, 1));
+	for (i = 0; i < s->nsubs; i++)
+	{
+		LogSubScan *sub = &s->subs[i];
+		ScanKeyData keys[2];
+		int			nkeys = 0;
+
+		if (index != cat->log_pkey)
+			ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_TEXTEQ,
+						PointerGetDatum(names[i]));
+		ScanKeyInit(&keys[nkeys], nkeys + 1, BTGreaterStrategyNumber, F_INT8GT,
+					Int64GetDatum(after));
+		nkeys++;
+		sub->scan = index_beginscan(s->log, s->log_index, snapshot, nkeys, 0);
+		index_rescan(sub->scan, keys, nkeys, NULL, 0);
+		sub->slot = table_slot_create(s->log, NULL);
+	}
+	s->event_scan = index_beginscan(s->events, s->events_index, snapshot, 2, 0);
+	s->event_slot = table_slot_create(s->events, NULL);
+	s->values[0] = Int64GetDatum(0);
+	return s;
+}
+
+/* Advance a sub-scan to its next row (of an accepted type). */
+static void
+sub_advance(EsLogScan *s, LogSubScan *sub)
+{
+	while (!sub->done)
+	{
+		bool		isnull;
+
+		if (!index_getnext_slot(sub->scan, ForwardScanDirection, sub->slot))
+		{
+			sub->done = true;
+			sub->have = false;
+			return;
+		}
+		if (s->filter_types)
+		{
+			text	   *type = DatumGetTextPP(slot_getattr(sub->slot, Anum_log_event_type, &isnull));
+
+			if (bsearch(&type, s->types, s->ntypes, sizeof(text *), es_text_cmp) == NULL)
+				continue;
+		}
+		sub->position = DatumGetInt64(slot_getattr(sub->slot, Anum_log_global_position, &isnull));
+		sub->have = true;
+		return;
+	}
+}
+
+/*
+ * The next event into s->values/s->nulls (an event_store.event with its
+ * global position, as es_present_event hands it out), or false at the end.
+ * s->position is then the event's position; the values are valid until the
+ * next call.  While the event is presented, s->current identifies it (for
+ * an error handler: presentation can fail, e.g. a tampered ciphertext).
+ */
+bool
+es_log_scan_next(EsLogScan *s)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	LogSubScan *best = NULL;
+	ScanKeyData keys[2];
+	bool		isnull;
+	bool		found;
+	int			i;
+
+	s->have_current = false;
+	if (s->remaining == 0 || s->ended)
+		return false;
+	CHECK_FOR_INTERRUPTS();
+	MemoryContextSwitchTo(s->cxt);
+	if (!s->started)
+	{
+		for (i = 0; i < s->nsubs; i++)
+			sub_advance(s, &s->subs[i]);
+		s->started = true;
+	}
+	for (i = 0; i < s->nsubs; i++)
+		if (s->subs[i].have && (best == NULL || s->subs[i].position < best->position))
+			best = &s->subs[i];
+	if (best == NULL)
+	{
+		MemoryContextSwitchTo(caller);
+		s->ended = true;
+		return false;
+	}
+
+	/* the event of this position */
+	s->current.position = best->position;
+	s->current.stream_id = slot_getattr(best->slot, Anum_log_stream_id, &isnull);
+	s->current.stream_version = DatumGetInt64(slot_getattr(best->slot, Anum_log_stream_version, &isnull));
+	s->have_current = true;
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, s->current.stream_id);
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ,
+				Int64GetDatum(s->current.stream_version));
+	index_rescan(s->event_scan, keys, 2, NULL, 0);
+	found = index_getnext_slot(s->event_scan, ForwardScanDirection, s->event_slot);
+	if (found)
+		slot_getallattrs(s->event_slot);
+	MemoryContextSwitchTo(caller);
+	if (!found)
+	{
+		s->ended = true;		/* never skip a position: stop before it */
+		s->blocked = true;
+		return false;
+	}
+
+	s->values[0] = Int64GetDatum(best->position);
+	s->nulls[0] = false;
+	memcpy(&s->values[1], s->event_slot->tts_values, sizeof(Datum) * Natts_events);
+	memcpy(&s->nulls[1], s->event_slot->tts_isnull, sizeof(bool) * Natts_events);
+	MemoryContextReset(s->row_context);
+	MemoryContextSwitchTo(s->row_context);
+	es_present_event(s->values, s->nulls);
+	MemoryContextSwitchTo(caller);
+
+	/* the log row's datum goes with its slot, which moves on below: keep the event's */
+	s->current.stream_id = s->values[Anum_events_stream_id];
+	s->position = best->position;
+	if (s->remaining > 0)
+		s->remaining--;
+	MemoryContextSwitchTo(s->cxt);
+	sub_advance(s, best);
+	MemoryContextSwitchTo(caller);
+	return true;
+}
+
+/*
+ * Finish a log scan: release the scans, relations and memory.
+ */
+void
+es_log_scan_end(EsLogScan *s)
+{
+	int			i;
+
+	for (i = 0; i < s->nsubs; i++)
+	{
+		index_endscan(s->subs[i].scan);
+		ExecDropSingleTupleTableSlot(s->subs[i].slot);
+	}
+	index_endscan(s->event_scan);
+	ExecDropSingleTupleTableSlot(s->event_slot);
+	index_close(s->events_index, AccessShareLock);
+	index_close(s->log_index, AccessShareLock);
+	table_close(s->events, AccessShareLock);
+	table_close(s->log, AccessShareLock);
+	MemoryContextDelete(s->row_context);
+	pfree(s);
+}
+
+/*
+ * The highest position of the global log the snapshot sees (0: none); with
+ * the log a prefix, every position up to it is visible too.
+ */
+int64
+es_log_head(Snapshot snapshot)
+{
+	const EsCatalog *cat = es_catalog();
+	Relation	log = table_open(cat->log_relid, AccessShareLock);
+	Relation	idx = index_open(cat->log_pkey, AccessShareLock);
+	IndexScanDesc scan = index_beginscan(log, idx, snapshot, 0, 0);
+	TupleTableSlot *slot = table_slot_create(log, NULL);
+	int64		head = 0;
+
+	index_rescan(scan, NULL, 0, NULL, 0);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		head = DatumGetInt64(slot_getattr(slot, Anum_log_global_position, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	table_close(log, AccessShareLock);
+	return head;
+}
+
+/* The head of the log as the latest snapshot sees it. */
+int64
+es_latest_log_head(void)
+{
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	int64		head = es_log_head(snap);
+
+	UnregisterSnapshot(snap);
+	return head;
+}
+

@@ -1,0 +1,44 @@
+/*-------------------------------------------------------------------------
+ *
+ * write.h
+ *	  The write path: the BEFORE INSERT trigger every append goes through
+ *	  (versioning.c) and append() / append_events() (append.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EVENT_STORE_WRITE_H
+#define EVENT_STORE_WRITE_H
+
+#include "internal.h"
+
+#include "datatype/timestamp.h"
+
+/*
+ * What append() and append_events() learn from the trigger: while one of them
+ * runs its INSERT, es_append_frame points at its frame, and the trigger
+ * records there the version of each of the first `rows` events of the frame's
+ * stream it sees (the new version, or a re-sent event's original one).
+ * Events of other streams, and events inserted later in the same statement by
+ * other triggers (AFTER triggers), are not recorded.
+ */
+typedef struct EsAppendFrame
+{
+	text	   *stream_id;		/* the stream the statement appends to */
+	int64		rows;			/* events the statement inserts */
+	int64		seen;			/* events of the stream the trigger has recorded */
+	int64		version;		/* the highest version recorded */
+} EsAppendFrame;
+
+/* versioning.c */
+extern EsAppendFrame *es_append_frame;
+extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expected) pg_attribute_noreturn();
+extern void es_check_schema_version(int32 schema_version);
+extern int64 es_stream_head(Relation events, Relation stream_index, text *stream_id,
+							Snapshot snapshot, TimestampTz *recorded_at);
+
+/* append.c: append_events() for C callers, in two steps (execute() in command.c) */
+typedef struct EsBatch EsBatch;
+extern EsBatch *es_read_batch(Jsonb *batch);
+extern int64 es_append_batch(text *stream_id, EsBatch *batch, const int64 *expected);
+
+#endif							/* EVENT_STORE_WRITE_H */
