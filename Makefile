@@ -12,7 +12,7 @@ OBJS = src/event_store.o src/catalog.o src/spi.o src/locks.o \
        src/crypto.o src/crypto_bridge.o src/crypto_keys.o src/crypto_rules.o src/crypto_paths.o \
        src/crypto_fields.o src/crypto_forget.o \
        src/decoder.o src/publish.o \
-       src/shmem.o src/launcher.o src/worker.o src/worker_buffer.o src/pipeline_status.o \
+       src/shmem.o src/launcher.o src/worker.o src/worker_buffer.o src/pipeline_status.o src/restore.o src/health.o \
        src/projection.o src/projection_handler.o src/projection_parked.o src/projector.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
@@ -26,7 +26,7 @@ PG_CFLAGS   = -Wall -Wextra
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
 REGRESS      = event_log append_events read_stream bad_input append_only privileges upcasting \
                aggregates execute aggregate_property upcasting_paths crypto \
-               decoder publish read_all projections upgrade
+               decoder publish read_all projections health upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \

@@ -289,9 +289,9 @@ CREATE TABLE event_store.projection_parked (
     error           text        NOT NULL,
     error_sqlstate  text        NOT NULL,
     parked_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT projection_parked_pkey PRIMARY KEY (projection, stream_id, stream_version),
-    CONSTRAINT projection_parked_projection_fkey FOREIGN KEY (projection)
-        REFERENCES event_store.projections (name) ON DELETE CASCADE
+    CONSTRAINT projection_parked_pkey PRIMARY KEY (projection, stream_id, stream_version)
+    -- no foreign key to projections: pg_restore -j loads the two tables in any
+    -- order (drop_projection deletes a projection's parked events itself)
 );
 
 SELECT pg_catalog.pg_extension_config_dump('event_store.projection_parked', '');
@@ -429,3 +429,53 @@ REVOKE ALL ON FUNCTION event_store.rebuild_projection(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.replay_parked(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.discard_parked(text, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.wait_for_projection(text, interval) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Health (issue 12, item 7; src/health.c): the server settings an event store
+-- depends on, checked.  The launcher logs the warnings when it starts.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION event_store._health(
+    OUT "check" text, OUT status text, OUT value text, OUT detail text)
+RETURNS SETOF record
+LANGUAGE c STABLE PARALLEL RESTRICTED ROWS 8
+AS 'MODULE_PATHNAME', 'event_store_health';
+
+CREATE VIEW event_store.health AS
+SELECT h."check", h.status, h.value, h.detail FROM event_store._health() h;
+
+COMMENT ON VIEW event_store.health IS
+    'The server settings event_store depends on (durability, the pipeline, capacity): ok or warning, and why.';
+
+REVOKE ALL ON TABLE event_store.health FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store._health() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Restores keep the global log's positions (issue 12, item 6; src/restore.c).
+-- pg_dump dumps the log and its identity, so that a restored database has
+-- the same position for every event and the projections and consumers
+-- restored with it resume where they were; while a session restores, the
+-- pipeline and the projections of its database wait for it to end.
+-- ---------------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('event_store.global_log', '');
+SELECT pg_catalog.pg_extension_config_dump('event_store.log_identity', '');
+
+-- The restored identity replaces the one CREATE EXTENSION made: the log is
+-- the dumped one.
+CREATE FUNCTION event_store._replace_log_identity() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  DELETE FROM event_store.log_identity i WHERE i.id OPERATOR(pg_catalog.<>) NEW.id;
+  RETURN NEW;
+END
+$$;
+CREATE TRIGGER replace_log_identity BEFORE INSERT ON event_store.log_identity
+  FOR EACH ROW EXECUTE FUNCTION event_store._replace_log_identity();
+ALTER TABLE event_store.log_identity ENABLE ALWAYS TRIGGER replace_log_identity;
+REVOKE ALL ON FUNCTION event_store._replace_log_identity() FROM PUBLIC;
+
+COMMENT ON TABLE event_store.global_log IS
+    'The global log: the position of every event in commit order, written by the event_store pipeline worker (and restores). Read with event_store.read_all().';
+COMMENT ON TABLE event_store.log_identity IS
+    'The identity of this database''s global log (projections refer to it); dumped with the log.';

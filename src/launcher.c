@@ -15,6 +15,9 @@
  * given up.  A worker whose database no longer has the extension frees its
  * entry itself and exits.
  *
+ * When it starts, the launcher logs what is wrong with the settings an
+ * event store depends on (health.c).
+ *
  * Locking: es_pipeline_lock, exclusively, while the entries are changed;
  * ReplicationSlotControlLock, shared, while the slots are read.
  *
@@ -224,6 +227,7 @@ event_store_launcher_main(Datum arg)
 	LWLockRelease(es_pipeline_lock);
 
 	want_databases_with_slots();
+	es_health_log();			/* the settings an event store depends on: say what is wrong */
 
 	for (;;)
 	{

@@ -104,6 +104,15 @@ typedef struct EsPipelineDb
 	EsProjectorSlot projectors[ES_MAX_PROJECTORS];
 } EsPipelineDb;
 
+/* Sessions restoring a database at once, in the whole server (restore.c). */
+#define ES_MAX_RESTORES				64
+
+typedef struct EsRestoringSession
+{
+	pid_t		pid;			/* 0: free */
+	Oid			dboid;
+} EsRestoringSession;
+
 typedef struct EsPipelineShared
 {
 	pid_t		launcher_pid;
@@ -111,6 +120,7 @@ typedef struct EsPipelineShared
 	ConditionVariable progress_cv;	/* broadcast when a worker made progress */
 	ConditionVariable projection_cv;	/* broadcast when a projection made progress */
 	EsPipelineDb dbs[ES_MAX_PIPELINES];
+	EsRestoringSession restores[ES_MAX_RESTORES];
 } EsPipelineShared;
 
 /*
@@ -172,6 +182,15 @@ extern const EsBufTxn *es_buffer_txn(int t);
 extern int64 es_buffer_nevents(void);
 extern void es_buffer_rewind(void);
 extern const EsBufEvent *es_buffer_event(int64 i);
+
+/* restore.c: a restoring session holds its database's pipeline and projections */
+extern bool es_restoring;
+struct CopyStmt;
+extern void es_restore_note_copy(struct CopyStmt *stmt);
+extern int	es_restore_in_progress(Oid dboid);
+
+/* health.c: the start-up checks */
+extern void es_health_log(void);
 
 /* launcher.c, worker.c */
 extern bool es_pipeline_enabled;

@@ -151,7 +151,8 @@ event_store_pipeline_state(PG_FUNCTION_ARGS)
 		}
 		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 	}
-	values[1] = CStringGetTextDatum(copy.pid != 0 ? "running" :
+	values[1] = CStringGetTextDatum(es_restore_in_progress(MyDatabaseId) != 0 ? "restoring" :
+									copy.pid != 0 ? "running" :
 									copy.state == ES_PIPE_WANTED ? "starting" : "stopped");
 	values[2] = Int32GetDatum(copy.pid);
 	nulls[2] = copy.pid == 0;

@@ -102,6 +102,8 @@ static EsStatement insert_projection = ES_STATEMENT(
 	11, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, OIDOID, TEXTOID, TEXTOID, INT8OID);
 
 static EsStatement delete_projection = ES_STATEMENT(
+	"WITH parked AS (DELETE FROM event_store.projection_parked k "
+	"                 WHERE k.projection OPERATOR(pg_catalog.=) $1) "
 	"DELETE FROM event_store.projections WHERE name OPERATOR(pg_catalog.=) $1",
 	1, TEXTOID);
 

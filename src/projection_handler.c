@@ -512,6 +512,9 @@ es_apply_inline(Datum *values, bool *nulls)
 	InlineSet  *volatile set;
 	volatile int i;
 
+	/* a restore brings the read models along: the events it loads are in them (restore.c) */
+	if (es_restoring)
+		return;
 	if (registry_missing_in != InvalidLocalTransactionId)
 	{
 		if (registry_missing_in == MyProc->lxid)

@@ -84,7 +84,7 @@ static EsStatement count_async = ES_STATEMENT(
 static EsStatement candidates = ES_STATEMENT(
 	"SELECT name, "
 	"       state OPERATOR(pg_catalog.=) ANY ('{catching up,live,rebuilding}'::pg_catalog.text[]) "
-	"         AND COALESCE(position, 0) OPERATOR(pg_catalog.<) $1, "
+	"         AND (COALESCE(position, 0) OPERATOR(pg_catalog.<) $1 OR state OPERATOR(pg_catalog.<>) 'live'), "
 	"       COALESCE(pg_catalog.ceil(pg_catalog.date_part('epoch', retry_at OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
 	"                OPERATOR(pg_catalog.*) 1000), 0)::pg_catalog.int8 "
 	"  FROM event_store.projections "
@@ -395,8 +395,23 @@ apply_batch(const char *name)
 	head = es_log_head(snap);
 	if (head <= p.position)
 	{
+		bool		was_live = strcmp(p.state, "live") == 0;
+
+		if (!was_live)
+		{
+			/* at the end of the log (its last event parked, say): it is live */
+			args[0] = CStringGetTextDatum(name);
+			args[1] = Int64GetDatum(p.position);
+			args[2] = Int64GetDatum(0);
+			args[3] = BoolGetDatum(true);
+			PushActiveSnapshot(snap);
+			SPI_connect();
+			es_projection_run(&record_progress, args, NULL, SPI_OK_UPDATE);
+			SPI_finish();
+			PopActiveSnapshot();
+		}
 		UnregisterSnapshot(snap);
-		return BATCH_NOTHING;
+		return was_live ? BATCH_NOTHING : BATCH_APPLIED;
 	}
 	PushActiveSnapshot(snap);
 	es_projection_enter(&p, &save);
@@ -587,6 +602,20 @@ projector_round(long *sleep_ms)
 
 	es_worker_begin();
 	PushActiveSnapshot(GetTransactionSnapshot());
+
+	/*
+	 * A restore brings the read models and positions along: apply nothing
+	 * meanwhile.  Looked at after the snapshot was taken, so that what a
+	 * restore that began later loaded is not in it (restore.c).
+	 */
+	if (es_restore_in_progress(MyDatabaseId) != 0)
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextDelete(round_cxt);
+		*sleep_ms = Min(*sleep_ms, 100);
+		return false;
+	}
 	if (!OidIsValid(get_extension_oid("event_store", true)) ||
 		!OidIsValid(es_projection_registry()))
 	{

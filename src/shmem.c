@@ -554,6 +554,8 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	volatile bool dropping = drop_db;
 	volatile bool held = false;
 
+	if (IsA(node, CopyStmt))
+		es_restore_note_copy((CopyStmt *) node);	/* restore.c: a restore holds the pipeline */
 	if (OidIsValid(alone))
 		held = hold_workers(alone);
 	else if (IsA(node, DropStmt) && drops_event_store((DropStmt *) node) &&
@@ -648,6 +650,7 @@ es_pipeline_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = es_shmem_startup;
 
-	if (wal_level >= WAL_LEVEL_LOGICAL)
+	/* not under pg_upgrade: a slot or a position written then would be lost */
+	if (wal_level >= WAL_LEVEL_LOGICAL && !IsBinaryUpgrade)
 		es_launcher_register();
 }

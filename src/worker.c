@@ -99,6 +99,7 @@ static EsStatement log_insert = ES_STATEMENT(
 static EsPipelineDb *my_entry = NULL;
 static char my_name[NAMEDATALEN];
 static void worker_loop(void) pg_attribute_noreturn();
+static void wait_for_restores(void);
 static MemoryContext round_context = NULL;	/* reset after each decoded record */
 static MemoryContext apply_context = NULL;	/* reset after each event whose position is written */
 
@@ -203,12 +204,25 @@ rebuild_from_events(void)
 	int64		added;
 	int64		head;
 
-	es_worker_begin();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!extension_installed())
+	for (;;)
 	{
+		es_worker_begin();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (!extension_installed())
+		{
+			PopActiveSnapshot();
+			shut_down_for_dropped_extension();
+		}
+
+		/*
+		 * Not while a restore runs: looked at after the snapshot was taken,
+		 * so that the events of a restore that began later are not in it.
+		 */
+		if (es_restore_in_progress(MyDatabaseId) == 0)
+			break;
 		PopActiveSnapshot();
-		shut_down_for_dropped_extension();
+		CommitTransactionCommand();
+		wait_for_restores();
 	}
 	SPI_connect();
 	ret = SPI_execute(
@@ -349,6 +363,38 @@ noop_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool 
 }
 
 /*
+ * While a session restores the database (restore.c), write no position:
+ * the restore brings the dumped ones.  Waits until the last restoring
+ * session has ended.
+ */
+static void
+wait_for_restores(void)
+{
+	/*
+	 * (Looked at after the buffered transactions committed: a restore that
+	 * committed some of them registered before; one that has ended has
+	 * committed the dumped log too.)
+	 */
+	int			pid;
+	bool		said = false;
+
+	while ((pid = es_restore_in_progress(MyDatabaseId)) != 0)
+	{
+		if (!said)
+		{
+			ereport(LOG,
+					(errmsg("event_store pipeline for database %u waits for the restore in session %d to end",
+							MyDatabaseId, pid)));
+			said = true;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
  * Write the buffered transactions' positions in one transaction, with the
  * origin's progress.  If the extension is gone, shuts the worker down
  * instead (does not return).
@@ -365,6 +411,7 @@ apply_buffer(void)
 	int			t;
 	MemoryContext spi_context;
 
+	wait_for_restores();
 	es_worker_begin();
 
 	/*

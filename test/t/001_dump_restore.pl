@@ -1,10 +1,15 @@
 # pg_dump and restore keep every event intact, byte for byte, also when the
 # table's physical order is not version order (vacuum reused the space of a
-# rolled-back append), and appends continue after the restore.  Projections
-# come along (definitions, positions, parked events, the read models' own
-# tables) but are not applied in the restored database until rebuilt: the
-# restored log numbers its events anew, and an inline projection must not
-# run again while the restore replays the events.
+# rolled-back append), and appends continue after the restore.  The global
+# log comes along: every event keeps its position (custom, plain and
+# parallel restores), so a consumer resuming from a stored position misses
+# nothing and sees nothing twice, and the projections (definitions,
+# positions, parked events, the read models' own tables) resume where they
+# were, without applying an event twice: while the restore runs, the
+# pipeline and the projections wait, and inline projections are not applied
+# to the events it loads.  A dump without the log (excluded by hand)
+# numbers the events anew, and its projections are then refused (VE045)
+# until rebuilt.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -13,7 +18,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('dump');
 $node->init(allows_streaming => 'logical');
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'event_store'\nevent_store.projection_retry_delay = 10ms\n");
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'event_store'\nevent_store.projection_retry_delay = 10ms\nmax_worker_processes = 24\n");
 $node->start;
 
 $node->safe_psql('postgres', 'CREATE DATABASE src');
@@ -57,6 +62,16 @@ my $models = q{SELECT (SELECT string_agg(stream_id || '=' || n, ' ' ORDER BY str
 my $fold = q{SELECT (SELECT string_agg(stream_id || '=' || n, ' ' ORDER BY stream_id) FROM (SELECT stream_id, count(*) n FROM event_store.events WHERE split_part(stream_id, '-', 1) IN ('account', 'big') AND NOT data ? 'bad' GROUP BY 1) f)
                 || ' | ' || (SELECT string_agg(stream_id || '=' || n, ' ' ORDER BY stream_id) FROM (SELECT stream_id, count(*) n FROM event_store.events WHERE stream_id <> 'event_store-subjects' GROUP BY 1) f)};
 my $src_projections = $node->safe_psql('src', $projections);
+# the log as read_all hands it out, and a consumer that stored its position halfway
+is($node->safe_psql('src', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'the log is ordered before the dump');
+my $log = q{SELECT count(*) || ' ' || md5(string_agg(global_position || ':' || stream_id || ':' || stream_version, ',' ORDER BY global_position)) FROM event_store.read_all(0, 1000000)};
+my $src_log = $node->safe_psql('src', $log);
+$node->safe_psql('src', q{
+	CREATE TABLE consumer (name text PRIMARY KEY, position bigint NOT NULL);
+	INSERT INTO consumer SELECT 'mailer', global_position FROM event_store.read_all(0, 1000) ORDER BY global_position DESC LIMIT 1;
+});
+my $rest = q{SELECT count(*) || ' ' || md5(string_agg(global_position || ':' || stream_id || ':' || stream_version, ',' ORDER BY global_position)) FROM event_store.read_all((SELECT position FROM consumer), 1000000)};
+my $src_rest = $node->safe_psql('src', $rest);
 my $src_models = $node->safe_psql('src', $models);
 is($src_models, $node->safe_psql('src', $fold), 'before the dump the read models equal a fresh fold');
 
@@ -84,6 +99,15 @@ $node->safe_psql('postgres', 'CREATE DATABASE dst_plain');
 command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', $host, '-p', $port, '-d', 'dst_plain', '-f', "$dir/src.sql" ], 'plain restore');
 is($node->safe_psql('dst_plain', $fingerprint), $before, 'plain restore keeps every event');
 
+# the global log after a restore: every event at the position it had
+for my $db ('dst_custom', 'dst_plain')
+{
+	is($node->safe_psql($db, q{SELECT event_store.wait_for_pipeline('60 s')}), 't', "$db: the pipeline runs after the restore");
+	is($node->safe_psql($db, $log), $src_log, "$db: read_all returns every event at its old position");
+	is($node->safe_psql($db, $rest), $src_rest, "$db: a consumer resuming from its stored position gets exactly what it had not read");
+}
+like(slurp_file($node->logfile), qr/event_store: session \d+ restores database \d+/, 'the restoring session said so');
+
 # the restored store works: versions continue, the append-only guard holds
 is($node->safe_psql('dst_custom', q{SELECT event_store.append('account-101', 'Withdrawn', '{"amount": 20}', expected_version => 2)}),
 	'3', 'appends continue after the restore');
@@ -92,31 +116,66 @@ like($err, qr/DELETE on event_store.events is not allowed/, 'restored log is app
 is($node->safe_psql('dst_plain', q{SELECT string_agg(event_type, ' ' ORDER BY stream_version) FROM event_store.read_stream('inv-1')}),
 	'First Second', 'read_stream after restore');
 
-# projections after a restore: definitions, parked events and read models as dumped, not applied
-is($node->safe_psql('dst_custom', $projections), $src_projections, 'the projection definitions are restored');
-is($node->safe_psql('dst_plain', $projections), $src_projections, 'the projection definitions are restored (plain)');
-is($node->safe_psql('dst_plain', q{SELECT count(*) FROM event_store.parked_events}), '1', 'the parked event is restored');
+# a parallel restore (pg_restore -j) loads the tables in any order: the same
+$node->safe_psql('postgres', 'CREATE DATABASE dst_parallel');
+command_ok([ 'pg_restore', '-h', $host, '-p', $port, '--exit-on-error', '-j', '4', '-d', 'dst_parallel', "$dir/src.dump" ], 'pg_restore -j 4');
+is($node->safe_psql('dst_parallel', $fingerprint), $before, 'parallel restore keeps every event');
+is($node->safe_psql('dst_parallel', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'dst_parallel: the pipeline runs');
+is($node->safe_psql('dst_parallel', $log), $src_log, 'dst_parallel: every event at its old position');
+
+# projections after a restore: definitions, parked events and read models as
+# dumped, and they go on from their positions
+for my $db ('dst_custom', 'dst_plain', 'dst_parallel')
+{
+	is($node->safe_psql($db, $projections), $src_projections, "$db: the projection definitions are restored");
+	is($node->safe_psql($db, q{SELECT count(*) FROM event_store.parked_events}), '1', "$db: the parked event is restored");
+	is($node->safe_psql($db, q{SELECT event_store.wait_for_projection('totals', '60 s')}), 't', "$db: the restored projection resumes");
+	is($node->safe_psql($db, q{SELECT string_agg(name || ' ' || state, ', ' ORDER BY name) FROM event_store.projection_status}),
+		'counts live, totals live', "$db: restored projections are live");
+}
 is($node->safe_psql('dst_plain', $models), $src_models,
-	'the read models are as dumped: the inline projection did not run again while the restore replayed the events');
-is($node->safe_psql('dst_plain', q{SELECT string_agg(name || ' ' || state || ' ' || error_sqlstate, ', ' ORDER BY name) FROM event_store.projection_status}),
-	'counts failed VE045, totals failed VE045', 'restored projections show as failed with VE045 until rebuilt');
-($rc, $out, $err) = $node->psql('dst_plain', q{SELECT event_store.resume_projection('totals')});
-like($err, qr/projection "totals" was restored from a dump/, 'resume is refused: only a rebuild makes it right');
-($rc, $out, $err) = $node->psql('dst_plain', q{SELECT event_store.wait_for_projection('totals')});
-like($err, qr/was restored from a dump/, 'wait_for_projection says so too, rather than answer true');
+	'the read models are as dumped: nothing was applied twice while the restore loaded the events');
+is($node->safe_psql('dst_parallel', $models), $src_models, 'the same after a parallel restore');
 $node->safe_psql('dst_plain', q{SELECT event_store.append('account-101', 'Deposited', '{"amount": 1}')});
-is($node->safe_psql('dst_plain', $models), $src_models, 'a restored inline projection does not apply new appends either');
-$node->safe_psql('dst_plain', q{
+is($node->safe_psql('dst_plain', q{SELECT event_store.wait_for_projection('totals', '60 s')}), 't', 'a new append is projected');
+is($node->safe_psql('dst_plain', $models), $node->safe_psql('dst_plain', $fold),
+	'after new appends the read models equal a fresh fold of the restored log');
+is($node->safe_psql('dst_plain', q{SELECT count(*) FROM event_store.read_all((SELECT max(global_position) - 1 FROM event_store.global_log), 10)}),
+	'1', 'the new event has the next position');
+
+# (five databases' workers would exceed max_worker_processes: drop two)
+$node->safe_psql('postgres', 'DROP DATABASE dst_custom');
+$node->safe_psql('postgres', 'DROP DATABASE dst_parallel');
+
+# a dump without the log (excluded by hand): the events are numbered anew,
+# and the projections, whose positions refer to the old numbers, are
+# refused until rebuilt
+command_ok([ 'pg_dump', '-h', $host, '-p', $port, '-Fc', '--exclude-table-data=event_store.global_log',
+	'--exclude-table-data=event_store.log_identity', '-f', "$dir/nolog.dump", 'src' ], 'pg_dump without the log');
+$node->safe_psql('postgres', 'CREATE DATABASE dst_nolog');
+command_ok([ 'pg_restore', '-h', $host, '-p', $port, '--exit-on-error', '-d', 'dst_nolog', "$dir/nolog.dump" ], 'pg_restore of it');
+is($node->safe_psql('dst_nolog', $fingerprint), $before, 'the events are all there');
+is($node->safe_psql('dst_nolog', $models), $src_models,
+	'the read models are as dumped: the inline projection did not run again while the restore loaded the events');
+is($node->safe_psql('dst_nolog', q{SELECT string_agg(name || ' ' || state || ' ' || error_sqlstate, ', ' ORDER BY name) FROM event_store.projection_status}),
+	'counts failed VE045, totals failed VE045', 'its projections show as failed with VE045 until rebuilt');
+($rc, $out, $err) = $node->psql('dst_nolog', q{SELECT event_store.resume_projection('totals')});
+like($err, qr/projection "totals" was restored from a dump/, 'resume is refused: only a rebuild makes it right');
+($rc, $out, $err) = $node->psql('dst_nolog', q{SELECT event_store.wait_for_projection('totals')});
+like($err, qr/was restored from a dump/, 'wait_for_projection says so too, rather than answer true');
+$node->safe_psql('dst_nolog', q{SELECT event_store.append('account-101', 'Deposited', '{"amount": 1}')});
+is($node->safe_psql('dst_nolog', $models), $src_models, 'a restored inline projection does not apply new appends either');
+$node->safe_psql('dst_nolog', q{
 	SELECT event_store.rebuild_projection('totals');
 	SELECT event_store.rebuild_projection('counts');
 });
-is($node->safe_psql('dst_plain', q{SELECT event_store.wait_for_projection('totals', '60 s')}), 't', 'the rebuilt projection catches up');
-is($node->safe_psql('dst_plain', $models), $node->safe_psql('dst_plain', $fold), 'after the rebuilds the read models equal a fresh fold of the restored log');
-is($node->safe_psql('dst_plain', q{SELECT string_agg(name || ' ' || state, ', ' ORDER BY name) FROM event_store.projection_status}),
+is($node->safe_psql('dst_nolog', q{SELECT event_store.wait_for_projection('totals', '60 s')}), 't', 'the rebuilt projection catches up');
+is($node->safe_psql('dst_nolog', $models), $node->safe_psql('dst_nolog', $fold), 'after the rebuilds the read models equal a fresh fold of the restored log');
+is($node->safe_psql('dst_nolog', q{SELECT string_agg(name || ' ' || state, ', ' ORDER BY name) FROM event_store.projection_status}),
 	'counts live, totals live', 'and they are live again');
-$node->safe_psql('dst_plain', q{SELECT event_store.append('account-101', 'Deposited', '{"amount": 1}')});
-is($node->safe_psql('dst_plain', q{SELECT n FROM counts WHERE stream_id = 'account-101'}),
-	$node->safe_psql('dst_plain', q{SELECT count(*) FROM event_store.events WHERE stream_id = 'account-101'}),
+$node->safe_psql('dst_nolog', q{SELECT event_store.append('account-101', 'Deposited', '{"amount": 1}')});
+is($node->safe_psql('dst_nolog', q{SELECT n FROM counts WHERE stream_id = 'account-101'}),
+	$node->safe_psql('dst_nolog', q{SELECT count(*) FROM event_store.events WHERE stream_id = 'account-101'}),
 	'the rebuilt inline projection applies new appends');
 
 $node->stop;
