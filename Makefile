@@ -12,7 +12,7 @@ OBJS = src/event_store.o src/catalog.o src/spi.o src/locks.o \
        src/crypto.o src/crypto_bridge.o src/crypto_keys.o src/crypto_rules.o src/crypto_paths.o \
        src/crypto_fields.o src/crypto_forget.o \
        src/decoder.o src/publish.o \
-       src/shmem.o src/launcher.o src/worker.o src/worker_buffer.o src/pipeline_status.o src/restore.o src/health.o \
+       src/shmem.o src/launcher.o src/worker.o src/worker_buffer.o src/worker_log.o src/pipeline_status.o src/restore.o src/health.o \
        src/projection.o src/projection_handler.o src/projection_parked.o src/projector.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)

@@ -72,6 +72,7 @@ static const EsObject objects[] = {
 	OBJECT("events_event_id_key", event_id_index, false),
 	OBJECT("global_log", log_relid, false),
 	OBJECT("global_log_pkey", log_pkey, false),
+	OBJECT("global_log_event_key", log_event_key, false),
 	OBJECT("global_log_category_idx", log_category_index, false),
 	OBJECT("global_log_event_type_idx", log_type_index, false),
 	OBJECT("aggregates", aggregates_relid, false),

@@ -19,6 +19,7 @@
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "replication/reorderbuffer.h"
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -101,6 +102,8 @@ typedef struct EsPipelineDb
 	bool		cleanup;		/* start a worker even with the pipeline disabled: the
 								 * extension may be gone, its slot and origin with it */
 	bool		scrub_wanted;	/* a forget committed: overwrite its key rows */
+	pg_atomic_uint64 commits;	/* appending transactions committed (es_pipeline_committed) */
+	bool		sleeping;		/* the worker sleeps until woken: commits set its latch */
 	EsProjectorSlot projectors[ES_MAX_PROJECTORS];
 } EsPipelineDb;
 
@@ -145,6 +148,7 @@ extern void es_ensure_pipeline_worker(void);
 extern EsPipelineDb *es_pipeline_find(Oid dboid);
 extern bool es_pipeline_want(Oid dboid);
 extern void es_pipeline_wake_db(Oid dboid);
+extern void es_pipeline_committed(Oid dboid);
 extern RepOriginId es_pipeline_own_origin(void);
 extern void es_pipeline_wake_projectors(Oid dboid);
 extern void es_pipeline_projections_changed(Oid dboid);
@@ -192,10 +196,18 @@ extern int	es_restore_in_progress(Oid dboid);
 /* health.c: the start-up checks */
 extern void es_health_log(void);
 
+/* worker_log.c: the worker's writes into the global log */
+typedef struct EsLogWriter EsLogWriter;
+extern EsLogWriter *es_log_writer_begin(int64 next);
+extern bool es_log_writer_add(EsLogWriter *w, text *stream_id, int64 stream_version,
+							  text *category, text *event_type, XLogRecPtr commit_lsn, bool probe);
+extern int64 es_log_writer_end(EsLogWriter *w);
+
 /* launcher.c, worker.c */
 extern bool es_pipeline_enabled;
 extern int	es_pipeline_naptime_ms;
 extern int	es_pipeline_batch_events;
+extern int	es_pipeline_max_lag_kb;
 extern void es_launcher_register(void);
 extern PGDLLEXPORT void event_store_launcher_main(Datum arg);
 extern PGDLLEXPORT void event_store_worker_main(Datum arg);

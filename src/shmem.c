@@ -60,6 +60,7 @@ static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 
 /* per transaction: what to tell the pipeline at commit */
 bool		es_xact_appended = false;
+int			es_pipeline_max_lag_kb = 16 * 1024;
 static bool want_at_commit = false;
 static bool wake_at_commit = false;
 static bool held_for_drop_extension = false;	/* workers held off until it ends */
@@ -134,6 +135,7 @@ es_pipeline_want(Oid dboid)
 			{
 				db = &es_pipeline->dbs[i];
 				memset(db, 0, sizeof(EsPipelineDb));
+				pg_atomic_init_u64(&db->commits, 0);
 				db->dboid = dboid;
 				db->state = ES_PIPE_WANTED;
 				break;
@@ -174,6 +176,32 @@ es_pipeline_wake_db(Oid dboid)
 	db = es_pipeline_find(dboid);
 	if (db != NULL && db->latch != NULL)
 		SetLatch(db->latch);
+	LWLockRelease(es_pipeline_lock);
+}
+
+/*
+ * An appending transaction committed: count it, and wake the worker only if
+ * it sleeps until woken.  A worker that has just been busy looks again by
+ * itself within a millisecond (worker.c), so that a stream of commits costs
+ * no signal each; the counter and the flag are written and read each side
+ * of a barrier, so that a commit is never missed by a worker going to sleep.
+ */
+void
+es_pipeline_committed(Oid dboid)
+{
+	EsPipelineDb *db;
+
+	if (es_pipeline == NULL)
+		return;
+	LWLockAcquire(es_pipeline_lock, LW_SHARED);
+	db = es_pipeline_find(dboid);
+	if (db != NULL)
+	{
+		pg_atomic_fetch_add_u64(&db->commits, 1);
+		pg_memory_barrier();
+		if (db->sleeping && db->latch != NULL)
+			SetLatch(db->latch);
+	}
 	LWLockRelease(es_pipeline_lock);
 }
 
@@ -305,12 +333,66 @@ es_ensure_pipeline_worker(void)
  * At commit: wake the worker of a database whose events changed, ask for a
  * worker for a database that gained the extension.  Never raises an error.
  */
+/*
+ * Flow control: before a transaction that appended commits, while the
+ * pipeline is more than event_store.pipeline_max_lag of WAL behind, wait
+ * (up to a few seconds) until it is within half of it.  So a backlog stays
+ * bounded whatever the writers do -- the global log is at most about that
+ * far behind, and drains in a fraction of a second -- and writers that are
+ * faster than the pipeline go at its pace instead of leaving it behind.
+ * Not for the extension's own workers, nor for a session that restores
+ * (the pipeline waits for it).
+ */
+static void
+wait_for_pipeline_lag(void)
+{
+	XLogRecPtr	target;
+	TimestampTz deadline = 0;
+	uint64		limit;
+
+	if (es_pipeline_max_lag_kb <= 0 || es_pipeline == NULL || es_restoring ||
+		MyBackendType != B_BACKEND)
+		return;
+	target = GetXLogInsertRecPtr();
+	limit = (uint64) es_pipeline_max_lag_kb * 1024;
+	for (;;)
+	{
+		EsPipelineDb *db;
+		XLogRecPtr	applied = InvalidXLogRecPtr;
+		bool		running;
+
+		LWLockAcquire(es_pipeline_lock, LW_SHARED);
+		db = es_pipeline_find(MyDatabaseId);
+		running = db != NULL && db->pid != 0 && !XLogRecPtrIsInvalid(db->applied_lsn);
+		if (running)
+			applied = db->applied_lsn;
+		LWLockRelease(es_pipeline_lock);
+		if (!running || applied >= target || target - applied <= limit)
+			break;
+		if (deadline == 0)
+		{
+			/* behind by more than the limit: wait until within half of it */
+			limit /= 2;
+			deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+		}
+		else if (GetCurrentTimestamp() >= deadline)
+			break;
+		es_pipeline_wake_db(MyDatabaseId);
+		(void) ConditionVariableTimedSleep(&es_pipeline->progress_cv, 10, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+}
+
 static void
 pipeline_xact_callback(XactEvent event, void *arg)
 {
 	(void) arg;
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (es_xact_appended)
+				wait_for_pipeline_lag();
+			break;
 		case XACT_EVENT_COMMIT:
 			if (held_for_drop_extension)
 				release_workers(MyDatabaseId, false, true);	/* one more, to clean up */
@@ -330,7 +412,9 @@ pipeline_xact_callback(XactEvent event, void *arg)
 			}
 			if (want_at_commit)
 				es_pipeline_want(MyDatabaseId);
-			if (es_xact_appended || wake_at_commit)
+			if (es_xact_appended)
+				es_pipeline_committed(MyDatabaseId);
+			if (wake_at_commit)
 				es_pipeline_wake_db(MyDatabaseId);
 			es_xact_appended = false;
 			want_at_commit = false;
@@ -625,6 +709,15 @@ es_pipeline_init(void)
 							&es_pipeline_naptime_ms,
 							1000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("event_store.pipeline_max_lag",
+							"WAL the pipeline may be behind before appending transactions wait for it at commit.",
+							"Writers faster than the pipeline then go at its pace, and the global log stays "
+							"about this far behind at most. 0 lets the backlog grow without bound.",
+							&es_pipeline_max_lag_kb,
+							16 * 1024, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("event_store.pipeline_batch_events",

@@ -84,22 +84,42 @@
 #include "read.h"
 
 
-/* The statements of a round (as the worker's role). */
-static EsStatement log_head = ES_STATEMENT(
-	"SELECT COALESCE(pg_catalog.max(global_position), 0) FROM event_store.global_log",
-	0, InvalidOid);
+/*
+ * Transactions that committed at or before this LSN may have their events
+ * in the log already, ordered by a rebuild or brought by a restore: their
+ * events are looked up before they are given a position (worker_log.c).
+ * Set after a rebuild or a restore, and when a batch met an event in the
+ * log (apply_buffer).
+ */
+static XLogRecPtr overlap_until = InvalidXLogRecPtr;
 
-static EsStatement log_insert = ES_STATEMENT(
-	"INSERT INTO event_store.global_log "
-	"  (global_position, stream_id, stream_version, category, event_type, commit_lsn) "
-	"VALUES ($1, $2, $3, $4, $5, $6) "
-	"ON CONFLICT (stream_id, stream_version) DO NOTHING",
-	6, INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, PG_LSNOID);
+/* Commits counted when last looked at, and when the worker was last busy. */
+static uint64 commits_seen = 0;
+static TimestampTz last_busy = 0;
+
+static void write_positions(void);
+
+/*
+ * Slot confirmations waiting for the worker's own commits (asynchronous) to
+ * be flushed: the slot is confirmed past decoded WAL only once the positions
+ * written for it are durable.
+ */
+#define MAX_PENDING_CONFIRMS	64
+
+typedef struct PendingConfirm
+{
+	XLogRecPtr	commit_end;		/* our commit that wrote the positions (0: none) */
+	XLogRecPtr	confirm;		/* where the slot may then be confirmed */
+} PendingConfirm;
+
+static PendingConfirm pending[MAX_PENDING_CONFIRMS];
+static int	npending = 0;
 
 static EsPipelineDb *my_entry = NULL;
 static char my_name[NAMEDATALEN];
 static void worker_loop(void) pg_attribute_noreturn();
 static void wait_for_restores(void);
+static void confirm_flushed(void);
 static MemoryContext round_context = NULL;	/* reset after each decoded record */
 static MemoryContext apply_context = NULL;	/* reset after each event whose position is written */
 
@@ -246,6 +266,7 @@ rebuild_from_events(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	overlap_until = GetXLogInsertRecPtr();	/* what the slot delivers next may be in the log now */
 
 	es_worker_begin();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -363,6 +384,42 @@ noop_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool 
 }
 
 /*
+ * Confirm the slot up to `confirm` once our commit ending at `commit_end`
+ * (InvalidXLogRecPtr: none) is flushed, and after every earlier one.
+ */
+static void
+confirm_after(XLogRecPtr commit_end, XLogRecPtr confirm)
+{
+	if (npending == MAX_PENDING_CONFIRMS)
+	{
+		/* make room: flush the oldest commit and confirm what it covers */
+		XLogFlush(pending[0].commit_end);
+		confirm_flushed();
+	}
+	pending[npending].commit_end = commit_end;
+	pending[npending].confirm = confirm;
+	npending++;
+}
+
+/* Confirm the slot past what our flushed commits cover. */
+static void
+confirm_flushed(void)
+{
+	XLogRecPtr	flushed = GetFlushRecPtr(NULL);
+	XLogRecPtr	confirm = InvalidXLogRecPtr;
+	int			n = 0;
+
+	while (n < npending && pending[n].commit_end <= flushed)
+		confirm = pending[n++].confirm;
+	if (n == 0)
+		return;
+	memmove(pending, pending + n, sizeof(PendingConfirm) * (npending - n));
+	npending -= n;
+	LogicalConfirmReceivedLocation(confirm);
+	ReplicationSlotMarkDirty();
+}
+
+/*
  * While a session restores the database (restore.c), write no position:
  * the restore brings the dumped ones.  Waits until the last restoring
  * session has ended.
@@ -392,6 +449,8 @@ wait_for_restores(void)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
+	if (said)
+		overlap_until = GetXLogInsertRecPtr();	/* its events may be in its log */
 }
 
 /*
@@ -400,16 +459,15 @@ wait_for_restores(void)
  * instead (does not return).
  */
 static void
-apply_buffer(void)
+write_positions(void)
 {
 	XLogRecPtr	done = replorigin_session_get_progress(false);
 	const EsCatalog *cat;
+	EsLogWriter *writer;
 	int64		next;
 	const EsBufTxn *last = NULL;
-	bool		isnull;
 	int			ntxns = es_buffer_ntxns();
 	int			t;
-	MemoryContext spi_context;
 
 	wait_for_restores();
 	es_worker_begin();
@@ -438,47 +496,41 @@ apply_buffer(void)
 		shut_down_for_dropped_extension();
 	}
 	cat = es_catalog();
-
-	SPI_connect();
-	spi_context = CurrentMemoryContext;
-	es_run(&log_head, NULL, NULL, ES_RUN_READ_ONLY, 1, SPI_OK_SELECT);
-	next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) + 1;
+	writer = es_log_writer_begin(es_log_head(GetActiveSnapshot()) + 1);
 
 	es_buffer_rewind();
 	for (t = 0; t < ntxns; t++)
 	{
 		const EsBufTxn *txn = es_buffer_txn(t);
+		bool		probe = txn->end_lsn <= overlap_until;
 		int64		i;
 
 		for (i = txn->first; i < txn->first + txn->n; i++)
 		{
 			const EsBufEvent *e;
-			Datum		values[6];
 
 			MemoryContextReset(apply_context);
 			MemoryContextSwitchTo(apply_context);
 			e = es_buffer_event(i); /* read in order, also what is skipped below */
-			MemoryContextSwitchTo(spi_context);
-			if (txn->end_lsn <= done)
-				continue;		/* ordered before a crash: at-least-once delivery */
-			if (e->relid != cat->events_relid)
-				continue;		/* an event of a dropped incarnation of the extension */
-			values[0] = Int64GetDatum(next);
-			values[1] = PointerGetDatum(e->stream_id);
-			values[2] = Int64GetDatum(e->stream_version);
-			MemoryContextSwitchTo(apply_context);
-			values[3] = PointerGetDatum(es_stream_category(VARDATA_ANY(e->stream_id),
-														   VARSIZE_ANY_EXHDR(e->stream_id)));
-			MemoryContextSwitchTo(spi_context);
-			values[4] = PointerGetDatum(e->event_type);
-			values[5] = LSNGetDatum(txn->commit_lsn);
-			if (es_run(&log_insert, values, NULL, 0, 0, SPI_OK_INSERT) == 1)
-				next++;			/* else already in the log (a rebuild): no position */
+			if (txn->end_lsn <= done || e->relid != cat->events_relid)
+			{
+				/*
+				 * Ordered before a crash (at-least-once delivery), or an event
+				 * of a dropped incarnation of the extension.
+				 */
+				MemoryContextSwitchTo(TopTransactionContext);
+				continue;
+			}
+			(void) es_log_writer_add(writer, e->stream_id, e->stream_version,
+									 es_stream_category(VARDATA_ANY(e->stream_id),
+														VARSIZE_ANY_EXHDR(e->stream_id)),
+									 e->event_type, txn->commit_lsn, probe);
+			MemoryContextSwitchTo(TopTransactionContext);
 		}
 		if (txn->end_lsn > done)
 			last = txn;
 	}
-	SPI_finish();
+	next = es_log_writer_end(writer);
 	PopActiveSnapshot();
 
 	/*
@@ -504,6 +556,49 @@ apply_buffer(void)
 		LWLockRelease(es_pipeline_lock);
 		es_pipeline_wake_projectors(MyDatabaseId);	/* new positions to apply */
 	}
+}
+
+/*
+ * Write the buffered transactions' positions (write_positions), without a
+ * look at the log first, as it is the rule: the slot delivers each event
+ * once beyond the origin's progress.  Only a rebuild or a restore can have
+ * ordered some of them already; if the unique index says so, the batch is
+ * rolled back and written again looking each event up (worker_log.c).
+ */
+static void
+apply_buffer(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool again = false;
+
+	PG_TRY();
+	{
+		write_positions();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION ||
+			overlap_until >= es_buffer_txn(es_buffer_ntxns() - 1)->end_lsn)
+			PG_RE_THROW();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		replorigin_session_origin_lsn = InvalidXLogRecPtr;
+		replorigin_session_origin_timestamp = 0;
+		overlap_until = es_buffer_txn(es_buffer_ntxns() - 1)->end_lsn;
+		ereport(LOG,
+				(errmsg("event_store pipeline: some events of database %u are in the global log already; looking each up",
+						MyDatabaseId),
+				 errdetail("A rebuild or a restore ordered them: %s", edata->message)));
+		FreeErrorData(edata);
+		again = true;
+	}
+	PG_END_TRY();
+	if (again)
+		write_positions();
 }
 
 /*
@@ -557,7 +652,10 @@ pipeline_round(LogicalDecodingContext *ctx)
 		CommitTransactionCommand();
 
 		if (es_buffer_ntxns() > 0)
+		{
 			apply_buffer();
+			confirm_after(XactLastCommitEnd, ctx->reader->EndRecPtr);
+		}
 		else
 		{
 			/* notice a dropped extension even when nothing is decoded */
@@ -565,10 +663,8 @@ pipeline_round(LogicalDecodingContext *ctx)
 			if (!extension_installed())
 				shut_down_for_dropped_extension();
 			CommitTransactionCommand();
+			confirm_after(InvalidXLogRecPtr, ctx->reader->EndRecPtr);
 		}
-
-		LogicalConfirmReceivedLocation(ctx->reader->EndRecPtr);
-		ReplicationSlotMarkDirty();
 	}
 	else
 	{
@@ -578,6 +674,8 @@ pipeline_round(LogicalDecodingContext *ctx)
 			shut_down_for_dropped_extension();
 		CommitTransactionCommand();
 	}
+
+	confirm_flushed();
 
 	/* forgotten keys: overwritten once their forget has committed (crypto_forget.c) */
 	{
@@ -640,8 +738,14 @@ event_store_worker_main(Datum arg)
 	before_shmem_exit(worker_exit, (Datum) 0);
 
 	pgstat_report_appname("event_store pipeline");
-	/* our commits must be durable before the slot is confirmed past them */
-	SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * Our commits are asynchronous: they never wait for a flush of their own
+	 * (appenders that commit synchronously flush them along).  The slot is
+	 * confirmed past decoded WAL only once the positions written for it are
+	 * flushed (confirm_flushed), so that a crash that loses our last commits
+	 * decodes their transactions again, and gives the same positions.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * Servers that restrict the output plugins REPLICATION users may name
@@ -761,11 +865,15 @@ worker_loop(void)
 
 	ereport(LOG,
 			(errmsg("event_store pipeline started for database %u", MyDatabaseId)));
+	commits_seen = pg_atomic_read_u64(&my_entry->commits);
+	last_busy = GetCurrentTimestamp();
 
 	for (;;)
 	{
 		bool		more;
 		long		timeout;
+		uint64		commits;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -780,20 +888,47 @@ worker_loop(void)
 				proc_exit(0);	/* the entry stays wanted: started again when enabled */
 			}
 		}
+		commits = pg_atomic_read_u64(&my_entry->commits);
 		more = pipeline_round(ctx);
 		es_supervise_projectors(false);	/* projector.c: start the projection workers */
 		if (more)
 			continue;
+		now = GetCurrentTimestamp();
+		if (commits != commits_seen)
+		{
+			commits_seen = commits;
+			last_busy = now;
+		}
 
 		/*
-		 * Commits with synchronous_commit = off are readable only once the
-		 * WAL writer has flushed them, and nobody wakes us then: look again
-		 * soon while there is unflushed WAL.
+		 * Busy a moment ago: look again in a millisecond, unasked, so that a
+		 * stream of commits need not wake us one by one.  Otherwise sleep
+		 * until a commit wakes us: say so, then look at the count again (a
+		 * commit between the round and the flag would not have woken us).
 		 */
-		timeout = GetXLogInsertRecPtr() > GetFlushRecPtr(NULL) + SizeOfXLogLongPHD ?
-			20 : es_pipeline_naptime_ms;
+		if (!TimestampDifferenceExceeds(last_busy, now, 20))
+			timeout = 1;
+		else
+		{
+			my_entry->sleeping = true;
+			pg_memory_barrier();
+			if (pg_atomic_read_u64(&my_entry->commits) != commits_seen)
+			{
+				my_entry->sleeping = false;
+				continue;
+			}
+
+			/*
+			 * Commits with synchronous_commit = off are readable only once
+			 * the WAL writer has flushed them, and nobody wakes us then:
+			 * look again soon while there is unflushed WAL.
+			 */
+			timeout = GetXLogInsertRecPtr() > GetFlushRecPtr(NULL) + SizeOfXLogLongPHD ?
+				20 : es_pipeline_naptime_ms;
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		my_entry->sleeping = false;
 	}
 }

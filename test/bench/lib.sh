@@ -2,9 +2,10 @@
 # from the repository's root): the benchmark cluster's settings and scripts,
 # the measurements, and the cases.  The functions work on the cluster in
 # $dir (its socket directory, with the scripts) on port $port, and read
-# $clients, $duration and $pairs; $bench_pgbench_opts holds more pgbench
-# options for every measured run (compare: -M prepared).
-bench_pgbench_opts=${bench_pgbench_opts:-}
+# $clients, $duration and $pairs; $bench_pgbench_opts holds the pgbench
+# options of every measured run: prepared statements, as applications use
+# them, for the event_store side and its baseline alike.
+bench_pgbench_opts=${bench_pgbench_opts:--M prepared}
 
 # Settings beyond test/event_store.conf.  The key-encryption key for the
 # crypto case starts with a letter: start_cluster writes settings unquoted.
@@ -12,47 +13,44 @@ bench_settings=("shared_buffers = '1GB'" "max_wal_size = '8GB'" "checkpoint_time
 	"max_connections = 50"
 	"event_store.key_encryption_key = 'aa112233445566778899aabbccddeeffaa112233445566778899aabbccddeeff'")
 
-# The pipeline and projection cases run first, with the pipeline on (their
-# commit-to-visible delays need commit timestamps); every other case measures
-# the write and read paths alone, with the pipeline off (its worker would
-# otherwise order each appended event into the global log on the same cores,
-# a cost the baselines do not have; the pipeline case measures that work by
-# itself).  bench_order CASE...: the cases in the order they run.
-bench_order() {
-	local cases=" $* "
-	[[ $cases == *" projection "* ]] && cases="projection ${cases//projection/}"
-	[[ $cases == *" pipeline "* ]] && cases="pipeline ${cases//pipeline/}"
-	echo $cases
-}
+# Every case runs with the pipeline on, as users run it: each write case
+# reports, besides its tps, the backlog its run left in the global log, the
+# time that backlog took to drain, and the rate sustained counting the drain;
+# and a row with the pipeline off beside it, labelled, for comparison.
+# bench_order CASE...: the cases in the order they run (as given).
+bench_order() { echo "$@"; }
 
-bench_wants_pipeline() { [[ " $* " == *" pipeline "* || " $* " == *" projection "* ]]; }
-
-# A pgbench script of one 100-event batch to a stream batch-N: $1, then the
-# printf format $2 of each event's number, comma-separated, then $3.
+# The batch scripts: $1 events in one transaction to a stream batch-N, as
+# one JSON array for append_events (what a client sends), and, for the
+# floor, one prepared INSERT of the same rows (same columns and payload).
 bench_batch() {
 	local i
-	echo '\set sid random(1, 10000)'
-	printf '%s' "$1"
-	for i in $(seq 1 100); do
-		((i > 1)) && printf ', '
-		printf "$2" "$i"
-	done
-	echo "$3"
+	{
+		echo '\set sid random(1, 10000)'
+		printf "SELECT event_store.append_events('batch-' || :sid, '["
+		for i in $(seq 1 "$1"); do
+			((i > 1)) && printf ', '
+			printf '{"type": "Deposited", "data": {"amount": %d, "note": "benchmark event"}}' "$i"
+		done
+		echo "]');"
+	} > "$dir/append_batch$1.sql"
+	{
+		echo '\set sid random(1, 10000)'
+		echo "INSERT INTO bench.floor_events (stream_id, stream_version, event_type, data)"
+		echo "SELECT 'batch-' || :sid, nextval('bench.floor_seq'), 'Deposited', jsonb_build_object('amount', i, 'note', 'benchmark event')"
+		echo "  FROM generate_series(1, $1) i;"
+	} > "$dir/floor_batch$1.sql"
 }
 
-# Copy the settings and the scripts into $dir, generate the 100-event batch
-# scripts (one JSON array for append_events, one multi-row INSERT for the
-# floor), start the cluster for the cases given, and run setup.sql.
+# Copy the settings and the scripts into $dir, generate the batch scripts,
+# start the cluster (commit timestamps on: the latency cases need them), and
+# run setup.sql.
 bench_start() {
-	local extra=()
 	cp test/event_store.conf test/bench/*.sql "$dir/"
-	bench_batch "SELECT event_store.append_events('batch-' || :sid, '[" \
-		'{"type": "Deposited", "data": {"amount": %d, "note": "benchmark event"}}' "]');" > "$dir/append_batch.sql"
-	bench_batch "INSERT INTO bench.floor_events (stream_id, stream_version, event_type, data) VALUES " \
-		"('batch-' || :sid, nextval('bench.floor_seq'), 'Deposited', '{\"amount\": %d, \"note\": \"benchmark event\"}')" ";" > "$dir/floor_batch.sql"
+	bench_batch 10
+	bench_batch 100
 	[[ $EUID -eq 0 ]] && chown postgres: "$dir"/*
-	bench_wants_pipeline "$@" && extra+=("track_commit_timestamp = on")
-	start_cluster "$dir" "$port" "$dir/event_store.conf" "${bench_settings[@]}" "${extra[@]}"
+	start_cluster "$dir" "$port" "$dir/event_store.conf" "${bench_settings[@]}" "track_commit_timestamp = on"
 	bench_sql setup.sql
 }
 
@@ -66,19 +64,26 @@ bench_vacuum() { as_pg "psql -X -q -h '$dir' -p $port -d postgres -c 'VACUUM ANA
 
 q() { as_pg "psql -X -qAt -h '$dir' -p $port -d postgres -c \"$1\""; }
 
-bench_pipeline_off() {
-	q "ALTER SYSTEM SET event_store.pipeline_enabled = off" >/dev/null
+# bench_pipeline on|off: the pipeline, for the whole cluster
+bench_pipeline() {
+	q "ALTER SYSTEM SET event_store.pipeline_enabled = $1" >/dev/null
 	q "SELECT pg_reload_conf()" >/dev/null
+	[[ $1 == on ]] && q "SELECT event_store.wait_for_pipeline('120 s')" >/dev/null
+	return 0
 }
 
-# tps of $clients clients running script $1 for $duration s (in database $2,
-# default postgres, with the server options $3); its output on failure
-pgbench_tps() {
-	local out
-	out=$(as_pg "PGOPTIONS='${3:-}' pgbench -n $bench_pgbench_opts -h '$dir' -p $port -c $clients -j $clients -T $duration -f '$dir/$1' ${2:-postgres}" 2>&1) ||
+# tps of ${bench_clients:-$clients} clients running script $1 for $duration s
+# (in database $2, default postgres, with the server options $3), and the
+# number of transactions; its output on failure
+pgbench_run() {
+	local out c=${bench_clients:-$clients}
+	out=$(as_pg "PGOPTIONS='${3:-}' pgbench -n $bench_pgbench_opts -h '$dir' -p $port -c $c -j $c -T $duration -f '$dir/$1' ${2:-postgres}" 2>&1) ||
 		{ echo "pgbench $1 failed: $out" >&2; return 1; }
-	sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | grep . || { echo "pgbench $1: no tps in: $out" >&2; return 1; }
+	echo "$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out") $(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")" |
+		grep -E '^[0-9.]+ [0-9]+$' || { echo "pgbench $1: no tps in: $out" >&2; return 1; }
 }
+
+pgbench_tps() { local r; r=$(pgbench_run "$@") && echo "${r%% *}"; }
 
 # tps of one pgbench run of script $1 with synchronous_commit $2 (in
 # database $3, default postgres, with more server options $4), after a
@@ -86,6 +91,31 @@ pgbench_tps() {
 tps() {
 	as_pg "psql -X -q -h '$dir' -p $port -d postgres -c CHECKPOINT"
 	pgbench_tps "$1" "${3:-postgres}" "-c synchronous_commit=$2 ${4:-}"
+}
+
+# An appending run (tps, with synchronous_commit $2) of script $1, whose
+# transactions append $3 events each, from a drained pipeline: prints the
+# tps, the backlog the run left (events appended and not yet in the global
+# log), the seconds it took to drain (0 with the pipeline off), and the
+# events/s sustained counting the drain.
+tps_drain() {
+	local r t n p0 p1 backlog=0 drain=0 t0 t1 on
+	on=$(q "SELECT current_setting('event_store.pipeline_enabled')")
+	[[ $on == on ]] && q "SELECT event_store.wait_for_pipeline('300 s')" >/dev/null
+	as_pg "psql -X -q -h '$dir' -p $port -d postgres -c CHECKPOINT"
+	p0=$(q "SELECT COALESCE(max(global_position), 0) FROM event_store.global_log")
+	r=$(pgbench_run "$1" postgres "-c synchronous_commit=$2") || return 1
+	t=${r%% *} n=${r##* }
+	if [[ $on == on ]]; then
+		p1=$(q "SELECT COALESCE(max(global_position), 0) FROM event_store.global_log")
+		backlog=$((n * $3 - (p1 - p0)))
+		((backlog < 0)) && backlog=0
+		t0=$(date +%s.%N)
+		q "SELECT event_store.wait_for_pipeline('300 s')" >/dev/null
+		t1=$(date +%s.%N)
+		drain=$(awk -v a="$t1" -v b="$t0" 'BEGIN {printf "%.3f", a - b}')
+	fi
+	echo "$t $backlog $drain $(awk -v n="$n" -v e="$3" -v d="$duration" -v w="$drain" 'BEGIN {printf "%.0f", n * e / (d + w)}')"
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -114,17 +144,41 @@ bench_pairs() {
 	bench_row "$1" "$2" "$(printf '%s\n' "${os[@]}" | median)" "$(printf '%s\n' "${bs[@]}" | median)" "${rs[*]}"
 }
 
+# bench_pairs_write NAME SYNC OURS BASE EVENTS: $pairs interleaved runs of
+# our appending script OURS (tps_drain, EVENTS events per transaction) and
+# the baseline's script BASE, then the row of the medians: the tps and their
+# ratio, the backlog, the drain, and the sustained events/s (counting the
+# drain) against the floor's events/s.
+bench_pairs_write() {
+	local i r tb os=() bs=() rs=() bl=() dr=() su=() mo mb
+	for ((i = 1; i <= pairs; i++)); do
+		r=$(tps_drain "$3" "$2" "$5"); tb=$(tps "$4" "$2")
+		read -r to b d sus <<<"$r"
+		os+=("$to") bs+=("$tb") rs+=("$(ratio "$to" "$tb")") bl+=("$b") dr+=("$d") su+=("$sus")
+	done
+	mo=$(printf '%s\n' "${os[@]}" | median) mb=$(printf '%s\n' "${bs[@]}" | median)
+	printf '%-44s %-4s %10.0f %10.0f  %5.2fx  (pairs: %s)\n' "$1" "$2" "$mo" "$mb" "$(ratio "$mo" "$mb" %s)" "${rs[*]}"
+	printf '%-44s %-4s backlog at end %s events, drained in %s s; sustained %s ev/s = %sx the floor\n' "" "" \
+		"$(printf '%s\n' "${bl[@]}" | median)" "$(printf '%s\n' "${dr[@]}" | median)" \
+		"$(printf '%s\n' "${su[@]}" | median)" "$(ratio "$(printf '%s\n' "${su[@]}" | median)" "$(awk -v t="$mb" -v e="$5" 'BEGIN {print t * e}')")"
+}
+
 # The cases measured as tps of one script against another, one row a line:
-# label|our script|the baseline's script|synchronous_commit settings.
+# label|our script|the baseline's script|synchronous_commit settings|events
+# appended per transaction of ours (empty: a read case)|clients (empty:
+# $clients).
 bench_rows() {
 	case $1 in
-	one) echo "1 append, 10k streams vs INSERT floor|append_one.sql|floor_one.sql|on off" ;;
-	batch) echo "100-event append_events vs multi-row INSERT|append_batch.sql|floor_batch.sql|on off" ;;
-	hot) echo "1 hot stream vs advisory lock + max()+1|append_hot.sql|baseline_hot.sql|on off" ;;
-	read) echo "read_stream 1,000 events vs plain SELECT|read_stream.sql|read_select.sql|on" ;;
+	one) echo "1 append, 10k streams vs INSERT floor|append_one.sql|floor_one.sql|on off|1|" ;;
+	single) echo "1 append, 1 client vs INSERT floor|append_one.sql|floor_one.sql|on|1|1" ;;
+	batch10) echo "10-event append_events vs INSERT of 10 rows|append_batch10.sql|floor_batch10.sql|on off|10|" ;;
+	batch) echo "100-event append_events vs INSERT of 100 rows|append_batch100.sql|floor_batch100.sql|on off|100|" ;;
+	hot) echo "1 hot stream vs advisory lock + max()+1|append_hot.sql|baseline_hot.sql|on off|1|" ;;
+	read) echo "read_stream 1,000 events vs plain SELECT|read_stream.sql|read_select.sql|on||" ;;
+	readall) echo "read_all 1,000 events vs SELECT of the join|read_all.sql|read_all_select.sql|on||" ;;
 	crypto)
-		echo "append, 2 protected fields vs unprotected|append_protected.sql|append_unprotected.sql|on off"
-		echo "read_stream 1,000 protected vs unprotected|read_protected.sql|read_unprotected.sql|on" ;;
+		echo "append, 2 protected fields vs unprotected|append_protected.sql|append_unprotected.sql|on off|1|"
+		echo "read_stream 1,000 protected vs unprotected|read_protected.sql|read_unprotected.sql|on||" ;;
 	esac
 }
 
@@ -133,14 +187,14 @@ bench_rows() {
 # label our-script baseline-script synchronous_commit" for each row and
 # setting.  Exits on a case that bench_rows does not have.
 bench_each_row() {
-	local rows row label ours base syncs s
+	local rows row label ours base syncs events cl s
 	mapfile -t rows < <(bench_rows "$1")
 	((${#rows[@]})) || { echo "unknown case: $1" >&2; exit 2; }
 	[[ $1 == crypto ]] && ${3:-bench_sql} crypto_setup.sql
 	for row in "${rows[@]}"; do
-		IFS='|' read -r label ours base syncs <<<"$row"
+		IFS='|' read -r label ours base syncs events cl <<<"$row"
 		for s in $syncs; do
-			"$2" "$label" "$ours" "$base" "$s"
+			bench_clients=$cl "$2" "$label" "$ours" "$base" "$s" "$events"
 		done
 	done
 }

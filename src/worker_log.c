@@ -1,0 +1,215 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_log.c
+ *	  The pipeline worker's writes into event_store.global_log: positions
+ *	  given in bulk, without SQL.
+ *
+ * Each buffered event gets the next position: its row is added to a batch
+ * of slots, and every BATCH_ROWS rows the batch goes into the heap in one
+ * table_multi_insert() (one WAL record per page, as COPY does) and into the
+ * log's indexes, through the executor's index insertion, which keeps the
+ * unique indexes the backstop they are: an event given a second position
+ * would fail the worker, never be stored twice.
+ *
+ * An event can only be in the log already where a rebuild ordered it from
+ * the event table, or a restore brought the dumped log: the transactions
+ * that committed before the worker started, before its rebuild, or before a
+ * restore it waited for.  For those (probe), the unique index on (stream_id,
+ * stream_version) is looked up first and an event found there keeps its
+ * position; everything later is inserted without a look.
+ *
+ * Locking: RowExclusiveLock on the log and its indexes, as an INSERT takes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "parser/parsetree.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "internal.h"
+#include "pipeline.h"
+
+/* Rows per multi-insert. */
+#define BATCH_ROWS	1000
+
+/* Columns of event_store.global_log (1-based). */
+#define Natts_log	6
+
+struct EsLogWriter
+{
+	Relation	log;
+	Relation	event_key;		/* unique (stream_id, stream_version), for probes */
+	IndexScanDesc probe_scan;	/* on it, begun at the first probe */
+	TupleTableSlot *probe_slot;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	BulkInsertState bistate;
+	CommandId	cid;
+	TupleTableSlot *slots[BATCH_ROWS];
+	int			nslots;			/* slots made so far */
+	int			nbuffered;		/* rows in the batch */
+	MemoryContext context;		/* where the writer and its slots live */
+	MemoryContext batch_context;	/* the rows' texts, reset after each batch */
+	int64		next;			/* the next position */
+};
+
+/*
+ * Start writing positions from `next`, in the current transaction (with an
+ * active snapshot, which the probes read with).  The writer lives in the
+ * current memory context; es_log_writer_add may be called in a shorter one.
+ */
+EsLogWriter *
+es_log_writer_begin(int64 next)
+{
+	const EsCatalog *cat = es_catalog();
+	EsLogWriter *w = palloc0(sizeof(EsLogWriter));
+	RangeTblEntry *rte;
+
+	w->log = table_open(cat->log_relid, RowExclusiveLock);
+	if (RelationGetDescr(w->log)->natts != Natts_log)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a table of extension \"event_store\" has %d columns where %d were expected",
+						RelationGetDescr(w->log)->natts, Natts_log),
+				 errhint("Reinstall the extension; its tables must not be altered.")));
+	w->event_key = index_open(cat->log_event_key, RowExclusiveLock);
+	w->estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(w->log);
+	rte->relkind = w->log->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(w->estate, list_make1(rte));
+	w->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(w->rri, w->log, 1, NULL, 0);
+	ExecOpenIndices(w->rri, false);
+	w->cid = GetCurrentCommandId(true);
+	w->estate->es_output_cid = w->cid;
+	w->bistate = GetBulkInsertState();
+	w->batch_context = AllocSetContextCreate(CurrentMemoryContext, "event_store log batch",
+											 ALLOCSET_DEFAULT_SIZES);
+	w->context = CurrentMemoryContext;
+	w->next = next;
+	return w;
+}
+
+/* Is the event in the log already? */
+static bool
+in_log(EsLogWriter *w, text *stream_id, int64 stream_version)
+{
+	ScanKeyData keys[2];
+
+	if (w->probe_scan == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(w->context);
+
+		w->probe_scan = index_beginscan(w->log, w->event_key, GetActiveSnapshot(), 2, 0);
+		w->probe_slot = table_slot_create(w->log, NULL);
+		MemoryContextSwitchTo(old);
+	}
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(stream_version));
+	index_rescan(w->probe_scan, keys, 2, NULL, 0);
+	return index_getnext_slot(w->probe_scan, ForwardScanDirection, w->probe_slot);
+}
+
+/* Write the batch: heap, then indexes. */
+static void
+flush(EsLogWriter *w)
+{
+	int			i;
+
+	if (w->nbuffered == 0)
+		return;
+	table_multi_insert(w->log, w->slots, w->nbuffered, w->cid, 0, w->bistate);
+	for (i = 0; i < w->nbuffered; i++)
+	{
+		List	   *rechecks = ExecInsertIndexTuples(w->rri, w->slots[i], w->estate,
+													 false, false, NULL, NIL);
+
+		list_free(rechecks);
+		ExecClearTuple(w->slots[i]);
+	}
+	w->nbuffered = 0;
+	MemoryContextReset(w->batch_context);
+}
+
+/*
+ * Give the event the next position, unless (with probe) it has one already.
+ * Returns whether it took one.
+ */
+bool
+es_log_writer_add(EsLogWriter *w, text *stream_id, int64 stream_version, text *category,
+				  text *event_type, XLogRecPtr commit_lsn, bool probe)
+{
+	TupleTableSlot *slot;
+	MemoryContext old;
+
+	if (probe && in_log(w, stream_id, stream_version))
+		return false;
+	if (w->nbuffered == w->nslots)
+	{
+		old = MemoryContextSwitchTo(w->context);
+		w->slots[w->nslots++] = table_slot_create(w->log, NULL);
+		MemoryContextSwitchTo(old);
+	}
+	slot = w->slots[w->nbuffered++];
+	ExecClearTuple(slot);
+	old = MemoryContextSwitchTo(w->batch_context);
+	slot->tts_values[0] = Int64GetDatum(w->next);
+	slot->tts_values[1] = PointerGetDatum(DatumGetTextPCopy(PointerGetDatum(stream_id)));
+	slot->tts_values[2] = Int64GetDatum(stream_version);
+	slot->tts_values[3] = PointerGetDatum(DatumGetTextPCopy(PointerGetDatum(category)));
+	slot->tts_values[4] = PointerGetDatum(DatumGetTextPCopy(PointerGetDatum(event_type)));
+	slot->tts_values[5] = LSNGetDatum(commit_lsn);
+	MemoryContextSwitchTo(old);
+	memset(slot->tts_isnull, 0, sizeof(bool) * Natts_log);
+	ExecStoreVirtualTuple(slot);
+	w->next++;
+	if (w->nbuffered == BATCH_ROWS)
+		flush(w);
+	return true;
+}
+
+/*
+ * Write what is buffered and close; returns the next position.
+ */
+int64
+es_log_writer_end(EsLogWriter *w)
+{
+	int64		next;
+	int			i;
+
+	flush(w);
+	if (w->probe_scan != NULL)
+	{
+		index_endscan(w->probe_scan);
+		ExecDropSingleTupleTableSlot(w->probe_slot);
+	}
+	for (i = 0; i < w->nslots; i++)
+		ExecDropSingleTupleTableSlot(w->slots[i]);
+	FreeBulkInsertState(w->bistate);
+	table_finish_bulk_insert(w->log, 0);
+	ExecCloseIndices(w->rri);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	FreeExecutorState(w->estate);
+	index_close(w->event_key, NoLock);
+	table_close(w->log, NoLock);
+	MemoryContextDelete(w->batch_context);
+	next = w->next;
+	pfree(w);
+	return next;
+}
