@@ -7,7 +7,7 @@ MODULE_big = event_store
 OBJS = src/event_store.o src/versioning.o src/append.o src/read.o src/upcast.o \
        src/aggregate.o src/snapshot.o src/command.o src/crypto.o \
        src/decoder.o src/publish.o src/shmem.o src/launcher.o src/worker.o src/read_all.o \
-       src/projection.o src/projector.o src/locks.o
+       src/projection.o src/projector.o src/locks.o src/check.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
@@ -20,7 +20,7 @@ PG_CFLAGS   = -Wall -Wextra
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
 REGRESS      = event_log append_events read_stream bad_input append_only privileges upcasting \
                aggregates execute aggregate_property upcasting_paths crypto \
-               decoder publish read_all projections upgrade
+               decoder publish read_all projections upgrade check
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \
