@@ -20,7 +20,7 @@ PG_CFLAGS   = -Wall -Wextra
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
 REGRESS      = event_log append_events read_stream bad_input append_only privileges upcasting \
                aggregates execute aggregate_property upcasting_paths crypto \
-               decoder publish read_all projections upgrade check
+               decoder publish read_all projections upgrade check privilege_matrix
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \
