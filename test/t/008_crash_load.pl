@@ -20,7 +20,10 @@
 #   - event_store.check() returns no row.
 #
 # Knobs: EVENT_STORE_CRASH_KILLS (postmaster kills, default 2),
-# EVENT_STORE_CRASH_BIG (events of the large transaction, default 20000).
+# EVENT_STORE_CRASH_WORKER_KILLS (rounds of backend, pipeline worker and
+# projection worker kills, default 1), EVENT_STORE_CRASH_ROUND_SECONDS (load
+# before each kill, default 0: a few hundred commits), EVENT_STORE_CRASH_BIG
+# (events of the large transaction, default 20000).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -31,6 +34,8 @@ use Time::HiRes qw(time usleep);
 
 my $kills = $ENV{EVENT_STORE_CRASH_KILLS} // 2;
 my $big = $ENV{EVENT_STORE_CRASH_BIG} // 20000;
+my $worker_kills = $ENV{EVENT_STORE_CRASH_WORKER_KILLS} // 1;
+my $round_seconds = $ENV{EVENT_STORE_CRASH_ROUND_SECONDS} // 0;
 die "EVENT_STORE_CRASH_KILLS must be at least 1" unless $kills =~ /^\d+$/ && $kills >= 1;
 
 my $node = PostgreSQL::Test::Cluster->new('crash_load');
@@ -111,9 +116,10 @@ sub start_client
 sub start_load
 {
 	my ($round, $with_big) = @_;
-	my @c = (start_client('s', "$round", 20000), start_client('b', "$round", 5000),
-		start_client('i', "$round", 5000), start_client('h', "${round}a", 20000),
-		start_client('h', "${round}b", 20000));
+	my $n = 20000 + 2000 * $round_seconds;    # statements enough for the round
+	my @c = (start_client('s', "$round", $n), start_client('b', "$round", $n / 4),
+		start_client('i', "$round", $n / 4), start_client('h', "${round}a", $n),
+		start_client('h', "${round}b", $n));
 	push @c, start_client('x', "$round", 1) if $with_big;
 	return @c;
 }
@@ -125,7 +131,7 @@ sub acks
 	for my $c (@clients)
 	{
 		eval { $c->{h}->pump_nb; };    # (dies once the client has exited)
-		push @a, ${ $c->{out} } =~ /^ack (\S+)$/mg;
+		push @a, ${ $c->{out} } =~ /^ack (\S+)\n/mg;    # (a line cut short by a kill is no ack)
 	}
 	return @a;
 }
@@ -140,6 +146,22 @@ sub wait_acks
 		usleep(20_000);
 	}
 	die "the clients did not get $want appends acknowledged";
+}
+
+# Let the clients run $seconds, or until $want commits are acknowledged.
+sub load_for
+{
+	my ($seconds, $want, @clients) = @_;
+	if ($seconds > 0)
+	{
+		my $until = time + $seconds;
+		while (time < $until)
+		{
+			acks(@clients);    # (keeps the pipes drained)
+			usleep(100_000);
+		}
+	}
+	wait_acks($want, @clients) if $want > 0;
 }
 
 sub big_acked
@@ -307,61 +329,79 @@ note 'round 1: the large transaction killed in flight left '
   . $node->safe_psql('postgres', q{SELECT count(*) FROM event_store.events WHERE stream_id = 'big-1'})
   . ' events (all or nothing: it may have committed just before the kill)';
 
-# --- round 2: kill -9 of a client backend in the middle of its appends -------
-@clients = start_load(2, 0);
-wait_acks(300, @clients);
-kill_process(pid_of('client backend', q{AND query LIKE '%append_events%' AND pid <> pg_backend_pid()}));
-push @all_acked, acks(@clients);
-finish_clients(@clients);
-verify('backend kill');
-
-# --- round 3: kill -9 of the pipeline worker while it orders the large transaction
-@clients = start_load(3, 1);
-my $deadline = time + 300;
-usleep(20_000) until big_acked(@clients) || time > $deadline;
-ok(scalar big_acked(@clients), 'the large transaction committed');
-# the worker decodes it (spilled to disk) and orders its events: kill it meanwhile
-my $behind = $node->safe_psql('postgres', q{
-	SELECT count(*) FROM event_store.events e WHERE stream_id = 'big-3' AND NOT EXISTS
-	  (SELECT 1 FROM event_store.global_log g WHERE g.stream_id = e.stream_id AND g.stream_version = e.stream_version)});
-note "round 3: $behind events of the large transaction not yet ordered when the pipeline worker was killed";
-kill_process(pid_of('event_store pipeline'));
-push @all_acked, acks(@clients);
-finish_clients(@clients);
-verify('pipeline worker kill');
-
-# --- round 4: kill -9 of a projection worker in the middle of its batches -----
-@clients = start_load(4, 1);
-$deadline = time + 300;
-usleep(20_000) until big_acked(@clients) || time > $deadline;
-ok(scalar big_acked(@clients), 'the large transaction committed');
-# the pipeline decoded it through spill files (statistics do not survive a
-# crash: checked before this round's kill)
-is($node->safe_psql('postgres', q{SELECT event_store.wait_for_pipeline('180 s')}), 't', 'the large transaction is ordered');
-ok($node->poll_query_until('postgres', q{
-	SELECT spill_txns > 0 AND spill_bytes > 0 FROM pg_stat_replication_slots
-	 WHERE slot_name = 'event_store_' || (SELECT oid FROM pg_database WHERE datname = current_database())}),
-	'the pipeline decoded the large transaction through spill files (logical_decoding_work_mem = 64kB)');
-# (it reaches the projection once ordered: wait until the projection has started on it)
-$deadline = time + 60;
-until (time > $deadline || $node->safe_psql('postgres', q{
-	SELECT count(*) > 0 FROM tallies WHERE key LIKE 'big-4/%'}) eq 't')
+# --- kill -9 of a client backend, the pipeline worker and a projection
+# worker (EVENT_STORE_CRASH_WORKER_KILLS times each, in turn) ---------------
+my $round = 1;
+my %killed = (backend => 0, pipeline => 0, projector => 0);
+for my $w (1 .. $worker_kills)
 {
-	usleep(20_000);
+	# a client backend in the middle of its appends
+	$round++;
+	@clients = start_load($round, 0);
+	load_for($round_seconds, 300, @clients);
+	kill_process(pid_of('client backend', q{AND query LIKE '%append_events%' AND pid <> pg_backend_pid()}));
+	push @all_acked, acks(@clients);
+	finish_clients(@clients);
+	$killed{backend}++;
+	verify("backend kill $w");
+
+	# the pipeline worker while it orders the large transaction
+	$round++;
+	@clients = start_load($round, 1);
+	load_for($round_seconds, 0, @clients);
+	my $deadline = time + 300;
+	usleep(20_000) until big_acked(@clients) || time > $deadline;
+	ok(scalar big_acked(@clients), 'the large transaction committed');
+	# the worker decodes it (spilled to disk) and orders its events: kill it meanwhile
+	my $behind = $node->safe_psql('postgres', qq{
+		SELECT count(*) FROM event_store.events e WHERE stream_id = 'big-$round' AND NOT EXISTS
+		  (SELECT 1 FROM event_store.global_log g WHERE g.stream_id = e.stream_id AND g.stream_version = e.stream_version)});
+	note "round $round: $behind events of the large transaction not yet ordered when the pipeline worker was killed";
+	kill_process(pid_of('event_store pipeline'));
+	push @all_acked, acks(@clients);
+	finish_clients(@clients);
+	$killed{pipeline}++;
+	verify("pipeline worker kill $w");
+
+	# a projection worker in the middle of its batches
+	$round++;
+	@clients = start_load($round, 1);
+	load_for($round_seconds, 0, @clients);
+	$deadline = time + 300;
+	usleep(20_000) until big_acked(@clients) || time > $deadline;
+	ok(scalar big_acked(@clients), 'the large transaction committed');
+	is($node->safe_psql('postgres', q{SELECT event_store.wait_for_pipeline('180 s')}), 't', 'the large transaction is ordered');
+	if ($w == 1)
+	{
+		# the pipeline decoded it through spill files (statistics do not
+		# survive a crash: checked before this round's kill)
+		ok($node->poll_query_until('postgres', q{
+			SELECT spill_txns > 0 AND spill_bytes > 0 FROM pg_stat_replication_slots
+			 WHERE slot_name = 'event_store_' || (SELECT oid FROM pg_database WHERE datname = current_database())}),
+			'the pipeline decoded the large transaction through spill files (logical_decoding_work_mem = 64kB)');
+	}
+	# (it reaches the projection once ordered: wait until the projection has started on it)
+	$deadline = time + 60;
+	until (time > $deadline || $node->safe_psql('postgres', qq{
+		SELECT count(*) > 0 FROM tallies WHERE key LIKE 'big-$round/%'}) eq 't')
+	{
+		usleep(20_000);
+	}
+	my $lag = $node->safe_psql('postgres', q{SELECT lag_events FROM event_store.projection_status WHERE name = 'tallies'});
+	note "round $round: the projection was $lag events behind when its worker was killed";
+	kill_process(pid_of('event_store projector'));
+	push @all_acked, acks(@clients);
+	finish_clients(@clients);
+	$killed{projector}++;
+	verify("projection worker kill $w");
 }
-my $lag = $node->safe_psql('postgres', q{SELECT lag_events FROM event_store.projection_status WHERE name = 'tallies'});
-note "round 4: the projection was $lag events behind when its worker was killed";
-kill_process(pid_of('event_store projector'));
-push @all_acked, acks(@clients);
-finish_clients(@clients);
-verify('projection worker kill');
 
 # --- further kills of the postmaster, at varying moments ---------------------
 for my $k (2 .. $kills)
 {
-	my $round = 3 + $k;
+	$round++;
 	@clients = start_load($round, $k % 2);
-	wait_acks(100 + int(rand(900)), @clients);
+	load_for($round_seconds, 100 + int(rand(900)), @clients);
 	usleep(int(rand(500_000)));
 	kill_postmaster();
 	push @all_acked, acks(@clients);
@@ -372,9 +412,10 @@ for my $k (2 .. $kills)
 my $events = $node->safe_psql('postgres', 'SELECT count(*) FROM event_store.events');
 my $acked_events = 0;
 $acked_events += id_size($_) for @all_acked;
-note sprintf('%d postmaster kills, 1 backend, 1 pipeline worker and 1 projection worker kill; '
+note sprintf('%d postmaster kills, %d backend, %d pipeline worker and %d projection worker kills; '
 	  . '%d restarts checked; %d commits (%d events) acknowledged, %d events stored; %.0f s',
-	$kills, $restarts, scalar @all_acked, $acked_events, $events, time - $t0);
+	$kills, $killed{backend}, $killed{pipeline}, $killed{projector}, $restarts, scalar @all_acked,
+	$acked_events, $events, time - $t0);
 
 $node->stop;
 done_testing();
