@@ -345,10 +345,12 @@ for my $w (1 .. $worker_kills)
 	$killed{backend}++;
 	verify("backend kill $w");
 
-	# the pipeline worker while it orders the large transaction
+	# the pipeline worker while it orders the large transaction (started
+	# after the round's load, so that it is decoded at the kill)
 	$round++;
-	@clients = start_load($round, 1);
+	@clients = start_load($round, 0);
 	load_for($round_seconds, 0, @clients);
+	push @clients, start_client('x', "$round", 1);
 	my $deadline = time + 300;
 	usleep(20_000) until big_acked(@clients) || time > $deadline;
 	ok(scalar big_acked(@clients), 'the large transaction committed');
@@ -363,10 +365,12 @@ for my $w (1 .. $worker_kills)
 	$killed{pipeline}++;
 	verify("pipeline worker kill $w");
 
-	# a projection worker in the middle of its batches
+	# a projection worker in the middle of its batches (the large
+	# transaction, started after the round's load, keeps it busy)
 	$round++;
-	@clients = start_load($round, 1);
+	@clients = start_load($round, 0);
 	load_for($round_seconds, 0, @clients);
+	push @clients, start_client('x', "$round", 1);
 	$deadline = time + 300;
 	usleep(20_000) until big_acked(@clients) || time > $deadline;
 	ok(scalar big_acked(@clients), 'the large transaction committed');
