@@ -309,6 +309,11 @@ is($node->safe_psql('hostile_upd', q{SELECT extversion FROM pg_catalog.pg_extens
 	'0.2.0', 'hostile_upd updated to 0.2.0 under search_path = public, pg_catalog');
 is(traces('hostile_upd'), '0 rows, 0 steps', 'ALTER EXTENSION event_store UPDATE ran none of the planted objects');
 $node->safe_psql('hostile_upd', q{ALTER DATABASE hostile_upd SET search_path = public, pg_catalog});
+# the pipeline worker started before that: it comes back (a second later) with the database's setting
+$node->safe_psql('hostile_upd', q{
+	SET search_path = pg_catalog;
+	SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+	 WHERE backend_type = 'event_store pipeline' AND datname = current_database()});
 
 # --- the workload -----------------------------------------------------------
 # The application's own functions, in a schema of the superuser's (a
