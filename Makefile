@@ -13,7 +13,8 @@ OBJS = src/event_store.o src/catalog.o src/spi.o src/locks.o \
        src/crypto_fields.o src/crypto_forget.o \
        src/decoder.o src/publish.o \
        src/shmem.o src/launcher.o src/worker.o src/worker_buffer.o src/worker_log.o src/pipeline_status.o src/restore.o src/health.o \
-       src/projection.o src/projection_handler.o src/projection_parked.o src/projector.o
+       src/projection.o src/projection_handler.o src/projection_parked.o src/projector.o \
+       src/check.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h
@@ -26,7 +27,7 @@ PG_CFLAGS   = -Wall -Wextra
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
 REGRESS      = event_log append_events read_stream bad_input append_only privileges upcasting \
                aggregates execute aggregate_property upcasting_paths crypto \
-               decoder publish read_all projections health upgrade
+               decoder publish read_all projections health upgrade check privilege_matrix
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \

@@ -431,6 +431,25 @@ REVOKE ALL ON FUNCTION event_store.discard_parked(text, text, bigint) FROM PUBLI
 REVOKE ALL ON FUNCTION event_store.wait_for_projection(text, interval) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
+-- Consistency check (issue 12)
+-- ---------------------------------------------------------------------------
+
+-- What disagrees between the event table and what is derived from it:
+-- stream versions, the global log, snapshots (folded again by their
+-- reducers, as the caller) and projection positions (src/check.c).  No row
+-- means consistent.  An operator's tool: revoked from PUBLIC; the caller
+-- also needs SELECT on events, global_log and aggregates.
+CREATE FUNCTION event_store.check(timeout interval DEFAULT '5 s')
+RETURNS TABLE(kind text, object text, detail text)
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_check';
+
+COMMENT ON FUNCTION event_store.check(interval) IS
+    'Consistency check: one row per disagreement between the events and the global log, snapshots and projections; no row means consistent.';
+
+REVOKE ALL ON FUNCTION event_store.check(interval) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
 -- Health (issue 12, item 7; src/health.c): the server settings an event store
 -- depends on, checked.  The launcher logs the warnings when it starts.
 -- ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
  * raises an error while abort_at_commit.enabled is on, so that a transaction
  * aborts after the other modules' pre-commit work (when it is listed before
  * them in shared_preload_libraries: the callbacks registered last run first).
- * TAP test 009_forget_abort uses it to abort a forget() at the latest point
+ * TAP test 016_forget_abort uses it to abort a forget() at the latest point
  * it can abort at, short of a crash.
  */
 #include "postgres.h"
