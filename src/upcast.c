@@ -22,6 +22,20 @@
  * Locking: reads take AccessShareLock on the registry, as the catalog
  * would.
  *
+ * Calling a step: through an FmgrInfo of the step's own, kept with the cache,
+ * in which the function keeps what it caches between calls (a SQL function
+ * its plans and the state of the statement it is running, PL/pgSQL a pointer
+ * to its compiled body).  A step's function can run inside itself: an
+ * upcaster that reads the log (event_store.read_stream(), load_aggregate())
+ * reads events that are upcast too, by the same step when they are of the
+ * same type and version.  A SQL function's state cannot serve two calls at
+ * once, so each depth of such nesting calls through an FmgrInfo of its own
+ * (UpcastCall); the calls are set up when first needed.  A call that ends in
+ * an error may leave that state half-run (its executor's resources released
+ * by the abort), so its FmgrInfo is not used again: the next call at that
+ * depth, which comes after the (sub)transaction's abort, frees it and sets
+ * up another.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -62,6 +76,19 @@ const EsFunctionShape es_upcaster_shape = {
 	"upcaster", "(data jsonb) RETURNS jsonb", 1, {JSONBOID}, JSONBOID
 };
 
+/*
+ * An FmgrInfo through which a step's function is called, at one depth of
+ * nesting, in a memory context of its own (its fn_mcxt, and where the struct
+ * itself lives), so that it can be thrown away with what the function keeps
+ * in it.
+ */
+typedef struct UpcastCall
+{
+	FmgrInfo	flinfo;
+	MemoryContext cxt;
+	bool		spoiled;		/* a call through it ended in an error */
+} UpcastCall;
+
 /* One step of a chain. */
 typedef struct UpcastStep
 {
@@ -70,8 +97,11 @@ typedef struct UpcastStep
 	char	   *signature;		/* as registered */
 	bool		missing;		/* the function no longer exists (dropped, renamed) */
 	bool		broken;			/* the step no longer fits (or is missing) */
-	FmgrInfo	flinfo;
 	char	   *to_type;		/* NULL: the type stays */
+	MemoryContext cxt;			/* the cache's context the step is in */
+	int			depth;			/* calls of the step in progress */
+	int			ncalls;			/* length of calls */
+	UpcastCall **calls;			/* calls[d]: for a call at depth d, or NULL */
 } UpcastStep;
 
 /*
@@ -93,7 +123,10 @@ typedef struct TypeEntry
  * The cache lives in registry_context.  A rebuild makes a new context; the old
  * one is freed at once unless a chain is being applied (registry_pins > 0),
  * in which case it waits in retired_contexts until the last pin goes: an
- * upcaster may itself cause a rebuild while its FmgrInfo is in use.
+ * upcaster may itself cause a rebuild while its FmgrInfo is in use.  When the
+ * last pin goes with an error, the retired contexts wait for the next read
+ * (free_retired_contexts): the FmgrInfos in them may hold the state of calls
+ * the error interrupted, which is freed after the abort, not before.
  */
 static MemoryContext registry_context = NULL;
 static MemoryContext retired_contexts = NULL;
@@ -235,11 +268,25 @@ step_cmp(const void *a, const void *b)
 }
 
 /*
+ * Free the retired caches, unless a chain is being applied.
+ */
+static void
+free_retired_contexts(void)
+{
+	if (registry_pins == 0 && retired_contexts != NULL)
+	{
+		MemoryContextDelete(retired_contexts);
+		retired_contexts = NULL;
+	}
+}
+
+/*
  * Give up the cache's memory, now or when the last pin goes.
  */
 static void
 retire_registry_context(void)
 {
+	free_retired_contexts();
 	if (registry_context == NULL)
 		return;
 	if (registry_pins == 0)
@@ -342,8 +389,7 @@ load_registry(void)
 		step->missing = !OidIsValid(fn);
 		step->broken = step->missing || !es_function_fits(fn, &es_upcaster_shape) ||
 			(to_type != NULL && (to_type[0] == '\0' || strlen(to_type) > ES_MAX_ID_BYTES));
-		if (!step->broken)
-			fmgr_info_cxt(fn, &step->flinfo, registry_context);
+		step->cxt = registry_context;	/* the calls: when first needed */
 
 		/*
 		 * The current version of a type: where its own steps lead, or where a
@@ -475,6 +521,77 @@ upcast_error_context(void *arg)
 }
 
 /*
+ * The FmgrInfo for a call of a step at its current depth, set up if needed.
+ */
+static UpcastCall *
+step_call(UpcastStep *step)
+{
+	UpcastCall *call;
+	MemoryContext cxt;
+
+	if (step->depth == step->ncalls)
+	{
+		int			n = Max(1, 2 * step->ncalls);
+
+		step->calls = step->calls ?
+			repalloc(step->calls, sizeof(UpcastCall *) * n) :
+			MemoryContextAlloc(step->cxt, sizeof(UpcastCall *) * n);
+		memset(step->calls + step->ncalls, 0, sizeof(UpcastCall *) * (n - step->ncalls));
+		step->ncalls = n;
+	}
+	call = step->calls[step->depth];
+	if (call != NULL && !call->spoiled)
+		return call;
+	if (call != NULL)
+	{
+		/* after the abort of the call that spoiled it: see the header */
+		step->calls[step->depth] = NULL;
+		MemoryContextDelete(call->cxt);
+	}
+	cxt = AllocSetContextCreate(step->cxt, "event_store upcaster call", ALLOCSET_SMALL_SIZES);
+	call = MemoryContextAllocZero(cxt, sizeof(UpcastCall));
+	call->cxt = cxt;
+	call->spoiled = true;		/* until set up */
+	step->calls[step->depth] = call;
+	fmgr_info_cxt(step->fn, &call->flinfo, cxt);
+	call->spoiled = false;
+	return call;
+}
+
+/*
+ * Call a step's function on data, through an FmgrInfo no call in progress
+ * uses.
+ */
+static Datum
+call_step(UpcastStep *step, Jsonb *data, bool *isnull)
+{
+	UpcastCall *volatile call = step_call(step);
+	Datum		result;
+	LOCAL_FCINFO(fcinfo, 1);
+
+	InitFunctionCallInfoData(*fcinfo, &call->flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = JsonbPGetDatum(data);
+	fcinfo->args[0].isnull = false;
+
+	step->depth++;
+	PG_TRY();
+	{
+		result = FunctionCallInvoke(fcinfo);
+	}
+	PG_CATCH();
+	{
+		step->depth--;
+		call->spoiled = true;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	step->depth--;
+
+	*isnull = fcinfo->isnull;
+	return result;
+}
+
+/*
  * Run the registered chain, then the hook, on one event.
  */
 static void
@@ -502,6 +619,7 @@ upcast(EventStoreUpcastEvent *ev)
 		   (step = find_step(e, ev->schema_version)) != NULL)
 	{
 		Datum		result;
+		bool		isnull;
 		Jsonb	   *jb;
 
 		ctx.from_version = ev->schema_version;
@@ -518,25 +636,18 @@ upcast(EventStoreUpcastEvent *ev)
 					 errmsg("the upcaster from schema version %d of event type \"%s\" no longer takes and returns jsonb",
 							step->from_version, text_to_cstring(ev->event_type)),
 					 errhint("Register a working step with event_store.drop_upcaster() and event_store.add_upcaster().")));
-		{
-			LOCAL_FCINFO(fcinfo, 1);
-
-			InitFunctionCallInfoData(*fcinfo, &step->flinfo, 1, InvalidOid, NULL, NULL);
-			fcinfo->args[0].value = JsonbPGetDatum(ev->data);
-			fcinfo->args[0].isnull = false;
-			result = FunctionCallInvoke(fcinfo);
-			if (fcinfo->isnull)
-				ereport(ERROR,
-						(errcode(ERRCODE_ES_UPCASTER_RESULT),
-						 errmsg("upcaster %s returned null", format_procedure(step->flinfo.fn_oid)),
-						 errhint("An upcaster returns the event's data in the next schema version, a JSON object.")));
-		}
+		result = call_step(step, ev->data, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_UPCASTER_RESULT),
+					 errmsg("upcaster %s returned null", format_procedure(step->fn)),
+					 errhint("An upcaster returns the event's data in the next schema version, a JSON object.")));
 		jb = DatumGetJsonbP(result);
 		if (!JB_ROOT_IS_OBJECT(jb))
 			ereport(ERROR,
 					(errcode(ERRCODE_ES_UPCASTER_RESULT),
 					 errmsg("upcaster %s returned a JSON %s, not an object",
-							format_procedure(step->flinfo.fn_oid),
+							format_procedure(step->fn),
 							JB_ROOT_IS_SCALAR(jb) ? "scalar" : "array"),
 					 errhint("An upcaster returns the event's data in the next schema version.")));
 		ev->data = jb;
@@ -575,21 +686,24 @@ es_upcast_event(Datum *values, bool *nulls)
 	ev.schema_version = DatumGetInt32(values[Anum_events_schema_version]);
 	ev.data = DatumGetJsonbP(values[Anum_events_data]);
 
-	/* the cache stays alive while the chain runs, even if it is rebuilt meanwhile */
+	/*
+	 * The cache stays alive while the chain runs, even if it is rebuilt
+	 * meanwhile; after an error, until the next read.
+	 */
+	free_retired_contexts();
 	registry_pins++;
 	PG_TRY();
 	{
 		upcast(&ev);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		if (--registry_pins == 0 && retired_contexts != NULL)
-		{
-			MemoryContextDelete(retired_contexts);
-			retired_contexts = NULL;
-		}
+		registry_pins--;
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	registry_pins--;
+	free_retired_contexts();
 	values[Anum_events_event_type] = PointerGetDatum(ev.event_type);
 	values[Anum_events_schema_version] = Int32GetDatum(ev.schema_version);
 	values[Anum_events_data] = JsonbPGetDatum(ev.data);
