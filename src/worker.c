@@ -14,19 +14,23 @@
  *		them per committed transaction.  Decoding stops at the first commit
  *		after event_store.pipeline_batch_events buffered events.
  *	 2. In a normal transaction, give each buffered event the next position
- *		(INSERT ... ON CONFLICT DO NOTHING: an event already in the log, from
- *		a rebuild, keeps its position and takes none), and record the end
- *		LSN of the last transaction ordered as the progress of the worker's
- *		replication origin: it is WAL-logged with the commit, so the log and
- *		the progress cannot disagree after a crash.  Transactions at or below
- *		that LSN are skipped: the slot delivers at least once.
- *	 3. After the commit, confirm the slot up to where decoding stopped.
+ *		(an event already in the log, from a rebuild or a restore, keeps its
+ *		position and takes none), and record where decoding stopped as the
+ *		progress of the worker's replication origin: it is WAL-logged with
+ *		the commit, so the log and the progress cannot disagree after a
+ *		crash.  Transactions at or below that LSN are skipped: the slot
+ *		delivers at least once.
+ *	 3. Once that commit is flushed, confirm the slot up to the progress.
+ *		The slot is never confirmed beyond a flushed progress (a round
+ *		without events records its progress on its own, confirm_round), so a
+ *		slot found confirmed further was moved by another session.
  *
  * The worker's own transactions carry its origin; the plugin drops them.
  * Appending backends set the worker's latch at commit (shmem.c), so it sleeps
  * only when there is nothing to do.
  *
- * When the slot is new (first start, or an invalidated slot replaced), every
+ * When the slot is new (first start, or an invalidated slot replaced) or was
+ * moved by another session, every
  * event the slot will not deliver is ordered from the event table: events
  * missing from the log, by (recorded_at, stream_id, stream_version), after
  * the existing positions.  Their commit order is not known any more.
@@ -44,9 +48,11 @@
  */
 #include "postgres.h"
 
+#include "access/rmgr.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
+#include "access/xloginsert.h"
 #include "access/xlogutils.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -97,6 +103,12 @@ static XLogRecPtr overlap_until = InvalidXLogRecPtr;
 static uint64 commits_seen = 0;
 static TimestampTz last_busy = 0;
 
+/* Where the current round's decoding stopped: the origin's progress once it is ordered. */
+static XLogRecPtr round_end = InvalidXLogRecPtr;
+
+/* The end of the WAL record (our commit, or origin_set_progress's) that set the origin's progress last. */
+static XLogRecPtr progress_record_end = InvalidXLogRecPtr;
+
 static void write_positions(void);
 
 /*
@@ -130,6 +142,30 @@ set_status_error(const char *msg)
 	LWLockAcquire(es_pipeline_lock, LW_EXCLUSIVE);
 	strlcpy(my_entry->last_error, msg ? msg : "", sizeof(my_entry->last_error));
 	LWLockRelease(es_pipeline_lock);
+}
+
+/*
+ * Record `lsn` as the origin's progress, durably, without a transaction of
+ * our own to carry it: the WAL record pg_replication_origin_advance() writes,
+ * written for the origin this session holds (which replorigin_advance()
+ * refuses to touch).  Returns the record's end, to be flushed before the slot
+ * is confirmed up to `lsn`.
+ */
+static XLogRecPtr
+origin_set_progress(XLogRecPtr lsn)
+{
+	xl_replorigin_set xlrec;
+	XLogRecPtr	end;
+
+	xlrec.remote_lsn = lsn;
+	xlrec.node_id = replorigin_session_origin;
+	xlrec.force = false;
+	XLogBeginInsert();
+	XLogRegisterData((char *) &xlrec, sizeof(xlrec));
+	end = XLogInsert(RM_REPLORIGIN_ID, XLOG_REPLORIGIN_SET);
+	replorigin_session_advance(lsn, end);
+	progress_record_end = end;
+	return end;
 }
 
 /*
@@ -215,10 +251,12 @@ shut_down_for_dropped_extension(void)
 
 /*
  * Order into the log every event of the table that is not in it yet (after
- * a new slot was created: the slot delivers nothing committed before it).
+ * a new slot was created, or a slot moved by another session: the slot
+ * delivers nothing committed before its confirmed position).  `why` ends the
+ * log message's detail.  Returns the number of events ordered.
  */
-static void
-rebuild_from_events(void)
+static int64
+rebuild_from_events(const char *why)
 {
 	int			ret;
 	int64		added;
@@ -281,8 +319,9 @@ rebuild_from_events(void)
 	es_pipeline_wake_projectors(MyDatabaseId);	/* the rebuilt positions are new to them too */
 	ereport(LOG,
 			(errmsg("event_store pipeline: ordered " INT64_FORMAT " events from the event table into the global log", added),
-			 errdetail("The replication slot \"%s\" is new, so events committed before it were read from event_store.events.",
-					   my_name)));
+			 errdetail("The replication slot \"%s\" %s, so events committed before it were read from event_store.events.",
+					   my_name, why)));
+	return added;
 }
 
 /*
@@ -357,11 +396,49 @@ acquire_slot(bool origin_is_new)
 		 * it will not deliver are in the log: a crash in between means a
 		 * new slot and a new rebuild, never a slot without its rebuild.
 		 */
-		rebuild_from_events();
+		(void) rebuild_from_events("is new");
+
+		/* the origin's progress is never behind the slot (see below) */
+		XLogFlush(origin_set_progress(MyReplicationSlot->data.confirmed_flush));
 		ReplicationSlotPersist();
 	}
 	else
+	{
+		XLogRecPtr	confirmed;
+		XLogRecPtr	progress = replorigin_session_get_progress(false);
+
 		ReplicationSlotAcquire(my_name, true);
+		SpinLockAcquire(&MyReplicationSlot->mutex);
+		confirmed = MyReplicationSlot->data.confirmed_flush;
+		SpinLockRelease(&MyReplicationSlot->mutex);
+
+		/*
+		 * The worker confirms the slot only up to a progress of its origin
+		 * that is flushed (confirm_after), and a crash loses no flushed
+		 * progress, so a slot confirmed beyond it was moved by another
+		 * session while no worker held it: a role with REPLICATION advanced
+		 * it (pg_replication_slot_advance) or consumed it
+		 * (pg_logical_slot_get_changes).  The slot will not deliver what
+		 * was committed before; complete the log from the event table, as
+		 * for a new slot, and say so if anything was missing.
+		 */
+		if (confirmed > progress)
+		{
+			int64		added = rebuild_from_events("was moved past the pipeline's progress by another session");
+
+			if (added > 0)
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_ES_SLOT_INVALIDATED),
+						 errmsg("replication slot \"%s\" of the event_store pipeline was moved by another session", my_name),
+						 errdetail("It was confirmed up to %X/%X, past the pipeline's progress %X/%X; " INT64_FORMAT " events committed in between were not decoded.",
+								   LSN_FORMAT_ARGS(confirmed), LSN_FORMAT_ARGS(progress), added),
+						 errhint("They were ordered from event_store.events, by recorded_at, not commit order. Let no role but the pipeline use the slot: REPLICATION lets a role advance or consume any slot.")));
+				set_status_error("slot moved by another session; rebuilt from event_store.events");
+			}
+			XLogFlush(origin_set_progress(confirmed));
+		}
+	}
 }
 
 /* Output callbacks: the sink does the work, nothing is written. */
@@ -540,12 +617,13 @@ write_positions(void)
 	 * commit timestamp (track_commit_timestamp), hiding when the events
 	 * became visible; that commit time is in pipeline_status instead.
 	 */
-	if (last != NULL)
-		replorigin_session_origin_lsn = last->end_lsn;
+	replorigin_session_origin_lsn = round_end;	/* (recorded only if something was written) */
 	replorigin_session_origin_timestamp = 0;	/* the commit sets it to its own time */
 	CommitTransactionCommand();
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
+	if (replorigin_session_get_progress(false) == round_end)
+		progress_record_end = XactLastCommitEnd;	/* the commit recorded it */
 
 	if (last != NULL)
 	{
@@ -602,6 +680,30 @@ apply_buffer(void)
 }
 
 /*
+ * Confirm the slot up to the end of the round, once the origin's progress
+ * that covers it is flushed.  The slot is never confirmed beyond a flushed
+ * progress, so that a slot found confirmed beyond it when the worker starts
+ * tells that another session moved it (acquire_slot).  A round that wrote
+ * positions carried the progress in its commit; one that wrote none (WAL of
+ * other tables, events already ordered) records it on its own, but only once
+ * it is a segment ahead: until then the slot is confirmed up to the last
+ * progress, and an idle database does not write a record per round.
+ */
+static void
+confirm_round(void)
+{
+	XLogRecPtr	progress = replorigin_session_get_progress(false);
+
+	if (progress < round_end && round_end - progress >= (XLogRecPtr) wal_segment_size)
+	{
+		(void) origin_set_progress(round_end);
+		progress = round_end;
+	}
+	if (!XLogRecPtrIsInvalid(progress))
+		confirm_after(progress_record_end, Min(progress, round_end));
+}
+
+/*
  * Decode what is flushed (up to a batch), order it, confirm the slot.
  * Returns true if it stopped early (more to do right away).
  */
@@ -651,11 +753,9 @@ pipeline_round(LogicalDecodingContext *ctx)
 		MemoryContextSwitchTo(TopTransactionContext);
 		CommitTransactionCommand();
 
+		round_end = ctx->reader->EndRecPtr;
 		if (es_buffer_ntxns() > 0)
-		{
 			apply_buffer();
-			confirm_after(XactLastCommitEnd, ctx->reader->EndRecPtr);
-		}
 		else
 		{
 			/* notice a dropped extension even when nothing is decoded */
@@ -663,8 +763,8 @@ pipeline_round(LogicalDecodingContext *ctx)
 			if (!extension_installed())
 				shut_down_for_dropped_extension();
 			CommitTransactionCommand();
-			confirm_after(InvalidXLogRecPtr, ctx->reader->EndRecPtr);
 		}
+		confirm_round();
 	}
 	else
 	{
@@ -702,8 +802,8 @@ pipeline_round(LogicalDecodingContext *ctx)
 	if (!more)
 		my_entry->caught_up_time = round_start;
 	if (!more && my_entry->last_error[0] != '\0' &&
-		strncmp(my_entry->last_error, "slot invalidated", 16) != 0)
-		my_entry->last_error[0] = '\0';
+		strstr(my_entry->last_error, "rebuilt from event_store.events") == NULL)
+		my_entry->last_error[0] = '\0';	/* a rebuild stays shown: commit order was lost */
 	LWLockRelease(es_pipeline_lock);
 	ConditionVariableBroadcast(&es_pipeline->progress_cv);
 	return more;

@@ -16,6 +16,13 @@
 #      stopped;
 #   4. a physical slot of that name (the worker cannot use it: a control
 #      that it says so).
+# Cases 2 and 3 are caught when the worker takes the slot again: it never
+# confirms the slot beyond its origin's flushed progress, so a slot found
+# confirmed beyond it was moved by someone else; the worker orders the
+# events it will not deliver from the event table and warns.  The controls:
+# no warning, and commit order kept, when the worker is merely stopped and
+# started again, after it confirmed the slot through a busy but event-less
+# stretch of WAL, and after a crash of the server.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -123,6 +130,54 @@ $node->safe_psql('physical', q{
 	SELECT event_store.append('p-1', 'E', '{}');
 });
 not_silent('physical', 'a physical slot of the name');
+
+my $log = slurp_file($node->logfile);
+like($log, qr/replication slot "event_store_\d+" of the event_store pipeline was moved by another session/,
+	'the worker says that the slot was moved by another session');
+
+# --- 5. controls: stopped and started, idle WAL, a crash: no false alarm -------
+$node->safe_psql('postgres', 'CREATE DATABASE control');
+$node->safe_psql('control', q{
+	CREATE EXTENSION event_store;
+	CREATE TABLE other (x text);
+	SELECT event_store.append('k-1', 'E', '{}');
+	SELECT event_store.wait_for_pipeline('60 s');
+});
+$slot = $node->safe_psql('control', $slot_of);
+my $log_from = -s $node->logfile;
+my $restart = sub {
+	set_pipeline('off');
+	$node->poll_query_until('control', qq{SELECT NOT active FROM pg_replication_slots WHERE slot_name = '$slot'})
+	  or die 'the pipeline worker did not stop';
+	# appends while no worker runs: ordered from the slot, in commit order
+	$node->safe_psql('control', q{SELECT event_store.append('k-2', 'E', '{}'); SELECT event_store.append('k-1', 'E', '{}')});
+	set_pipeline('on');
+	$node->safe_psql('control', q{SELECT event_store.wait_for_pipeline('60 s')}) eq 't' or die 'no catch-up';
+};
+$restart->();
+# more than a WAL segment written to another table: the worker confirms the slot through it
+$node->safe_psql('control', q{INSERT INTO other SELECT repeat('x', 1000) FROM generate_series(1, 30000)});
+$node->safe_psql('control', q{SELECT event_store.append('k-3', 'E', '{}'); SELECT event_store.wait_for_pipeline('60 s')});
+my $before = $node->safe_psql('control', q{SELECT pg_current_wal_insert_lsn()});
+$node->safe_psql('control', q{INSERT INTO other SELECT repeat('x', 1000) FROM generate_series(1, 30000)});
+ok($node->poll_query_until('control', qq{SELECT confirmed_flush_lsn > '$before' FROM pg_replication_slots WHERE slot_name = '$slot'}),
+	'control: the worker confirms the slot through 30 MB of WAL without events');
+$restart->();
+$node->stop('immediate');
+$node->start;
+$node->safe_psql('control', q{SELECT event_store.append('k-4', 'E', '{}')});
+is($node->safe_psql('control', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'control: the pipeline catches up after a crash');
+is($node->safe_psql('control', q{
+	SELECT string_agg(g.stream_id || '/' || g.stream_version, ' ' ORDER BY g.global_position)
+	  FROM event_store.global_log g}),
+	'k-1/1 k-2/1 k-1/2 k-3/1 k-2/2 k-1/3 k-4/1',
+	'control: every event ordered once, in commit order');
+is($node->safe_psql('control', q{SELECT count(*) FROM event_store.check('10 s')}), '0', 'control: check() finds nothing');
+is($node->safe_psql('control', q{SELECT coalesce(last_error, 'none') FROM event_store.pipeline_status}), 'none',
+	'control: pipeline_status shows no error');
+my $control_log = substr(slurp_file($node->logfile), $log_from);
+unlike($control_log, qr/moved by another session|ordered \d+ events from the event table/,
+	'control: no false alarm and no rebuild, after a restart of the worker, idle WAL and a crash');
 
 $node->stop;
 done_testing();
