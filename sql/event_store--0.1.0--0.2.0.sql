@@ -498,3 +498,40 @@ COMMENT ON TABLE event_store.global_log IS
     'The global log: the position of every event in commit order, written by the event_store pipeline worker (and restores). Read with event_store.read_all().';
 COMMENT ON TABLE event_store.log_identity IS
     'The identity of this database''s global log (projections refer to it); dumped with the log.';
+
+-- ---------------------------------------------------------------------------
+-- Consumer groups on the global log (issue 14; src/scan.c, src/read.c).
+-- Member k of a group of n reads the events of the streams whose hash
+-- (stream_hash) is k modulo n: every event once among the members, each
+-- stream's events to one member, in order.  An overload, not new defaults on
+-- read_all: with defaults, every four-argument call would be ambiguous, and
+-- replacing the function would drop the grants users made on it.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION event_store.read_all(
+    after_position bigint,
+    max_count integer,
+    categories text[],
+    event_types text[],
+    consumer_group_member integer,
+    consumer_group_size integer)
+RETURNS SETOF event_store.event
+LANGUAGE c STABLE PARALLEL RESTRICTED ROWS 1000
+AS 'MODULE_PATHNAME', 'event_store_read_all';
+
+COMMENT ON FUNCTION event_store.read_all(bigint, integer, text[], text[], integer, integer) IS
+    'The global log after a position, in commit order: the share of one member of a consumer group (streams by stream_hash modulo the group size).';
+
+-- message-db's hash_64 of the stream's cardinal id (after the first '-', up
+-- to the first '+'; the whole id without '-'): what assigns a stream to a
+-- member, for tools that need to know which member has a stream.
+CREATE FUNCTION event_store.stream_hash(stream_id text)
+RETURNS bigint
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'event_store_stream_hash';
+
+COMMENT ON FUNCTION event_store.stream_hash(text) IS
+    'The consumer-group hash of a stream: the first 64 bits of the MD5 of its cardinal id, as message-db''s hash_64.';
+
+REVOKE ALL ON FUNCTION event_store.read_all(bigint, integer, text[], text[], integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.stream_hash(text) FROM PUBLIC;

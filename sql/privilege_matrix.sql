@@ -133,6 +133,8 @@ INSERT INTO calls VALUES
   ('event_store.subject_streams(text)', $$SELECT count(*) FROM event_store.subject_streams('pm-subject')$$),
   ('event_store._subject_hash(text)', $$SELECT event_store._subject_hash('pm-subject')$$),
   ('event_store.read_all(bigint, integer, text[], text[])', $$SELECT count(*) FROM event_store.read_all(0, 10)$$),
+  ('event_store.read_all(bigint, integer, text[], text[], integer, integer)', $$SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, 0, 2)$$),
+  ('event_store.stream_hash(text)', $$SELECT event_store.stream_hash('pm-1')$$),
   ('event_store.wait_for_pipeline(interval)', $$SELECT event_store.wait_for_pipeline('10 s')$$),
   ('event_store.publish(text, jsonb, text)', $$SELECT event_store.publish('pm.topic', '{}')$$),
   ('event_store._pipeline_state()', $$SELECT state FROM event_store._pipeline_state()$$),

@@ -129,3 +129,71 @@ SELECT event_store.add_upcaster('Shipped', 1, 'public.ra_add_unit(jsonb)');
 SELECT global_position - :base AS pos, event_type, schema_version, data
   FROM event_store.read_all(:base, 10, NULL, '{Shipped}');
 SELECT event_store.drop_upcaster('Shipped', 1);
+
+-- consumer groups: member k of n reads the streams whose stream_hash is k mod n
+-- the hash is message-db's hash_64 of the cardinal id (after the first '-', before the first '+')
+SELECT event_store.stream_hash('account-123') AS h,
+       event_store.stream_hash('account-123') = ('x' || left(md5('123'), 16))::bit(64)::bigint AS same_as_sql,
+       event_store.stream_hash('account-123+2024') = event_store.stream_hash('account-123') AS compound_id,
+       event_store.stream_hash('other-123') = event_store.stream_hash('account-123') AS category_ignored,
+       event_store.stream_hash('account') = ('x' || left(md5('account'), 16))::bit(64)::bigint AS no_id_whole,
+       event_store.stream_hash('a-') = ('x' || left(md5(''), 16))::bit(64)::bigint AS empty_id;
+SELECT event_store.stream_hash(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.stream_hash('');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.stream_hash(repeat('x', 100000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT max(global_position) AS gbase FROM event_store.global_log \gset
+-- 40 streams of 3 categories, 5 events each, interleaved over 5 transactions
+SELECT count(*) FROM generate_series(1, 5) r,
+  LATERAL (SELECT event_store.append_events(c || '-' || i || CASE WHEN i % 7 = 0 THEN '+x' ELSE '' END,
+                                             '[{"type": "G", "data": {}}]')
+             FROM generate_series(1, 40) i, (VALUES ('cga'), ('cgb'), ('cgc')) v(c)
+            WHERE (i + r) % 3 = 0 OR c = 'cga') s;
+SELECT event_store.wait_for_pipeline('30 s');
+CREATE TEMP TABLE cg AS
+  SELECT m.member, e.*
+    FROM generate_series(0, 2) m(member),
+         LATERAL event_store.read_all(:gbase, 100000, NULL, NULL, m.member, 3) e;
+-- every event exactly once, among the members
+SELECT (SELECT count(*) FROM cg) AS read_by_members,
+       (SELECT count(*) FROM event_store.read_all(:gbase, 100000)) AS in_the_log,
+       (SELECT count(DISTINCT global_position) FROM cg) AS distinct_positions;
+-- each stream to one member, the one stream_hash says; every member gets a share
+SELECT count(*) AS streams_on_two_members FROM (SELECT stream_id FROM cg GROUP BY 1 HAVING count(DISTINCT member) > 1) x;
+SELECT count(*) AS wrong_member FROM cg WHERE member <> abs(event_store.stream_hash(stream_id)) % 3;
+SELECT count(DISTINCT member) AS members_with_events FROM cg;
+-- in log order, each stream's versions in order, with the filters and max_count
+SELECT count(*) AS out_of_order FROM (
+  SELECT global_position < lag(global_position) OVER (PARTITION BY member ORDER BY global_position) AS bad1,
+         stream_version < lag(stream_version) OVER (PARTITION BY stream_id ORDER BY global_position) AS bad2
+    FROM cg) x WHERE bad1 OR bad2;
+SELECT (SELECT array_agg(global_position ORDER BY global_position) FROM
+          (SELECT global_position FROM cg WHERE member = 1 AND stream_id LIKE 'cgb-%' ORDER BY 1 LIMIT 4) x)
+     = (SELECT array_agg(global_position) FROM event_store.read_all(:gbase, 4, '{cgb}', NULL, 1, 3)) AS category_filter,
+       (SELECT array_agg(global_position ORDER BY global_position) FROM
+          (SELECT global_position FROM cg WHERE member = 2 AND event_type = 'G' ORDER BY 1 LIMIT 3) x)
+     = (SELECT array_agg(global_position) FROM event_store.read_all(:gbase, 3, NULL, '{G}', 2, 3)) AS type_filter;
+-- a member resuming from its last position gets exactly the rest
+SELECT (SELECT array_agg(global_position) FROM event_store.read_all(
+          (SELECT max(global_position) FROM event_store.read_all(:gbase, 10, NULL, NULL, 0, 3)), 100000, NULL, NULL, 0, 3))
+     = (SELECT array_agg(global_position ORDER BY global_position)
+          FROM (SELECT global_position FROM cg WHERE member = 0 ORDER BY 1 OFFSET 10) x) AS resumed;
+-- a group of one is the whole log
+SELECT (SELECT count(*) FROM event_store.read_all(:gbase, 100000, NULL, NULL, 0, 1))
+     = (SELECT count(*) FROM event_store.read_all(:gbase, 100000)) AS group_of_one;
+-- bad groups: both or neither, size >= 1, 0 <= member < size
+SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, 0, NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, NULL, 3);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, 0, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, 3, 3);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, -1, 3);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, NULL, NULL) AS no_group;
+SELECT count(*) FROM event_store.read_all(NULL, 10, NULL, NULL, 0, 2);
+\echo :LAST_ERROR_SQLSTATE

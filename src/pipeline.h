@@ -33,6 +33,9 @@
 /* Slot and replication origin of a database's worker: "event_store_<dboid>". */
 #define ES_PIPELINE_NAME_FORMAT		"event_store_%u"
 
+/* NOTIFY channel of new positions: one notification per worker round (payload: the new head) */
+#define ES_LOG_CHANNEL				"event_store_global_log"
+
 /* Databases the pipeline can serve at once (workers). */
 #define ES_MAX_PIPELINES			32
 

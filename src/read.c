@@ -28,6 +28,7 @@
 PG_FUNCTION_INFO_V1(event_store_read_stream);
 PG_FUNCTION_INFO_V1(event_store_stream_version);
 PG_FUNCTION_INFO_V1(event_store_read_all);
+PG_FUNCTION_INFO_V1(event_store_stream_hash);
 
 /*
  * read_stream(stream_id, from_version, max_count, backwards, as_of)
@@ -108,8 +109,11 @@ event_store_stream_version(PG_FUNCTION_ARGS)
 }
 
 /*
- * read_all(after_position, max_count, categories, event_types)
- * RETURNS SETOF event_store.event: the global log in commit order.
+ * read_all(after_position, max_count, categories, event_types
+ *			[, consumer_group_member, consumer_group_size])
+ * RETURNS SETOF event_store.event: the global log in commit order; with a
+ * consumer group, only the events of the member's streams.  (0.1.0's
+ * read_all has the first four arguments only.)
  */
 Datum
 event_store_read_all(PG_FUNCTION_ARGS)
@@ -117,6 +121,8 @@ event_store_read_all(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	int64		after;
 	int32		max_count;
+	int32		member = 0;
+	int32		size = 0;
 	EsLogScan  *s;
 
 	es_require_arg(fcinfo, 0, "after_position");
@@ -125,15 +131,49 @@ event_store_read_all(PG_FUNCTION_ARGS)
 	max_count = PG_GETARG_INT32(1);
 	es_check_not_negative(after, "after_position", "Pass 0 to read from the first event.");
 	es_check_not_negative(max_count, "max_count", NULL);
+	if (PG_NARGS() >= 6 && (!PG_ARGISNULL(4) || !PG_ARGISNULL(5)))
+	{
+		if (PG_ARGISNULL(4) || PG_ARGISNULL(5))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("consumer_group_member and consumer_group_size must be given together"),
+					 errhint("Pass both to read one member's share of the log, or neither to read all of it.")));
+		member = PG_GETARG_INT32(4);
+		size = PG_GETARG_INT32(5);
+		if (size < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("consumer_group_size must be at least 1"),
+					 errdetail("The size given was %d.", size)));
+		if (member < 0 || member >= size)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("consumer_group_member must be between 0 and consumer_group_size - 1"),
+					 errdetail("The member given was %d, of a group of %d.", member, size)));
+	}
 	es_ensure_pipeline_worker();
 
 	InitMaterializedSRF(fcinfo, 0);
 	s = es_log_scan_begin(after, PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2),
 						  PG_ARGISNULL(3) ? NULL : PG_GETARG_ARRAYTYPE_P(3),
 						  max_count, GetActiveSnapshot());
+	if (size > 0)
+		es_log_scan_set_group(s, member, size);
 	while (es_log_scan_next(s))
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, s->values, s->nulls);
 	es_log_scan_end(s);
 	return (Datum) 0;
 }
 
+
+/*
+ * stream_hash(stream_id) RETURNS bigint: the hash that assigns streams to
+ * consumer group members (es_stream_hash), for tools outside the database.
+ */
+Datum
+event_store_stream_hash(PG_FUNCTION_ARGS)
+{
+	text	   *stream_id = es_identifier_arg(fcinfo, 0, "stream_id");
+
+	PG_RETURN_INT64(es_stream_hash(VARDATA_ANY(stream_id), VARSIZE_ANY_EXHDR(stream_id)));
+}

@@ -67,6 +67,10 @@ typedef struct EsLogScan
 	int			nsubs;
 	struct LogSubScan *subs;	/* one ordered index scan per category or type */
 	bool		filter_types;	/* check the rows' types against `types` */
+	int32		group_member;	/* consumer group: only streams of this member ... */
+	int32		group_size;		/* ... of a group of this size (0: no group) */
+	text	   *group_last_stream;	/* the last stream looked at, and whether it is ours */
+	bool		group_last_ours;
 	int			ntypes;
 	text	  **types;			/* sorted, distinct */
 	struct IndexScanDescData *event_scan;	/* the events' primary key, rescanned per row */
@@ -91,8 +95,11 @@ typedef struct EsLogScan
 
 extern EsLogScan *es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 									int64 max_count, Snapshot snapshot);
+extern void es_log_scan_set_group(EsLogScan *s, int32 member, int32 size);
 extern bool es_log_scan_next(EsLogScan *s);
 extern void es_log_scan_end(EsLogScan *s);
+extern int64 es_stream_hash(const char *stream_id, int len);
+extern int32 es_stream_group_member(const char *stream_id, int len, int32 size);
 extern int64 es_log_head(Snapshot snapshot);
 extern int64 es_latest_log_head(void);
 #endif							/* EVENT_STORE_READ_H */

@@ -35,6 +35,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/pg_type.h"
+#include "common/md5.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -295,7 +296,94 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 	return s;
 }
 
-/* Advance a sub-scan to its next row (of an accepted type). */
+/*
+ * The consumer-group hash of a stream: message-db's hash_64 of the stream's
+ * cardinal id, i.e. the first 8 bytes of the MD5 of the cardinal id, read
+ * as a big-endian signed 64-bit integer (in SQL: ('x' || left(md5(id), 16))
+ * ::bit(64)::bigint).  The cardinal id is the part of the stream id after
+ * its first '-', up to the first '+' ("account-7+2024" -> "7"), so that the
+ * streams of one entity go to the same member; a stream id without '-' is
+ * its own cardinal id.
+ */
+int64
+es_stream_hash(const char *stream_id, int len)
+{
+	const char *id = memchr(stream_id, '-', len);
+	const char *end;
+	uint8		digest[16];
+	const char *errstr = NULL;
+	uint64		h = 0;
+	int			i;
+
+	if (id != NULL)
+	{
+		id++;
+		len -= id - stream_id;
+		end = memchr(id, '+', len);
+		if (end != NULL)
+			len = end - id;
+	}
+	else
+		id = stream_id;
+	if (!pg_md5_binary(id, len, digest, &errstr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute the MD5 hash of a stream id: %s", errstr)));
+	for (i = 0; i < 8; i++)
+		h = (h << 8) | digest[i];
+	return (int64) h;
+}
+
+/*
+ * The member of a consumer group of `size` members that a stream belongs to:
+ * |hash| mod size, as message-db computes it (MOD(@hash_64(...), size)).
+ */
+int32
+es_stream_group_member(const char *stream_id, int len, int32 size)
+{
+	int64		h = es_stream_hash(stream_id, len);
+	uint64		magnitude = h < 0 ? -(uint64) h : (uint64) h;
+
+	return (int32) (magnitude % (uint64) size);
+}
+
+/*
+ * Return only the events of the streams of consumer group member `member`
+ * (0-based) of a group of `size`: before the first es_log_scan_next.  The
+ * filter is applied to the log's rows, before their events are fetched.
+ */
+void
+es_log_scan_set_group(EsLogScan *s, int32 member, int32 size)
+{
+	Assert(!s->started && size > 0 && member >= 0 && member < size);
+	s->group_member = member;
+	s->group_size = size;
+}
+
+/* Is the stream of the log row in the slot one of the group member's? */
+static bool
+group_ours(EsLogScan *s, TupleTableSlot *slot)
+{
+	bool		isnull;
+	text	   *stream = DatumGetTextPP(slot_getattr(slot, Anum_log_stream_id, &isnull));
+	MemoryContext old;
+
+	/* a stream's events often come in runs: remember the last one */
+	if (s->group_last_stream != NULL &&
+		VARSIZE_ANY_EXHDR(stream) == VARSIZE_ANY_EXHDR(s->group_last_stream) &&
+		memcmp(VARDATA_ANY(stream), VARDATA_ANY(s->group_last_stream), VARSIZE_ANY_EXHDR(stream)) == 0)
+		return s->group_last_ours;
+	s->group_last_ours = es_stream_group_member(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream),
+												s->group_size) == s->group_member;
+	if (s->group_last_stream != NULL)
+		pfree(s->group_last_stream);
+	old = MemoryContextSwitchTo(s->cxt);
+	s->group_last_stream = (text *) pg_detoast_datum_copy((struct varlena *) stream);
+	MemoryContextSwitchTo(old);
+	return s->group_last_ours;
+}
+
+/* Advance a sub-scan to its next row (of an accepted type and group member). */
 static void
 sub_advance(EsLogScan *s, LogSubScan *sub)
 {
@@ -316,6 +404,8 @@ sub_advance(EsLogScan *s, LogSubScan *sub)
 			if (bsearch(&type, s->types, s->ntypes, sizeof(text *), es_text_cmp) == NULL)
 				continue;
 		}
+		if (s->group_size > 0 && !group_ours(s, sub->slot))
+			continue;
 		sub->position = DatumGetInt64(slot_getattr(sub->slot, Anum_log_global_position, &isnull));
 		sub->have = true;
 		return;

@@ -56,6 +56,7 @@
 #include "access/xlogutils.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -609,6 +610,18 @@ write_positions(void)
 	}
 	next = es_log_writer_end(writer);
 	PopActiveSnapshot();
+
+	/*
+	 * Listeners learn of the new positions when they become visible, at our
+	 * commit: one notification per round, however many events it ordered.
+	 */
+	if (last != NULL)
+	{
+		char		head[32];
+
+		snprintf(head, sizeof(head), INT64_FORMAT, next - 1);
+		Async_Notify(ES_LOG_CHANNEL, head);
+	}
 
 	/*
 	 * The origin's progress goes into this commit's WAL record.  Only the
