@@ -54,3 +54,16 @@ test/modules/abort_at_commit/abort_at_commit$(DLSUFFIX): test/modules/abort_at_c
 
 # PGXS tracks no header dependencies: rebuild every object when a header changes.
 $(OBJS): $(wildcard src/*.h)
+
+# The message-db compatibility layer, an extension of its own (message_db/):
+# built, installed and tested with this one.  It runs its own suites, not the
+# ones named on the command line (make installcheck REGRESS=check ...).
+all: message_db-all
+install: message_db-install
+installcheck: message_db-installcheck
+clean: message_db-clean
+MESSAGE_DB_TARGETS = message_db-all message_db-install message_db-installcheck message_db-clean
+$(MESSAGE_DB_TARGETS): MAKEOVERRIDES =
+$(MESSAGE_DB_TARGETS):
+	$(MAKE) -C message_db PG_CONFIG=$(PG_CONFIG) $(patsubst message_db-%,%,$@)
+.PHONY: $(MESSAGE_DB_TARGETS)
