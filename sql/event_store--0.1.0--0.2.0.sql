@@ -535,3 +535,33 @@ COMMENT ON FUNCTION event_store.stream_hash(text) IS
 
 REVOKE ALL ON FUNCTION event_store.read_all(bigint, integer, text[], text[], integer, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.stream_hash(text) FROM PUBLIC;
+
+-- Positions of named consumers (src/positions.c): a consumer whose effects
+-- are in this database saves its position in the same transaction as them.
+-- Dumped: a restore keeps the global log's positions, so these stay true.
+CREATE TABLE event_store.consumer_positions (
+    consumer text PRIMARY KEY,
+    global_position bigint NOT NULL CHECK (global_position OPERATOR(pg_catalog.>=) 0),
+    saved_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE event_store.consumer_positions IS
+    'The global-log position each named consumer has handled, written by save_position().';
+SELECT pg_catalog.pg_extension_config_dump('event_store.consumer_positions', '');
+
+CREATE FUNCTION event_store.save_position(consumer text, global_position bigint)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'event_store_save_position';
+COMMENT ON FUNCTION event_store.save_position(text, bigint) IS
+    'Saves the global-log position a consumer has handled (in the caller''s transaction).';
+
+CREATE FUNCTION event_store.load_position(consumer text)
+RETURNS bigint
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'event_store_load_position';
+COMMENT ON FUNCTION event_store.load_position(text) IS
+    'The global-log position a consumer saved; 0 if it saved none.';
+
+REVOKE ALL ON TABLE event_store.consumer_positions FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.save_position(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store.load_position(text) FROM PUBLIC;

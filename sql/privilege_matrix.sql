@@ -135,6 +135,8 @@ INSERT INTO calls VALUES
   ('event_store.read_all(bigint, integer, text[], text[])', $$SELECT count(*) FROM event_store.read_all(0, 10)$$),
   ('event_store.read_all(bigint, integer, text[], text[], integer, integer)', $$SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, 0, 2)$$),
   ('event_store.stream_hash(text)', $$SELECT event_store.stream_hash('pm-1')$$),
+  ('event_store.save_position(text, bigint)', $$SELECT event_store.save_position('pm-consumer', 0)$$),
+  ('event_store.load_position(text)', $$SELECT event_store.load_position('pm-consumer')$$),
   ('event_store.wait_for_pipeline(interval)', $$SELECT event_store.wait_for_pipeline('10 s')$$),
   ('event_store.publish(text, jsonb, text)', $$SELECT event_store.publish('pm.topic', '{}')$$),
   ('event_store._pipeline_state()', $$SELECT state FROM event_store._pipeline_state()$$),

@@ -197,3 +197,50 @@ SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, -1, 3);
 SELECT count(*) FROM event_store.read_all(0, 10, NULL, NULL, NULL, NULL) AS no_group;
 SELECT count(*) FROM event_store.read_all(NULL, 10, NULL, NULL, 0, 2);
 \echo :LAST_ERROR_SQLSTATE
+
+-- positions of named consumers: saved in the consumer's own transaction, 0 before the first
+SELECT event_store.load_position('billing') AS before_any;
+BEGIN;
+SELECT event_store.save_position('billing', (SELECT max(global_position) FROM event_store.read_all(:gbase, 5)));
+SELECT event_store.load_position('billing') - :gbase AS in_the_transaction;
+ROLLBACK;
+SELECT event_store.load_position('billing') AS after_rollback;
+SELECT event_store.save_position(consumer => 'billing', global_position => :gbase + 5);
+SELECT event_store.save_position('billing', :gbase + 7);   -- later: replaces
+SELECT event_store.load_position('billing') - :gbase AS saved;
+SELECT count(*) AS rest FROM event_store.read_all(event_store.load_position('billing'), 100000) WHERE global_position <= :gbase + 10;
+SELECT event_store.save_position('billing', 0);            -- back to the start: allowed
+SELECT event_store.load_position('billing') AS rewound;
+SELECT consumer, global_position FROM event_store.consumer_positions ORDER BY 1;
+-- bad input
+\set VERBOSITY sqlstate
+SELECT event_store.save_position('billing', (SELECT max(global_position) + 1 FROM event_store.global_log));
+\set VERBOSITY default
+SELECT :'LAST_ERROR_MESSAGE' ~ '^global_position \d+ is beyond the head of the global log$' AS beyond_head;
+SELECT event_store.save_position('billing', -1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.save_position('billing', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.save_position(NULL, 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.save_position('', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.save_position(repeat('c', 2000), 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.load_position(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.load_position('');
+\echo :LAST_ERROR_SQLSTATE
+-- rights: the table's, as the caller
+CREATE ROLE regress_pos_nobody;
+GRANT USAGE ON SCHEMA event_store TO regress_pos_nobody;
+GRANT EXECUTE ON FUNCTION event_store.save_position(text, bigint), event_store.load_position(text) TO regress_pos_nobody;
+SET ROLE regress_pos_nobody;
+SELECT event_store.load_position('billing');
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.save_position('billing', 1);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP OWNED BY regress_pos_nobody;
+DROP ROLE regress_pos_nobody;
+DELETE FROM event_store.consumer_positions;

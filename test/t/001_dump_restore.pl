@@ -69,9 +69,13 @@ my $src_log = $node->safe_psql('src', $log);
 $node->safe_psql('src', q{
 	CREATE TABLE consumer (name text PRIMARY KEY, position bigint NOT NULL);
 	INSERT INTO consumer SELECT 'mailer', global_position FROM event_store.read_all(0, 1000) ORDER BY global_position DESC LIMIT 1;
+	SELECT event_store.save_position('auditor', (SELECT max(global_position) FROM event_store.read_all(0, 500)));
 });
 my $rest = q{SELECT count(*) || ' ' || md5(string_agg(global_position || ':' || stream_id || ':' || stream_version, ',' ORDER BY global_position)) FROM event_store.read_all((SELECT position FROM consumer), 1000000)};
 my $src_rest = $node->safe_psql('src', $rest);
+# a consumer whose position is in event_store.consumer_positions (save_position)
+my $saved_rest = q{SELECT event_store.load_position('auditor') || ' ' || count(*) || ' ' || md5(string_agg(global_position || ':' || stream_id, ',' ORDER BY global_position)) FROM event_store.read_all(event_store.load_position('auditor'), 1000000)};
+my $src_saved_rest = $node->safe_psql('src', $saved_rest);
 my $src_models = $node->safe_psql('src', $models);
 is($src_models, $node->safe_psql('src', $fold), 'before the dump the read models equal a fresh fold');
 
@@ -105,6 +109,7 @@ for my $db ('dst_custom', 'dst_plain')
 	is($node->safe_psql($db, q{SELECT event_store.wait_for_pipeline('60 s')}), 't', "$db: the pipeline runs after the restore");
 	is($node->safe_psql($db, $log), $src_log, "$db: read_all returns every event at its old position");
 	is($node->safe_psql($db, $rest), $src_rest, "$db: a consumer resuming from its stored position gets exactly what it had not read");
+	is($node->safe_psql($db, $saved_rest), $src_saved_rest, "$db: and one whose position save_position kept, too");
 }
 like(slurp_file($node->logfile), qr/event_store: session \d+ restores database \d+/, 'the restoring session said so');
 

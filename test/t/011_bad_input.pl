@@ -399,6 +399,8 @@ my @functions = (
 		[ 'categories', 'text[]', 'NULL' ], [ 'event_types', 'text[]', 'NULL' ],
 		[ 'consumer_group_member', 'integer', '1' ], [ 'consumer_group_size', 'integer', '3' ] ] ],
 	[ 'stream_hash', 0, [ [ 'stream_id', 'text', q{'bi-fixed'} ] ] ],
+	[ 'save_position', 0, [ [ 'consumer', 'text', q{'bi-consumer'} ], [ 'global_position', 'bigint', '0' ] ] ],
+	[ 'load_position', 0, [ [ 'consumer', 'text', q{'bi-consumer'} ] ] ],
 	[ 'wait_for_pipeline', 0, [ [ 'timeout', 'interval', q{'1 s'} ] ] ],
 	[ 'publish', 1, [ [ 'topic', 'text', q{'bi.topic'} ], [ 'payload', 'jsonb', q{'{}'} ], [ 'key', 'text', 'NULL' ] ] ],
 	[ 'create_projection', 0, [ [ 'name', 'text', q{'bi_new_proj'} ], [ 'handler', 'regprocedure', q{'bi_handle(event_store.event)'} ],
