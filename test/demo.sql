@@ -73,6 +73,13 @@ SELECT stream_id, category, version FROM event_store.streams ORDER BY version DE
 \echo '== 11. The global log: every event once, in commit order (ordered by the decoding pipeline)'
 SELECT event_store.wait_for_pipeline('30 s') AS pipeline_caught_up;
 SELECT global_position, stream_id, stream_version, event_type FROM event_store.read_all(0, 10);
+\echo 'Three processes of one service split it (a consumer group): each stream goes to one member'
+SELECT m AS member, coalesce(string_agg(DISTINCT e.stream_id, ', '), '-') AS streams, count(e.stream_id) AS events
+  FROM generate_series(0, 2) m LEFT JOIN LATERAL event_store.read_all(0, 100, NULL, NULL, m, 3) e ON true
+ GROUP BY m ORDER BY m;
+\echo 'A consumer keeps its position in the database, in the transaction of its own effects'
+SELECT event_store.save_position('mailer', 3);
+SELECT global_position, stream_id, event_type FROM event_store.read_all(event_store.load_position('mailer'), 2);
 
 \echo
 \echo '== 12. An aggregate: the balance folded by a reducer, with a snapshot every 2 events'
