@@ -179,6 +179,12 @@ bench_rows() {
 	crypto)
 		echo "append, 2 protected fields vs unprotected|append_protected.sql|append_unprotected.sql|on off|1|"
 		echo "read_stream 1,000 protected vs unprotected|read_protected.sql|read_unprotected.sql|on||" ;;
+	messagedb)
+		echo "write_message vs append|mdb_write.sql|mdb_write_native.sql|on off||"
+		echo "write_message expected -1 vs append expected 0|mdb_write_expected.sql|mdb_write_expected_native.sql|on off||"
+		echo "get_category_messages 100 vs read_all 100|mdb_category.sql|mdb_category_native.sql|on||"
+		echo "  consumer group member 1 of 4|mdb_group.sql|mdb_group_native.sql|on||"
+		echo "get_stream_messages 100 vs read_stream|mdb_stream.sql|mdb_stream_native.sql|on||" ;;
 	esac
 }
 

@@ -1,0 +1,2 @@
+\set p random(:lo, :hi)
+SELECT * FROM event_store.read_all(:p - 1, 100, '{mdbread}');
