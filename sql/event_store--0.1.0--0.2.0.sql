@@ -542,6 +542,7 @@ REVOKE ALL ON FUNCTION event_store.stream_hash(text) FROM PUBLIC;
 CREATE TABLE event_store.consumer_positions (
     consumer text PRIMARY KEY,
     global_position bigint NOT NULL CHECK (global_position OPERATOR(pg_catalog.>=) 0),
+    owner regrole NOT NULL,           -- who saved it first: only it and its members move it
     saved_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE event_store.consumer_positions IS

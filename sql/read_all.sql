@@ -240,7 +240,37 @@ SELECT event_store.load_position('billing');
 \echo :LAST_ERROR_SQLSTATE
 SELECT event_store.save_position('billing', 1);
 \echo :LAST_ERROR_SQLSTATE
+-- INSERT and UPDATE are not enough: the upsert reads the row (SELECT)
 RESET ROLE;
+GRANT INSERT, UPDATE ON event_store.consumer_positions TO regress_pos_nobody;
+GRANT SELECT ON event_store.global_log TO regress_pos_nobody;
+SET ROLE regress_pos_nobody;
+SELECT event_store.save_position('mine', 1);
+\echo :LAST_ERROR_SQLSTATE
+-- with SELECT: saves its own consumer, not one another role saved first
+RESET ROLE;
+GRANT SELECT ON event_store.consumer_positions TO regress_pos_nobody;
+SET ROLE regress_pos_nobody;
+SELECT event_store.save_position('mine', 1);
+SELECT event_store.save_position('mine', 2);
+SELECT event_store.load_position('mine') AS mine;
+SELECT event_store.save_position('billing', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT event_store.load_position('billing') AS billing_unmoved;
+-- and a member of the owner may move it
+RESET ROLE;
+CREATE ROLE regress_pos_member IN ROLE regress_pos_nobody;
+SET ROLE regress_pos_member;
+SELECT event_store.save_position('mine', 3);
+SELECT consumer, global_position, owner = 'regress_pos_nobody'::regrole AS owned_by_nobody FROM event_store.consumer_positions ORDER BY 1;
+-- without SELECT on the global log
+RESET ROLE;
+REVOKE SELECT ON event_store.global_log FROM regress_pos_nobody;
+SET ROLE regress_pos_nobody;
+SELECT event_store.save_position('mine', 1);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP ROLE regress_pos_member;
 DROP OWNED BY regress_pos_nobody;
-DROP ROLE regress_pos_nobody;
 DELETE FROM event_store.consumer_positions;
+DROP ROLE regress_pos_nobody;

@@ -66,6 +66,7 @@
 #define ERRCODE_ES_PLUGIN_OPTION			MAKE_SQLSTATE('V','E','0','2','0')
 #define ERRCODE_ES_SLOT_INVALIDATED			MAKE_SQLSTATE('V','E','0','2','2')
 #define ERRCODE_ES_FORGED_MESSAGE			MAKE_SQLSTATE('V','E','0','2','3')
+#define ERRCODE_ES_SLOT_MOVED				MAKE_SQLSTATE('V','E','0','2','4')
 
 /* Personal data (crypto*.c) */
 #define ERRCODE_ES_SUBJECT_FORGOTTEN		MAKE_SQLSTATE('V','E','0','3','0')

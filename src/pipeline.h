@@ -208,6 +208,7 @@ extern int64 es_log_writer_end(EsLogWriter *w);
 
 /* launcher.c, worker.c */
 extern bool es_pipeline_enabled;
+extern bool es_pipeline_notify;
 extern int	es_pipeline_naptime_ms;
 extern int	es_pipeline_batch_events;
 extern int	es_pipeline_max_lag_kb;

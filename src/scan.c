@@ -327,7 +327,7 @@ es_stream_hash(const char *stream_id, int len)
 		id = stream_id;
 	if (!pg_md5_binary(id, len, digest, &errstr))
 		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),	/* e.g. MD5 disabled (FIPS) */
 				 errmsg("could not compute the MD5 hash of a stream id: %s", errstr)));
 	for (i = 0; i < 8; i++)
 		h = (h << 8) | digest[i];
@@ -510,6 +510,8 @@ es_log_scan_end(EsLogScan *s)
 	table_close(s->events, AccessShareLock);
 	table_close(s->log, AccessShareLock);
 	MemoryContextDelete(s->row_context);
+	if (s->group_last_stream != NULL)
+		pfree(s->group_last_stream);
 	pfree(s);
 }
 

@@ -51,6 +51,7 @@ EsPipelineShared *es_pipeline = NULL;
 LWLock	   *es_pipeline_lock = NULL;
 
 bool		es_pipeline_enabled = true;
+bool		es_pipeline_notify = true;
 int			es_pipeline_naptime_ms = 1000;
 int			es_pipeline_batch_events = 10000;
 
@@ -698,6 +699,15 @@ es_pipeline_init(void)
 							 "Off stops every worker (their slots keep the WAL they need, up to "
 							 "max_slot_wal_keep_size); on starts them again.",
 							 &es_pipeline_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("event_store.pipeline_notify",
+							 "Whether the pipeline worker notifies the channel event_store_global_log of new positions.",
+							 "One notification per round that ordered events, at its commit. Skipped while the "
+							 "server's notification queue is more than half full.",
+							 &es_pipeline_notify,
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);

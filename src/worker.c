@@ -75,6 +75,7 @@
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -109,6 +110,10 @@ static XLogRecPtr round_end = InvalidXLogRecPtr;
 
 /* The end of the WAL record (our commit, or origin_set_progress's) that set the origin's progress last. */
 static XLogRecPtr progress_record_end = InvalidXLogRecPtr;
+
+/* The head last notified (notifications only ever raise it), and whether the queue was too full. */
+static int64 notified_head = 0;
+static bool notify_skipped = false;
 
 static void write_positions(void);
 
@@ -158,13 +163,24 @@ origin_set_progress(XLogRecPtr lsn)
 	xl_replorigin_set xlrec;
 	XLogRecPtr	end;
 
+	memset(&xlrec, 0, sizeof(xlrec));
 	xlrec.remote_lsn = lsn;
 	xlrec.node_id = replorigin_session_origin;
 	xlrec.force = false;
+
+	/*
+	 * As a commit record carrying an origin's progress: a checkpoint must not
+	 * put its redo point after the record yet save the progress from before
+	 * it (RecordTransactionCommit delays checkpoints the same way).
+	 */
+	START_CRIT_SECTION();
+	MyProc->delayChkptFlags |= DELAY_CHKPT_START;
 	XLogBeginInsert();
 	XLogRegisterData((char *) &xlrec, sizeof(xlrec));
 	end = XLogInsert(RM_REPLORIGIN_ID, XLOG_REPLORIGIN_SET);
 	replorigin_session_advance(lsn, end);
+	MyProc->delayChkptFlags &= ~DELAY_CHKPT_START;
+	END_CRIT_SECTION();
 	progress_record_end = end;
 	return end;
 }
@@ -406,7 +422,13 @@ acquire_slot(bool origin_is_new)
 	else
 	{
 		XLogRecPtr	confirmed;
-		XLogRecPtr	progress = replorigin_session_get_progress(false);
+
+		/*
+		 * The progress in shared memory outlives a worker: a previous one's
+		 * last commit may not be flushed yet.  Flush it, so that confirming
+		 * up to it is safe at once.
+		 */
+		XLogRecPtr	progress = replorigin_session_get_progress(true);
 
 		ReplicationSlotAcquire(my_name, true);
 		SpinLockAcquire(&MyReplicationSlot->mutex);
@@ -430,11 +452,11 @@ acquire_slot(bool origin_is_new)
 			if (added > 0)
 			{
 				ereport(WARNING,
-						(errcode(ERRCODE_ES_SLOT_INVALIDATED),
+						(errcode(ERRCODE_ES_SLOT_MOVED),
 						 errmsg("replication slot \"%s\" of the event_store pipeline was moved by another session", my_name),
-						 errdetail("It was confirmed up to %X/%X, past the pipeline's progress %X/%X; " INT64_FORMAT " events committed in between were not decoded.",
+						 errdetail("It was confirmed up to %X/%X, past the pipeline's progress %X/%X; " INT64_FORMAT " events missing from the global log were ordered from event_store.events, by recorded_at, not commit order: those the slot skipped, and any committed since.",
 								   LSN_FORMAT_ARGS(confirmed), LSN_FORMAT_ARGS(progress), added),
-						 errhint("They were ordered from event_store.events, by recorded_at, not commit order. Let no role but the pipeline use the slot: REPLICATION lets a role advance or consume any slot.")));
+						 errhint("Let no role but the pipeline use the slot: REPLICATION lets a role advance or consume any slot.")));
 				set_status_error("slot moved by another session; rebuilt from event_store.events");
 			}
 			XLogFlush(origin_set_progress(confirmed));
@@ -544,6 +566,7 @@ write_positions(void)
 	EsLogWriter *writer;
 	int64		next;
 	const EsBufTxn *last = NULL;
+	int64		notifying = 0;
 	int			ntxns = es_buffer_ntxns();
 	int			t;
 
@@ -615,12 +638,36 @@ write_positions(void)
 	 * Listeners learn of the new positions when they become visible, at our
 	 * commit: one notification per round, however many events it ordered.
 	 */
-	if (last != NULL)
+	if (last != NULL && es_pipeline_notify && next - 1 > notified_head)
 	{
-		char		head[32];
+		/*
+		 * A full notification queue would fail our commit: a listener idle
+		 * in a transaction holds the whole server's queue back.  Positions
+		 * come first; notifications are only a wake-up, so skip them while
+		 * the queue is more than half full.
+		 */
+		LOCAL_FCINFO(usage_fcinfo, 0);
+		double		usage;
 
-		snprintf(head, sizeof(head), INT64_FORMAT, next - 1);
-		Async_Notify(ES_LOG_CHANNEL, head);
+		InitFunctionCallInfoData(*usage_fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+		usage = DatumGetFloat8(pg_notification_queue_usage(usage_fcinfo));
+		if (usage <= 0.5)
+		{
+			char		head[32];
+
+			snprintf(head, sizeof(head), INT64_FORMAT, next - 1);
+			Async_Notify(ES_LOG_CHANNEL, head);
+			notifying = next - 1;
+			notify_skipped = false;
+		}
+		else if (!notify_skipped)
+		{
+			ereport(LOG,
+					(errmsg("event_store pipeline: not notifying %s while the notification queue is %.0f%% full",
+							ES_LOG_CHANNEL, usage * 100),
+					 errhint("A session that listens and stays in a transaction holds the queue back (pg_notification_queue_usage).")));
+			notify_skipped = true;
+		}
 	}
 
 	/*
@@ -635,6 +682,8 @@ write_positions(void)
 	CommitTransactionCommand();
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
+	if (notifying > notified_head)
+		notified_head = notifying;	/* sent with the commit */
 	if (replorigin_session_get_progress(false) == round_end)
 		progress_record_end = XactLastCommitEnd;	/* the commit recorded it */
 

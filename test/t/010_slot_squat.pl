@@ -101,6 +101,8 @@ $node->safe_psql('advanced', qq{SELECT 'ok' FROM pg_replication_slot_advance('$s
 set_pipeline('on');
 $node->safe_psql('advanced', q{SELECT event_store.append('a-1', 'E', '{}')});
 not_silent('advanced', 'the slot advanced by a REPLICATION role while the worker was stopped');
+is($node->safe_psql('advanced', q{SELECT last_error FROM event_store.pipeline_status}),
+	'slot moved by another session; rebuilt from event_store.events', 'advanced: pipeline_status says the slot was moved');
 
 # --- 3. the slot consumed while the worker is stopped ---------------------------
 $node->safe_psql('postgres', 'CREATE DATABASE consumed');
@@ -119,6 +121,8 @@ $node->safe_psql('consumed', qq{SELECT count(*) FROM pg_logical_slot_get_changes
 set_pipeline('on');
 $node->safe_psql('consumed', q{SELECT event_store.append('c-1', 'E', '{}')});
 not_silent('consumed', 'the slot consumed by a REPLICATION role while the worker was stopped');
+is($node->safe_psql('consumed', q{SELECT last_error FROM event_store.pipeline_status}),
+	'slot moved by another session; rebuilt from event_store.events', 'consumed: pipeline_status says the slot was moved');
 
 # --- 4. a physical slot of the name: the worker cannot use it (control) ----------
 $node->safe_psql('postgres', 'CREATE DATABASE physical');
@@ -131,9 +135,12 @@ $node->safe_psql('physical', q{
 });
 not_silent('physical', 'a physical slot of the name');
 
-my $log = slurp_file($node->logfile);
-like($log, qr/replication slot "event_store_\d+" of the event_store pipeline was moved by another session/,
-	'the worker says that the slot was moved by another session');
+for my $db ('advanced', 'consumed')
+{
+	my $slot_name = $node->safe_psql($db, $slot_of);
+	like(slurp_file($node->logfile), qr/WARNING:  replication slot "$slot_name" of the event_store pipeline was moved by another session/,
+		"$db: the worker warns that the slot was moved by another session");
+}
 
 # --- 5. controls: stopped and started, idle WAL, a crash: no false alarm -------
 $node->safe_psql('postgres', 'CREATE DATABASE control');

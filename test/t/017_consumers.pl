@@ -67,7 +67,7 @@ if mode == 'one':
     sys.exit(0)
 
 member, size, stop = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-pos, events, notifications, wakeups = 0, [], 0, 0
+pos, events, payloads, wakeups = 0, [], [], 0
 while True:
     while True:  # read from our position until empty
         cur.execute("SELECT global_position, stream_id, stream_version "
@@ -82,10 +82,10 @@ while True:
     # then wait: woken by a notification (or, rarely, the timeout)
     if select.select([conn], [], [], 5) != ([], [], []):
         conn.poll()
-        notifications += len(conn.notifies)
+        payloads.extend(n.payload for n in conn.notifies if n.payload.isdigit())
         conn.notifies.clear()
         wakeups += 1
-json.dump({'events': events, 'notifications': notifications, 'wakeups': wakeups}, open(out, 'w'))
+json.dump({'events': events, 'payloads': payloads, 'wakeups': wakeups}, open(out, 'w'))
 PY
 close($fh);
 
@@ -121,11 +121,12 @@ $_->finish for @members;
 
 # the members' reads, into a table, to be checked with SQL
 $node->safe_psql('postgres', 'CREATE TABLE got (member int, global_position bigint, stream_id text, stream_version bigint, n int)');
-my ($notifications, $wakeups) = (0, 0);
+my ($notifications, $wakeups, $monotonic, $last_is_head) = (0, 0, 1, 1);
+my $final_head = $node->safe_psql('postgres', 'SELECT max(global_position) FROM event_store.global_log');
 for my $m (0 .. 2)
 {
 	my $json = slurp_file("$dir/member$m.json");
-	my ($events) = $json =~ /"events": \[(.*)\], "notifications"/s;
+	my ($events) = $json =~ /"events": \[(.*)\], "payloads"/s;
 	my @rows = $events =~ /\[(\d+), "([^"]+)", (\d+)\]/g;
 	my @values;
 	my $n = 0;
@@ -135,7 +136,11 @@ for my $m (0 .. 2)
 		push @values, "($m, $p, '$s', $v, $n)";
 	}
 	$node->safe_psql('postgres', 'INSERT INTO got VALUES ' . join(', ', @values)) if @values;
-	$notifications += $1 if $json =~ /"notifications": (\d+)/;
+	my ($payload_list) = $json =~ /"payloads": \[([^\]]*)\]/;
+	my @heads = $payload_list =~ /"(\d+)"/g;
+	$notifications += @heads;
+	for my $i (1 .. $#heads) { $monotonic = 0 if $heads[$i] <= $heads[ $i - 1 ]; }
+	$last_is_head = 0 unless @heads && $heads[-1] == $final_head;
 	$wakeups += $1 if $json =~ /"wakeups": (\d+)/;
 }
 is($node->safe_psql('postgres', q{
@@ -160,6 +165,8 @@ is($node->safe_psql('postgres', q{
 note "notifications received by the members: $notifications, wake-ups: $wakeups, for 300 transactions";
 ok($wakeups > 0, 'the members were woken by notifications');
 ok($notifications <= 3 * 300, 'at most one notification per transaction for each member, not one per event (9,000)');
+ok($monotonic, 'each notification names a higher head than the one before');
+ok($last_is_head, 'the last notification each member got names the head of the log');
 
 $node->stop;
 done_testing();
