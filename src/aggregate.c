@@ -214,6 +214,36 @@ es_lookup_aggregate(text *name, Snapshot snapshot, bool with_reducer, EsAggregat
 }
 
 /*
+ * One step of a fold: the reducer called (through `fcinfo`, set up for
+ * agg->reducer) on the state and the event in values/nulls (an
+ * event_store.event of `tupdesc`); returns the new state.  A reducer that
+ * returns null is an error (VE012: not a state).
+ */
+Datum
+es_reduce(FunctionCallInfo fcinfo, const EsAggregate *agg, Datum state, TupleDesc tupdesc,
+		  Datum *values, bool *nulls, text *stream_id)
+{
+	HeapTuple	tuple = heap_form_tuple(tupdesc, values, nulls);
+	Datum		next;
+
+	fcinfo->args[0].value = state;
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = HeapTupleGetDatum(tuple);
+	fcinfo->args[1].isnull = false;
+	fcinfo->isnull = false;
+	next = FunctionCallInvoke(fcinfo);
+	if (fcinfo->isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_INVALID_STATE),
+				 errmsg("reducer %s returned null", format_procedure(agg->reducer)),
+				 errdetail("Aggregate \"%s\", stream \"%s\", event version " INT64_FORMAT ".",
+						   text_to_cstring(agg->name), text_to_cstring(stream_id),
+						   DatumGetInt64(values[Anum_events_stream_version])),
+				 errhint("A reducer returns the new state as a JSON value; return the state unchanged for an event it ignores.")));
+	return next;
+}
+
+/*
  * The state of an aggregate over a stream, and its version: the newest valid
  * snapshot at or before the bounds (at_version, -1 for none; *as_of, NULL for
  * none) and the events after it, folded with the reducer.  Writes a snapshot
@@ -269,7 +299,6 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 							 false, as_of, -1, snapshot);
 	for (;;)
 	{
-		HeapTuple	tuple;
 		Datum		next;
 
 		CHECK_FOR_INTERRUPTS();
@@ -290,21 +319,7 @@ es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 						 errhint("Create the function again, or define the aggregate again with event_store.define_aggregate().")));
 			changes = function_changes;
 		}
-		tuple = heap_form_tuple(tupdesc, s->values, s->nulls);
-		fcinfo->args[0].value = state;
-		fcinfo->args[0].isnull = false;
-		fcinfo->args[1].value = HeapTupleGetDatum(tuple);
-		fcinfo->args[1].isnull = false;
-		fcinfo->isnull = false;
-		next = FunctionCallInvoke(fcinfo);
-		if (fcinfo->isnull)
-			ereport(ERROR,
-					(errcode(ERRCODE_ES_INVALID_STATE),
-					 errmsg("reducer %s returned null", format_procedure(agg->reducer)),
-					 errdetail("Aggregate \"%s\", stream \"%s\", event version " INT64_FORMAT ".",
-							   text_to_cstring(agg->name), text_to_cstring(stream_id),
-							   DatumGetInt64(s->values[Anum_events_stream_version])),
-					 errhint("A reducer returns the new state as a JSON value; return the state unchanged for an event it ignores.")));
+		next = es_reduce(fcinfo, agg, state, tupdesc, s->values, s->nulls, stream_id);
 		snap.version = DatumGetInt64(s->values[Anum_events_stream_version]);
 		snap.recorded_at = DatumGetTimestampTz(s->values[Anum_events_recorded_at]);
 		replayed++;

@@ -53,6 +53,8 @@ extern int	es_snapshot_every;
 extern int	es_execute_retries;
 extern void es_lookup_aggregate(text *name, Snapshot snapshot, bool with_reducer,
 								EsAggregate *agg);
+extern Datum es_reduce(FunctionCallInfo fcinfo, const EsAggregate *agg, Datum state,
+					   TupleDesc tupdesc, Datum *values, bool *nulls, text *stream_id);
 extern Jsonb *es_fold(text *stream_id, const EsAggregate *agg, const TimestampTz *as_of,
 					  int64 at_version, Snapshot snapshot, int64 *version);
 

@@ -383,7 +383,6 @@ check_snapshot_group(CheckOut *out, const EsAggregate *agg, const char *aggregat
 							 GetActiveSnapshot());
 	while (next < nsnaps)
 	{
-		HeapTuple	tuple;
 		Datum		result;
 		int64		version;
 		TimestampTz recorded_at;
@@ -395,19 +394,7 @@ check_snapshot_group(CheckOut *out, const EsAggregate *agg, const char *aggregat
 			break;
 		version = DatumGetInt64(s->values[Anum_events_stream_version]);
 		recorded_at = DatumGetTimestampTz(s->values[Anum_events_recorded_at]);
-		tuple = heap_form_tuple(tupdesc, s->values, s->nulls);
-		fcinfo->args[0].value = state;
-		fcinfo->args[0].isnull = false;
-		fcinfo->args[1].value = HeapTupleGetDatum(tuple);
-		fcinfo->args[1].isnull = false;
-		fcinfo->isnull = false;
-		result = FunctionCallInvoke(fcinfo);
-		if (fcinfo->isnull)
-			ereport(ERROR,
-					(errcode(ERRCODE_ES_INVALID_STATE),
-					 errmsg("reducer %s returned null", format_procedure(agg->reducer)),
-					 errdetail("Aggregate \"%s\", stream \"%s\", event version " INT64_FORMAT ".",
-							   aggregate, stream, version)));
+		result = es_reduce(fcinfo, agg, state, tupdesc, s->values, s->nulls, stream_id);
 		seen++;
 		if (result != state)
 		{
