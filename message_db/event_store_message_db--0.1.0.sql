@@ -9,12 +9,18 @@
 -- commit-ordered log.  The README's "Moving from message-db" says what
 -- differs and why.
 --
+-- The functions that read and write are thin PL/pgSQL over one
+-- event_store call each (append, read_stream, read_all): their plans are
+-- cached per session, so a client that has every statement planned, as most
+-- drivers do, pays for one function call, not for planning the layer's SQL
+-- (inlined SQL functions cost that planning on every call).  The small pure
+-- functions are SQL with SQL-standard bodies (RETURN), parsed here, once,
+-- and inlined where they are used.
+--
 -- Every name is schema-qualified, operators too (OPERATOR(pg_catalog.=)):
--- the SQL functions are inlined into the caller's query, and PL/pgSQL
--- statements are parsed, under the caller's search_path.  The SQL functions
--- have SQL-standard bodies (BEGIN ATOMIC / RETURN), parsed here, once.
--- Nothing is SECURITY DEFINER: every function runs with the caller's rights,
--- which must include event_store's (README, "Moving from message-db").
+-- PL/pgSQL statements are parsed under the caller's search_path.  Nothing is
+-- SECURITY DEFINER: every function runs with the caller's rights, which must
+-- include event_store's (README, "Moving from message-db").
 
 -- ---------------------------------------------------------------------------
 -- The schema must be new: CREATE EXTENSION installs into a schema called
@@ -203,13 +209,6 @@ RETURN CASE WHEN pg_catalog.octet_length(category) OPERATOR(pg_catalog.>=) 1
                  AND pg_catalog.octet_length(category) OPERATOR(pg_catalog.<=) 1024
             THEN ARRAY[category::pg_catalog.text] ELSE '{}'::pg_catalog.text[] END;
 
--- A consumer group argument as read_all's integer (out-of-range values are
--- refused before, by the argument checks; this only must not fail first).
-CREATE FUNCTION message_store._group_arg(value bigint)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN value IS NOT NULL THEN pg_catalog.int4(LEAST(GREATEST(value, -1), 2147483647)) END;
-
 -- Is the SQL condition allowed?  message-db's test: the setting
 -- message_store.sql_condition, unset or 'off' meaning no.
 CREATE FUNCTION message_store._check_condition(condition varchar)
@@ -351,51 +350,42 @@ RETURN 'SELECT ' OPERATOR(pg_catalog.||) global_position OPERATOR(pg_catalog.||)
 -- Writing
 -- ---------------------------------------------------------------------------
 
--- write_message's check of an expected version, after the append: the
--- append (without an expected version) numbers the message under
--- event_store's stream lock, after waiting for any transaction in progress
--- that appended to the stream, so the version it returns tells whether the
--- stream was at the expected one; if not, message-db's exception (whose words
--- clients match on) aborts the transaction, the append with it.  No
--- subtransaction, no second read of the stream.  A re-sent message (same
--- id and content) returns its version, so a retried write succeeds.
-CREATE FUNCTION message_store._expected_position(version bigint, expected_version bigint, stream_name text)
+-- Returns the message's position in its stream (0 for the first): one
+-- event_store.append.  An expected version is checked after the append: it
+-- numbers the message under event_store's stream lock, after waiting for any
+-- transaction in progress that appended to the stream, so the version it
+-- returns tells whether the stream was at the expected one; if not,
+-- message-db's exception (whose words clients match on) aborts the
+-- transaction, the append with it.  No subtransaction, no second read of the
+-- stream.  A re-sent message (same id and content) returns its version, so a
+-- retried write succeeds.  message-db's NOT NULL errors for the id, stream
+-- name and type (event_store would give a NULL id a new one).
+CREATE FUNCTION message_store.write_message(id varchar, stream_name varchar, "type" varchar, data jsonb,
+                                            metadata jsonb DEFAULT NULL, expected_version bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+    message_id uuid := id::pg_catalog.uuid;
+    version bigint;
 BEGIN
-    IF (version OPERATOR(pg_catalog.-) 2) OPERATOR(pg_catalog.<>) expected_version THEN
+    IF stream_name IS NULL THEN
+        PERFORM message_store._null_column('stream_name');
+    ELSIF "type" IS NULL THEN
+        PERFORM message_store._null_column('type');
+    ELSIF message_id IS NULL THEN
+        PERFORM message_store._null_column('id');
+    END IF;
+    version := event_store.append(stream_name, "type", message_store._object(data), message_store._object(metadata),
+                                  NULL::bigint, message_id);
+    IF expected_version IS NOT NULL
+       AND (version OPERATOR(pg_catalog.-) 2) OPERATOR(pg_catalog.<>) expected_version THEN
         RAISE EXCEPTION 'Wrong expected version: % (Stream: %, Stream Version: %)',
             expected_version, stream_name, version OPERATOR(pg_catalog.-) 2;
     END IF;
     RETURN version OPERATOR(pg_catalog.-) 1;
 END
 $$;
-
--- Returns the message's position in its stream (0 for the first).  Inlined
--- into the caller's statement: one event_store.append, and with an expected
--- version its check (_expected_position).
-CREATE FUNCTION message_store.write_message(id varchar, stream_name varchar, "type" varchar, data jsonb,
-                                            metadata jsonb DEFAULT NULL, expected_version bigint DEFAULT NULL)
-RETURNS bigint
-LANGUAGE sql VOLATILE
-RETURN CASE WHEN expected_version IS NULL
-            THEN event_store.append(COALESCE(stream_name, message_store._null_column('stream_name')),
-                                    COALESCE("type", message_store._null_column('type')),
-                                    message_store._object(data),
-                                    message_store._object(metadata),
-                                    NULL::bigint,
-                                    COALESCE(id, message_store._null_column('id'))::pg_catalog.uuid)
-                 OPERATOR(pg_catalog.-) 1
-            ELSE message_store._expected_position(
-                     event_store.append(COALESCE(stream_name, message_store._null_column('stream_name')),
-                                        COALESCE("type", message_store._null_column('type')),
-                                        message_store._object(data),
-                                        message_store._object(metadata),
-                                        NULL::bigint,
-                                        COALESCE(id, message_store._null_column('id'))::pg_catalog.uuid),
-                     expected_version, stream_name)
-       END;
 
 -- ---------------------------------------------------------------------------
 -- Reading a stream
@@ -485,62 +475,57 @@ RETURN CASE WHEN message_store._from_version("position") OPERATOR(pg_catalog.>)
        END;
 
 -- A stream's messages from position (>=, default 0), at most batch_size
--- (default 1000; -1: all).  Inlined: one read_stream, and the events' global
+-- (default 1000; -1: all): one read_stream, and the events' global
 -- positions from one range scan of event_store.global_log (the batch's
 -- versions, in order), looked up by version; an event the pipeline has not
 -- ordered yet (a few milliseconds after its commit) has none, NULL.
 CREATE FUNCTION message_store.get_stream_messages(stream_name varchar, "position" bigint DEFAULT 0,
                                                   batch_size bigint DEFAULT 1000, condition varchar DEFAULT NULL)
 RETURNS SETOF message_store.message
-LANGUAGE sql STABLE PARALLEL RESTRICTED ROWS 100
-BEGIN ATOMIC
+LANGUAGE plpgsql STABLE ROWS 100
+AS $$
+DECLARE
+    from_version bigint := message_store._stream_start(stream_name, "position", batch_size, condition);
+    to_version bigint := message_store._to_version(stream_name, "position", batch_size);
+BEGIN
+    IF condition IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM message_store._stream_messages(stream_name, "position", batch_size, condition);
+        RETURN;
+    END IF;
+    RETURN QUERY
     SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
            e.stream_version OPERATOR(pg_catalog.-) 1,
-           CASE WHEN g.versions[pg_catalog.int4(e.stream_version OPERATOR(pg_catalog.-)
-                                                message_store._from_version(get_stream_messages."position"))
-                                OPERATOR(pg_catalog.+) 1] OPERATOR(pg_catalog.=) e.stream_version
-                THEN g.positions[pg_catalog.int4(e.stream_version OPERATOR(pg_catalog.-)
-                                                 message_store._from_version(get_stream_messages."position"))
-                                 OPERATOR(pg_catalog.+) 1]
+           CASE WHEN g.versions[pg_catalog.int4(e.stream_version OPERATOR(pg_catalog.-) from_version) OPERATOR(pg_catalog.+) 1]
+                     OPERATOR(pg_catalog.=) e.stream_version
+                THEN g.positions[pg_catalog.int4(e.stream_version OPERATOR(pg_catalog.-) from_version) OPERATOR(pg_catalog.+) 1]
                 ELSE (SELECT l.global_position FROM event_store.global_log l
                        WHERE l.stream_id OPERATOR(pg_catalog.=) e.stream_id
                          AND l.stream_version OPERATOR(pg_catalog.=) e.stream_version)
            END,
            e.data::pg_catalog.text::varchar, e.metadata::pg_catalog.text::varchar,
            e.recorded_at AT TIME ZONE 'UTC'
-      FROM event_store.read_stream(get_stream_messages.stream_name,
-                                   message_store._stream_start(get_stream_messages.stream_name,
-                                                               get_stream_messages."position",
-                                                               get_stream_messages.batch_size,
-                                                               get_stream_messages.condition),
-                                   message_store._stream_count(get_stream_messages.stream_name,
-                                                               get_stream_messages.batch_size)) e
+      FROM event_store.read_stream(stream_name, from_version, message_store._stream_count(stream_name, batch_size)) e
      CROSS JOIN (SELECT pg_catalog.array_agg(l.global_position ORDER BY l.stream_version) AS positions,
                         pg_catalog.array_agg(l.stream_version ORDER BY l.stream_version) AS versions
                    FROM event_store.global_log l
-                  WHERE l.stream_id OPERATOR(pg_catalog.=) get_stream_messages.stream_name::pg_catalog.text
-                    AND l.stream_version OPERATOR(pg_catalog.>=) message_store._from_version(get_stream_messages."position")
-                    AND l.stream_version OPERATOR(pg_catalog.<)
-                        message_store._to_version(get_stream_messages.stream_name, get_stream_messages."position",
-                                                  get_stream_messages.batch_size)) g
-     WHERE get_stream_messages.condition IS NULL
-    UNION ALL
-    SELECT * FROM message_store._stream_messages(get_stream_messages.stream_name, get_stream_messages."position",
-                                                 get_stream_messages.batch_size, get_stream_messages.condition)
-     WHERE get_stream_messages.condition IS NOT NULL;
-END;
+                  WHERE l.stream_id OPERATOR(pg_catalog.=) stream_name::pg_catalog.text
+                    AND l.stream_version OPERATOR(pg_catalog.>=) from_version
+                    AND l.stream_version OPERATOR(pg_catalog.<) to_version) g;
+END
+$$;
 
--- The newest message of the stream of type `type`: backwards in chunks.
-CREATE FUNCTION message_store._last_stream_message_of_type(stream_name varchar, type varchar)
+-- The newest message of the stream (of type `type`, when given: backwards
+-- in chunks); none for an empty stream.
+CREATE FUNCTION message_store.get_last_stream_message(stream_name varchar, "type" varchar DEFAULT NULL)
 RETURNS SETOF message_store.message
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE ROWS 1
 AS $$
 DECLARE
     from_version bigint;
     seen integer;
     e event_store.event;
 BEGIN
-    IF NOT message_store._stream_exists(stream_name) THEN
+    IF stream_name IS NULL THEN
         RETURN;
     END IF;
     LOOP
@@ -548,11 +533,11 @@ BEGIN
         FOR e IN SELECT * FROM event_store.read_stream(stream_name, from_version, 100, true) LOOP
             seen := seen OPERATOR(pg_catalog.+) 1;
             from_version := e.stream_version OPERATOR(pg_catalog.-) 1;
-            IF e.event_type OPERATOR(pg_catalog.=) type THEN
+            IF "type" IS NULL OR e.event_type OPERATOR(pg_catalog.=) "type" THEN
                 RETURN NEXT message_store._message(e,
-                    (SELECT g.global_position FROM event_store.global_log g
-                      WHERE g.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                        AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version));
+                    (SELECT l.global_position FROM event_store.global_log l
+                      WHERE l.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                        AND l.stream_version OPERATOR(pg_catalog.=) e.stream_version));
                 RETURN;
             END IF;
         END LOOP;
@@ -560,27 +545,6 @@ BEGIN
     END LOOP;
 END
 $$;
-
--- The newest message of the stream (of type `type`, when given); none for
--- an empty stream.
-CREATE FUNCTION message_store.get_last_stream_message(stream_name varchar, "type" varchar DEFAULT NULL)
-RETURNS SETOF message_store.message
-LANGUAGE sql STABLE PARALLEL RESTRICTED ROWS 1
-BEGIN ATOMIC
-    SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
-           e.stream_version OPERATOR(pg_catalog.-) 1,
-           (SELECT g.global_position FROM event_store.global_log g
-             WHERE g.stream_id OPERATOR(pg_catalog.=) e.stream_id
-               AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version),
-           e.data::pg_catalog.text::varchar, e.metadata::pg_catalog.text::varchar,
-           e.recorded_at AT TIME ZONE 'UTC'
-      FROM event_store.read_stream(get_last_stream_message.stream_name, NULL, 1, true) e
-     WHERE get_last_stream_message."type" IS NULL AND get_last_stream_message.stream_name IS NOT NULL
-    UNION ALL
-    SELECT * FROM message_store._last_stream_message_of_type(get_last_stream_message.stream_name,
-                                                             get_last_stream_message."type")
-     WHERE get_last_stream_message."type" IS NOT NULL;
-END;
 
 -- ---------------------------------------------------------------------------
 -- Reading a category
@@ -657,9 +621,9 @@ $$;
 -- batch_size (default 1000; -1: all), in global position order; of the
 -- streams whose metadata's correlationStreamName is of the category
 -- `correlation`; of consumer group member consumer_group_member (0-based) of
--- consumer_group_size, by message-db's hash of the cardinal id.  Inlined:
--- one event_store.read_all, with the consumer group in its scan, unless
--- something must be filtered out (_category_direct).
+-- consumer_group_size, by message-db's hash of the cardinal id.  One
+-- event_store.read_all, with the consumer group in its scan, unless something
+-- must be filtered out (_category_direct).
 CREATE FUNCTION message_store.get_category_messages(category varchar, "position" bigint DEFAULT 1,
                                                     batch_size bigint DEFAULT 1000,
                                                     correlation varchar DEFAULT NULL,
@@ -667,39 +631,27 @@ CREATE FUNCTION message_store.get_category_messages(category varchar, "position"
                                                     consumer_group_size bigint DEFAULT NULL,
                                                     condition varchar DEFAULT NULL)
 RETURNS SETOF message_store.message
-LANGUAGE sql STABLE PARALLEL RESTRICTED ROWS 1000
-BEGIN ATOMIC
+LANGUAGE plpgsql STABLE ROWS 1000
+AS $$
+DECLARE
+    after_position bigint := message_store._category_start(category, "position", batch_size, correlation,
+                                                           consumer_group_member, consumer_group_size, condition);
+BEGIN
+    IF NOT message_store._category_direct(category, correlation, consumer_group_member, consumer_group_size, condition) THEN
+        RETURN QUERY SELECT * FROM message_store._category_messages(category, "position", batch_size, correlation,
+                                                                    consumer_group_member, consumer_group_size, condition);
+        RETURN;
+    END IF;
+    RETURN QUERY
     SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
            e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
            e.data::pg_catalog.text::varchar, e.metadata::pg_catalog.text::varchar,
            e.recorded_at AT TIME ZONE 'UTC'
-      FROM event_store.read_all(message_store._category_start(get_category_messages.category,
-                                                              get_category_messages."position",
-                                                              get_category_messages.batch_size,
-                                                              get_category_messages.correlation,
-                                                              get_category_messages.consumer_group_member,
-                                                              get_category_messages.consumer_group_size,
-                                                              get_category_messages.condition),
-                                message_store._batch_count(get_category_messages.batch_size),
-                                message_store._category_filter(get_category_messages.category),
-                                NULL::pg_catalog.text[],
-                                message_store._group_arg(get_category_messages.consumer_group_member),
-                                message_store._group_arg(get_category_messages.consumer_group_size)) e
-     WHERE message_store._category_direct(get_category_messages.category, get_category_messages.correlation,
-                                          get_category_messages.consumer_group_member,
-                                          get_category_messages.consumer_group_size,
-                                          get_category_messages.condition)
-    UNION ALL
-    SELECT * FROM message_store._category_messages(get_category_messages.category, get_category_messages."position",
-                                                   get_category_messages.batch_size, get_category_messages.correlation,
-                                                   get_category_messages.consumer_group_member,
-                                                   get_category_messages.consumer_group_size,
-                                                   get_category_messages.condition)
-     WHERE NOT message_store._category_direct(get_category_messages.category, get_category_messages.correlation,
-                                              get_category_messages.consumer_group_member,
-                                              get_category_messages.consumer_group_size,
-                                              get_category_messages.condition);
-END;
+      FROM event_store.read_all(after_position, message_store._batch_count(batch_size),
+                                message_store._category_filter(category), NULL::pg_catalog.text[],
+                                consumer_group_member::integer, consumer_group_size::integer) e;
+END
+$$;
 
 -- ---------------------------------------------------------------------------
 -- Reporting views (message-db's), over event_store's tables with the

@@ -164,6 +164,32 @@ SET message_store.sql_condition = 'off';
 SELECT pg_temp.err($$SELECT * FROM get_category_messages('cat', 1, 10, condition => 'true')$$);
 RESET message_store.sql_condition;
 
--- the read path: one read_all, inlined; a consumer group in event_store's scan
-EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM get_category_messages('cat', 5, 100);
-EXPLAIN (COSTS OFF) SELECT * FROM get_category_messages('cat', 5, 100, NULL, 1, 3);
+-- the read path: one read_all, the consumer group in event_store's scan;
+-- the chunked, filtered read only for what read_all cannot filter
+SET track_functions = 'all';
+SELECT mod(abs(hash_64('grp')), 3) AS member_of_grp_natively;
+BEGIN;
+CREATE TEMP TABLE calls0 AS SELECT funcid, calls FROM pg_stat_xact_user_functions;
+SELECT count(*) FROM get_category_messages('cat', 5, 100);
+SELECT count(*) FROM get_category_messages('grp', 1, 100, NULL, 0, 3);
+SELECT f.schemaname, f.funcname, f.calls - COALESCE(c.calls, 0) AS calls
+  FROM pg_stat_xact_user_functions f LEFT JOIN calls0 c USING (funcid)
+ WHERE f.calls > COALESCE(c.calls, 0) AND (f.schemaname = 'event_store' OR f.funcname !~ '^_(check|category_start|stream_start)')
+ ORDER BY 1, 2;
+DROP TABLE calls0;
+CREATE TEMP TABLE calls0 AS SELECT funcid, calls FROM pg_stat_xact_user_functions;
+SELECT count(*) FROM get_category_messages('grp', 1, 100, 'corr');
+SELECT f.schemaname, f.funcname, f.calls - COALESCE(c.calls, 0) AS calls
+  FROM pg_stat_xact_user_functions f LEFT JOIN calls0 c USING (funcid)
+ WHERE f.calls > COALESCE(c.calls, 0) AND (f.schemaname = 'event_store' OR f.funcname !~ '^_(check|category_start|stream_start)')
+ ORDER BY 1, 2;
+DROP TABLE calls0;
+CREATE TEMP TABLE calls0 AS SELECT funcid, calls FROM pg_stat_xact_user_functions;
+SELECT count(*) FROM get_category_messages('grp', 1, 100, NULL, 1, 3);
+SELECT f.schemaname, f.funcname, f.calls - COALESCE(c.calls, 0) AS calls
+  FROM pg_stat_xact_user_functions f LEFT JOIN calls0 c USING (funcid)
+ WHERE f.calls > COALESCE(c.calls, 0) AND (f.schemaname = 'event_store' OR f.funcname !~ '^_(check|category_start|stream_start)')
+ ORDER BY 1, 2;
+DROP TABLE calls0;
+COMMIT;
+RESET track_functions;

@@ -84,6 +84,16 @@ SELECT pg_temp.err($$SELECT write_message('00000000-0000-4000-8000-000000000012'
 SELECT stream_version(NULL) IS NULL AS null_name, stream_version('') IS NULL AS empty_name,
        stream_version(repeat('s', 2000)) IS NULL AS long_name, stream_version('writeStream') IS NULL AS category;
 
--- the write path: one event_store.append, inlined into the caller's statement
-EXPLAIN (VERBOSE, COSTS OFF)
+-- the write path: one event_store.append, with or without an expected version
+SET track_functions = 'all';
+BEGIN;
+CREATE TEMP TABLE calls0 AS SELECT funcid, calls FROM pg_stat_xact_user_functions;
 SELECT write_message('00000000-0000-4000-8000-000000000013', 'writeStream-8', 'Opened', '{}');
+SELECT write_message('00000000-0000-4000-8000-000000000014', 'writeStream-8', 'Opened', '{}', NULL, 0);
+SELECT f.schemaname, f.funcname, f.calls - COALESCE(c.calls, 0) AS calls
+  FROM pg_stat_xact_user_functions f LEFT JOIN calls0 c USING (funcid)
+ WHERE f.calls > COALESCE(c.calls, 0) AND (f.schemaname = 'event_store' OR f.funcname !~ '^_(check|category_start|stream_start)')
+ ORDER BY 1, 2;
+DROP TABLE calls0;
+COMMIT;
+RESET track_functions;
