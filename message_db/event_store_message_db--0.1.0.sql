@@ -307,8 +307,7 @@ $$;
 -- nothing filtered out)?  Not with a correlation or a condition, and not for
 -- the one member of a consumer group that event_store gives the stream named
 -- like the category, whose cardinal id is NULL: message-db gives such a
--- stream to no member.  Never raises (invalid arguments read straight, and
--- are refused by _category_start).
+-- stream to no member.  Never raises.
 CREATE FUNCTION message_store._category_direct(category varchar, correlation varchar,
                                                consumer_group_member bigint, consumer_group_size bigint,
                                                condition varchar)
@@ -333,8 +332,8 @@ RETURN ROW(e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
            e.data::pg_catalog.text::varchar, e.metadata::pg_catalog.text::varchar,
            e.recorded_at AT TIME ZONE 'UTC')::message_store.message;
 
--- The columns of message-db's table messages over a query of events $q
--- (alias e), for SQL conditions, which name them: global_position,
+-- The columns of message-db's table messages over events_query, a query of
+-- events (aliased e), for SQL conditions, which name them: global_position,
 -- position, time, stream_name, type, data, metadata, id.
 CREATE FUNCTION message_store._messages_query(events_query text, global_position text)
 RETURNS text
