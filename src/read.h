@@ -99,7 +99,6 @@ extern void es_log_scan_set_group(EsLogScan *s, int32 member, int32 size);
 extern bool es_log_scan_next(EsLogScan *s);
 extern void es_log_scan_end(EsLogScan *s);
 extern int64 es_stream_hash(const char *stream_id, int len);
-extern int32 es_stream_group_member(const char *stream_id, int len, int32 size);
 extern int64 es_log_head(Snapshot snapshot);
 extern int64 es_latest_log_head(void);
 #endif							/* EVENT_STORE_READ_H */

@@ -338,8 +338,8 @@ es_stream_hash(const char *stream_id, int len)
  * The member of a consumer group of `size` members that a stream belongs to:
  * |hash| mod size, as message-db computes it (MOD(@hash_64(...), size)).
  */
-int32
-es_stream_group_member(const char *stream_id, int len, int32 size)
+static int32
+stream_group_member(const char *stream_id, int len, int32 size)
 {
 	int64		h = es_stream_hash(stream_id, len);
 	uint64		magnitude = h < 0 ? -(uint64) h : (uint64) h;
@@ -373,8 +373,8 @@ group_ours(EsLogScan *s, TupleTableSlot *slot)
 		VARSIZE_ANY_EXHDR(stream) == VARSIZE_ANY_EXHDR(s->group_last_stream) &&
 		memcmp(VARDATA_ANY(stream), VARDATA_ANY(s->group_last_stream), VARSIZE_ANY_EXHDR(stream)) == 0)
 		return s->group_last_ours;
-	s->group_last_ours = es_stream_group_member(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream),
-												s->group_size) == s->group_member;
+	s->group_last_ours = stream_group_member(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream),
+											 s->group_size) == s->group_member;
 	if (s->group_last_stream != NULL)
 		pfree(s->group_last_stream);
 	old = MemoryContextSwitchTo(s->cxt);

@@ -141,6 +141,12 @@ static void confirm_flushed(void);
 static MemoryContext round_context = NULL;	/* reset after each decoded record */
 static MemoryContext apply_context = NULL;	/* reset after each event whose position is written */
 
+/*
+ * The end of the status errors that stay shown once the worker has caught
+ * up: the log was completed from the event table, and commit order lost.
+ */
+#define REBUILT_FROM_EVENTS		"; rebuilt from event_store.events"
+
 /* Record an error for the health view. */
 static void
 set_status_error(const char *msg)
@@ -384,7 +390,7 @@ acquire_slot(bool origin_is_new)
 					 errmsg("replication slot \"%s\" of the event_store pipeline was invalidated", my_name),
 					 errdetail("The WAL it needed was removed (max_slot_wal_keep_size); events committed since were not decoded."),
 					 errhint("The slot is replaced and the global log is completed from event_store.events; those events are ordered by recorded_at, not commit order. Raise max_slot_wal_keep_size to avoid this.")));
-			set_status_error("slot invalidated; rebuilt from event_store.events");
+			set_status_error("slot invalidated" REBUILT_FROM_EVENTS);
 			ReplicationSlotDrop(my_name, true);
 			create = true;
 		}
@@ -457,7 +463,7 @@ acquire_slot(bool origin_is_new)
 						 errdetail("It was confirmed up to %X/%X, past the pipeline's progress %X/%X; " INT64_FORMAT " events missing from the global log were ordered from event_store.events, by recorded_at, not commit order: those the slot skipped, and any committed since.",
 								   LSN_FORMAT_ARGS(confirmed), LSN_FORMAT_ARGS(progress), added),
 						 errhint("Let no role but the pipeline use the slot: REPLICATION lets a role advance or consume any slot.")));
-				set_status_error("slot moved by another session; rebuilt from event_store.events");
+				set_status_error("slot moved by another session" REBUILT_FROM_EVENTS);
 			}
 			XLogFlush(origin_set_progress(confirmed));
 		}
@@ -554,6 +560,38 @@ wait_for_restores(void)
 }
 
 /*
+ * Queue a notification of the log's new head, to be sent at our commit;
+ * false if skipped.  A full notification queue would fail the commit (a
+ * listener idle in a transaction holds the whole server's queue back):
+ * positions come first, and notifications are only a wake-up, so they are
+ * skipped while the queue is more than half full.
+ */
+static bool
+notify_head(int64 head)
+{
+	LOCAL_FCINFO(usage_fcinfo, 0);
+	double		usage;
+	char		payload[32];
+
+	InitFunctionCallInfoData(*usage_fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+	usage = DatumGetFloat8(pg_notification_queue_usage(usage_fcinfo));
+	if (usage > 0.5)
+	{
+		if (!notify_skipped)
+			ereport(LOG,
+					(errmsg("event_store pipeline: not notifying %s while the notification queue is %.0f%% full",
+							ES_LOG_CHANNEL, usage * 100),
+					 errhint("A session that listens and stays in a transaction holds the queue back (pg_notification_queue_usage).")));
+		notify_skipped = true;
+		return false;
+	}
+	snprintf(payload, sizeof(payload), INT64_FORMAT, head);
+	Async_Notify(ES_LOG_CHANNEL, payload);
+	notify_skipped = false;
+	return true;
+}
+
+/*
  * Write the buffered transactions' positions in one transaction, with the
  * origin's progress.  If the extension is gone, shuts the worker down
  * instead (does not return).
@@ -638,37 +676,8 @@ write_positions(void)
 	 * Listeners learn of the new positions when they become visible, at our
 	 * commit: one notification per round, however many events it ordered.
 	 */
-	if (last != NULL && es_pipeline_notify && next - 1 > notified_head)
-	{
-		/*
-		 * A full notification queue would fail our commit: a listener idle
-		 * in a transaction holds the whole server's queue back.  Positions
-		 * come first; notifications are only a wake-up, so skip them while
-		 * the queue is more than half full.
-		 */
-		LOCAL_FCINFO(usage_fcinfo, 0);
-		double		usage;
-
-		InitFunctionCallInfoData(*usage_fcinfo, NULL, 0, InvalidOid, NULL, NULL);
-		usage = DatumGetFloat8(pg_notification_queue_usage(usage_fcinfo));
-		if (usage <= 0.5)
-		{
-			char		head[32];
-
-			snprintf(head, sizeof(head), INT64_FORMAT, next - 1);
-			Async_Notify(ES_LOG_CHANNEL, head);
-			notifying = next - 1;
-			notify_skipped = false;
-		}
-		else if (!notify_skipped)
-		{
-			ereport(LOG,
-					(errmsg("event_store pipeline: not notifying %s while the notification queue is %.0f%% full",
-							ES_LOG_CHANNEL, usage * 100),
-					 errhint("A session that listens and stays in a transaction holds the queue back (pg_notification_queue_usage).")));
-			notify_skipped = true;
-		}
-	}
+	if (last != NULL && es_pipeline_notify && next - 1 > notified_head && notify_head(next - 1))
+		notifying = next - 1;
 
 	/*
 	 * The origin's progress goes into this commit's WAL record.  Only the
@@ -864,7 +873,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 	if (!more)
 		my_entry->caught_up_time = round_start;
 	if (!more && my_entry->last_error[0] != '\0' &&
-		strstr(my_entry->last_error, "rebuilt from event_store.events") == NULL)
+		strstr(my_entry->last_error, REBUILT_FROM_EVENTS) == NULL)
 		my_entry->last_error[0] = '\0';	/* a rebuild stays shown: commit order was lost */
 	LWLockRelease(es_pipeline_lock);
 	ConditionVariableBroadcast(&es_pipeline->progress_cv);
