@@ -1062,6 +1062,15 @@ worker_loop(void)
 		commits = pg_atomic_read_u64(&my_entry->commits);
 		more = pipeline_round(ctx);
 		es_supervise_projectors(false);	/* projector.c: start the projection workers */
+
+		/*
+		 * Report our inserts into the global log (and our WAL) to the
+		 * statistics, as a backend does after each transaction: autovacuum
+		 * and autoanalyze decide on them, and the visibility map their
+		 * vacuums set lets index-only scans of the log skip its heap.  At
+		 * most once a second (pgstat_report_stat keeps the interval).
+		 */
+		pgstat_report_stat(false);
 		if (more)
 			continue;
 		now = GetCurrentTimestamp();

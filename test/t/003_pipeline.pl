@@ -98,6 +98,15 @@ is($node->safe_psql('postgres', q{
 # the worker holds at most 10,000 events in memory: the rest went to a temporary file
 ok(slurp_file($node->logfile) =~ /\[$pipeline_pid\] LOG:  temporary file: path "[^"]+", size [1-9]/,
 	'the worker spilled the large transaction\'s events to a temporary file (bounded memory)');
+# the running worker reports its writes, so that autovacuum and autoanalyze
+# look after the global log (and its visibility map lets index-only scans
+# skip the heap); a worker that reported only at its exit left them blind
+ok($node->poll_query_until('postgres', qq{
+	SELECT n_tup_ins >= (SELECT count(*) FROM event_store.global_log)
+	  FROM pg_stat_user_tables WHERE relid = 'event_store.global_log'::regclass
+	   AND (SELECT pid FROM pg_stat_activity WHERE backend_type = 'event_store pipeline'
+	                                          AND datname = current_database()) = $pipeline_pid}),
+	'the pipeline worker reports its inserts into the global log to the statistics while it runs');
 
 # --- kill -9 in the middle of a stream of appends -----------------------
 my $script = '';
