@@ -566,3 +566,16 @@ COMMENT ON FUNCTION event_store.load_position(text) IS
 REVOKE ALL ON TABLE event_store.consumer_positions FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.save_position(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.load_position(text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- The global log's key (stream_id, stream_version) covers global_position:
+-- a stream's positions (message_store.get_stream_messages, a join of the
+-- events with the log) are read from the index alone where the log's
+-- visibility map says its pages are all visible, instead of one heap page
+-- per event (a stream's rows are spread over the log).  Rebuilt here: on a
+-- large log this takes a while, with the log locked.
+-- ---------------------------------------------------------------------------
+
+ALTER TABLE event_store.global_log
+    DROP CONSTRAINT global_log_event_key,
+    ADD CONSTRAINT global_log_event_key UNIQUE (stream_id, stream_version) INCLUDE (global_position);
