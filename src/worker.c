@@ -1043,6 +1043,7 @@ worker_loop(void)
 	{
 		bool		more;
 		long		timeout;
+		long		stats_wait;
 		uint64		commits;
 		TimestampTz now;
 
@@ -1065,12 +1066,13 @@ worker_loop(void)
 
 		/*
 		 * Report our inserts into the global log (and our WAL) to the
-		 * statistics, as a backend does after each transaction: autovacuum
-		 * and autoanalyze decide on them, and the visibility map their
-		 * vacuums set lets index-only scans of the log skip its heap.  At
-		 * most once a second (pgstat_report_stat keeps the interval).
+		 * statistics, as a backend does when it goes idle: autovacuum and
+		 * autoanalyze decide on them, and the visibility map their vacuums
+		 * set lets index-only scans of the log skip its heap.  At most once a
+		 * second (pgstat_report_stat keeps the interval); what it holds back
+		 * is sent when it asks (stats_wait ms), however long we would sleep.
 		 */
-		pgstat_report_stat(false);
+		stats_wait = pgstat_report_stat(false);
 		if (more)
 			continue;
 		now = GetCurrentTimestamp();
@@ -1105,6 +1107,8 @@ worker_loop(void)
 			 */
 			timeout = GetXLogInsertRecPtr() > GetFlushRecPtr(NULL) + SizeOfXLogLongPHD ?
 				20 : es_pipeline_naptime_ms;
+			if (stats_wait > 0 && stats_wait < timeout)
+				timeout = stats_wait;
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);
