@@ -107,6 +107,7 @@ static EsCatalog known;
 static bool valid = false;
 static bool complete = false;	/* every object of version 0.2.0 is there */
 static bool loaded_historic = false;	/* looked up inside logical decoding */
+static bool modes_agree = false;	/* the historic catalog is the present one */
 
 /* Reset functions. */
 #define MAX_WATCHERS	16
@@ -341,14 +342,25 @@ load_catalog(void)
 }
 
 /*
+ * The pipeline worker says whether the historic catalog it decodes with is
+ * the present one (no catalog change since the WAL it decodes, worker.c):
+ * then one lookup serves both.
+ */
+void
+es_catalog_modes_agree(bool agree)
+{
+	modes_agree = agree;
+}
+
+/*
  * Inside logical decoding the catalog is a historic one, as of the change
  * being decoded: what was looked up there is not for the present, nor the
- * other way round (the pipeline worker does both).
+ * other way round (the pipeline worker does both), unless they agree.
  */
 const EsCatalog *
 es_catalog_if_installed(void)
 {
-	if (valid && loaded_historic != HistoricSnapshotActive())
+	if (valid && !modes_agree && loaded_historic != HistoricSnapshotActive())
 		valid = false;
 	if (!valid && !load_catalog())
 		return NULL;

@@ -64,6 +64,7 @@
 extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
 EsDecoderSink *es_decoder_sink = NULL;
+bool		es_decoded_catalog_change = false;
 bool		es_presenting_in_decoding = false;
 
 typedef struct EsDecoderData
@@ -289,6 +290,8 @@ es_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 static void
 es_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
+	if (rbtxn_has_catalog_changes(txn))
+		es_decoded_catalog_change = true;
 	if (es_decoder_sink != NULL)
 		es_decoder_sink->commit(es_decoder_sink->arg, txn, commit_lsn);
 	(void) ctx;

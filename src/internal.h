@@ -110,6 +110,7 @@ extern void es_deform_row(HeapTuple tuple, TupleDesc desc, int natts, Datum *val
 
 /* Forget what was looked up (the output plugin, at start-up). */
 extern void es_catalog_reset(void);
+extern void es_catalog_modes_agree(bool agree);
 
 /*
  * Invalidation.  A module that caches what it derived from one of the

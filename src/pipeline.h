@@ -57,6 +57,9 @@ typedef struct EsDecoderSink
 
 extern EsDecoderSink *es_decoder_sink;
 
+/* decoder.c: set when a decoded transaction changed the catalog (for the worker) */
+extern bool es_decoded_catalog_change;
+
 /* publish.c: signed messages */
 extern void es_publish_init(void);
 extern bool es_publish_signature(TransactionId xid, const char *body, Size len, char *hex);

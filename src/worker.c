@@ -58,6 +58,7 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/extension.h"
+#include "storage/sinval.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -116,6 +117,15 @@ static int64 notified_head = 0;
 static bool notify_skipped = false;
 
 static void write_positions(void);
+
+/*
+ * The system caches, between rounds: whether they may serve decoding
+ * without a reset (pipeline_round), and the count of shared invalidation
+ * messages this process had received when the WAL decoded so far was read
+ * as flushed.
+ */
+static bool caches_match_decoded = false;
+static uint64 inval_count_at_decoded = 0;
 
 /*
  * Slot confirmations waiting for the worker's own commits (asynchronous) to
@@ -781,6 +791,7 @@ confirm_round(void)
 static bool
 pipeline_round(LogicalDecodingContext *ctx)
 {
+	uint64		inval_count = SharedInvalidMessageCounter; /* read before the WAL's end */
 	XLogRecPtr	end_of_wal = GetFlushRecPtr(NULL);
 	TimestampTz round_start = GetCurrentTimestamp();
 	XLogRecPtr	start = ctx->reader->EndRecPtr;
@@ -793,7 +804,28 @@ pipeline_round(LogicalDecodingContext *ctx)
 		es_worker_begin();
 		MemoryContextSwitchTo(round_context);
 		old_owner = CurrentResourceOwner;
-		InvalidateSystemCaches();
+
+		/*
+		 * Decoding reads the catalog as of each change (a historic snapshot),
+		 * the rest of the round as of now, through the same system caches:
+		 * an entry made for the one must not serve the other if the catalog
+		 * changed in between, as core's logicalfuncs.c resets the caches
+		 * around each call.  Here they are reset only when it may have: a
+		 * rebuild of the caches is most of what a round of a few events
+		 * costs.  A committed catalog change invalidates caches (received
+		 * here as shared invalidation messages) after its commit record is
+		 * flushed; so if none was received since the WAL decoded so far was
+		 * read as flushed, the catalog has not changed since any WAL still to
+		 * decode, and what the caches hold from the present serves it.  (A
+		 * change is visible a moment before its committer sends its
+		 * invalidations, as for any backend; DDL holds its locks until they
+		 * are sent, and the worker locks what it writes.)  A round that
+		 * stopped early, or decoded a catalog change, resets next time.
+		 */
+		if (!caches_match_decoded || SharedInvalidMessageCounter != inval_count_at_decoded)
+			InvalidateSystemCaches();
+		es_catalog_modes_agree(true);
+		es_decoded_catalog_change = false;
 		while (ctx->reader->EndRecPtr < end_of_wal)
 		{
 			XLogRecord *record;
@@ -820,7 +852,21 @@ pipeline_round(LogicalDecodingContext *ctx)
 			}
 			CHECK_FOR_INTERRUPTS();
 		}
-		InvalidateSystemCaches();
+
+		/*
+		 * And the other way round: what decoding cached is as of the WAL it
+		 * read, good for the present unless a catalog change was decoded
+		 * (its invalidations were applied as of its commit; reset anyway) or
+		 * received since that WAL's end was read.
+		 */
+		if (es_decoded_catalog_change || SharedInvalidMessageCounter != inval_count)
+		{
+			InvalidateSystemCaches();
+			es_catalog_modes_agree(false);
+		}
+		caches_match_decoded = !more && ctx->reader->EndRecPtr >= end_of_wal &&
+			!es_decoded_catalog_change;
+		inval_count_at_decoded = inval_count;
 		MemoryContextSwitchTo(TopTransactionContext);
 		CommitTransactionCommand();
 
