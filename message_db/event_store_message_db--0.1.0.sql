@@ -436,8 +436,7 @@ BEGIN
              ' FROM (' OPERATOR(pg_catalog.||)
              message_store._messages_query('event_store.read_stream($1, $2, $3)',
                  '(SELECT g.global_position FROM event_store.global_log g'
-                 ' WHERE g.stream_id OPERATOR(pg_catalog.=) e.stream_id'
-                 ' AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version)')
+                 ' WHERE g.event_id OPERATOR(pg_catalog.=) e.event_id)')
              OPERATOR(pg_catalog.||) ') messages';
     LOOP
         seen := 0;
@@ -463,21 +462,11 @@ RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN LEAST(GREATEST(COALESCE("position", 0), 0), 9223372036854775806) OPERATOR(pg_catalog.+) 1;
 
--- ... and the version after the batch's last (without overflowing).
-CREATE FUNCTION message_store._to_version(stream_name varchar, "position" bigint, batch_size bigint)
-RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN message_store._from_version("position") OPERATOR(pg_catalog.>)
-                 (9223372036854775807 OPERATOR(pg_catalog.-) message_store._stream_count(stream_name, batch_size))
-            THEN 9223372036854775807
-            ELSE message_store._from_version("position") OPERATOR(pg_catalog.+) message_store._stream_count(stream_name, batch_size)
-       END;
-
 -- A stream's messages from position (>=, default 0), at most batch_size
--- (default 1000; -1: all): one read_stream, and the events' global
--- positions from one range scan of event_store.global_log (the batch's
--- versions, in order), looked up by version; an event the pipeline has not
--- ordered yet (a few milliseconds after its commit) has none, NULL.
+-- (default 1000; -1: all): one read_stream, and each event's global
+-- position from event_store.global_log's key (the event id, covering the
+-- position); an event the pipeline has not ordered yet (a few milliseconds
+-- after its commit) has none, NULL.
 CREATE FUNCTION message_store.get_stream_messages(stream_name varchar, "position" bigint DEFAULT 0,
                                                   batch_size bigint DEFAULT 1000, condition varchar DEFAULT NULL)
 RETURNS SETOF message_store.message
@@ -485,7 +474,6 @@ LANGUAGE plpgsql STABLE ROWS 100
 AS $$
 DECLARE
     from_version bigint := message_store._stream_start(stream_name, "position", batch_size, condition);
-    to_version bigint := message_store._to_version(stream_name, "position", batch_size);
 BEGIN
     IF condition IS NOT NULL THEN
         RETURN QUERY SELECT * FROM message_store._stream_messages(stream_name, "position", batch_size, condition);
@@ -494,22 +482,11 @@ BEGIN
     RETURN QUERY
     SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
            e.stream_version OPERATOR(pg_catalog.-) 1,
-           CASE WHEN g.versions[pg_catalog.int4(e.stream_version OPERATOR(pg_catalog.-) from_version) OPERATOR(pg_catalog.+) 1]
-                     OPERATOR(pg_catalog.=) e.stream_version
-                THEN g.positions[pg_catalog.int4(e.stream_version OPERATOR(pg_catalog.-) from_version) OPERATOR(pg_catalog.+) 1]
-                ELSE (SELECT l.global_position FROM event_store.global_log l
-                       WHERE l.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                         AND l.stream_version OPERATOR(pg_catalog.=) e.stream_version)
-           END,
+           (SELECT l.global_position FROM event_store.global_log l
+             WHERE l.event_id OPERATOR(pg_catalog.=) e.event_id),
            e.data::pg_catalog.text::varchar, e.metadata::pg_catalog.text::varchar,
            e.recorded_at AT TIME ZONE 'UTC'
-      FROM event_store.read_stream(stream_name, from_version, message_store._stream_count(stream_name, batch_size)) e
-     CROSS JOIN (SELECT pg_catalog.array_agg(l.global_position ORDER BY l.stream_version) AS positions,
-                        pg_catalog.array_agg(l.stream_version ORDER BY l.stream_version) AS versions
-                   FROM event_store.global_log l
-                  WHERE l.stream_id OPERATOR(pg_catalog.=) stream_name::pg_catalog.text
-                    AND l.stream_version OPERATOR(pg_catalog.>=) from_version
-                    AND l.stream_version OPERATOR(pg_catalog.<) to_version) g;
+      FROM event_store.read_stream(stream_name, from_version, message_store._stream_count(stream_name, batch_size)) e;
 END
 $$;
 
@@ -535,8 +512,7 @@ BEGIN
             IF "type" IS NULL OR e.event_type OPERATOR(pg_catalog.=) "type" THEN
                 RETURN NEXT message_store._message(e,
                     (SELECT l.global_position FROM event_store.global_log l
-                      WHERE l.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                        AND l.stream_version OPERATOR(pg_catalog.=) e.stream_version));
+                      WHERE l.event_id OPERATOR(pg_catalog.=) e.event_id));
                 RETURN;
             END IF;
         END LOOP;
@@ -827,9 +803,7 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format(
         'SELECT m.global_position, g.global_position FROM %s m'
-        '  LEFT JOIN event_store.events e ON e.event_id OPERATOR(pg_catalog.=) m.id'
-        '  LEFT JOIN event_store.global_log g ON g.stream_id OPERATOR(pg_catalog.=) e.stream_id'
-        '                                    AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version'
+        '  LEFT JOIN event_store.global_log g ON g.event_id OPERATOR(pg_catalog.=) m.id'
         ' WHERE m.global_position OPERATOR(pg_catalog.<=) $1'
         ' ORDER BY m.global_position DESC LIMIT 1', source)
       INTO old_position, new_position USING "position";

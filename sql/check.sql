@@ -90,14 +90,17 @@ DELETE FROM event_store.global_log WHERE global_position IN (1, 2);
 SELECT * FROM checked();
 INSERT INTO event_store.global_log SELECT * FROM saved_log;
 
--- 4. an entry without an event, and entries with the wrong type or category
-INSERT INTO event_store.global_log VALUES (10, 'ghost-1', 1, 'ghost', 'Boo', '0/0');
+-- 4. an entry without an event, and entries with the wrong type, category or id
+INSERT INTO event_store.global_log VALUES (10, 'ghost-1', 1, 'ghost', 'Boo', '0/0', '00000000-0000-7000-8000-000000000010');
 UPDATE event_store.global_log SET event_type = 'Withdrawn' WHERE global_position = 4;
 UPDATE event_store.global_log SET category = 'acct-1' WHERE global_position = 5;
+SELECT event_id AS id3 FROM event_store.global_log WHERE global_position = 3 \gset
+UPDATE event_store.global_log SET event_id = '00000000-0000-7000-8000-000000000003' WHERE global_position = 3;
 SELECT * FROM checked();
 DELETE FROM event_store.global_log WHERE global_position = 10;
 UPDATE event_store.global_log SET event_type = 'Deposited' WHERE global_position = 4;
 UPDATE event_store.global_log SET category = 'acct' WHERE global_position = 5;
+UPDATE event_store.global_log SET event_id = :'id3' WHERE global_position = 3;
 
 -- 5. a transaction's events not contiguous, and out of commit order: the
 --    first event takes the commit LSN of the batch (positions 3..5)

@@ -215,6 +215,60 @@ SELECT pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::pg_cat
 REVOKE ALL ON TABLE event_store.publish_key FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
+-- The global log's key is the event's id, covering global_position.  Ids
+-- are time-ordered (UUIDv7, unless the application chose them), so the
+-- pipeline worker adds each key at the index's right edge, as it does the
+-- positions; a key on (stream_id, stream_version) put each event on its
+-- stream's page: a page written per event and, after every checkpoint,
+-- copied whole into the WAL, which doubled the WAL of an append.  An
+-- event's position is read from the key alone (an index-only scan, once the
+-- log is vacuumed): the event table's keys lead from a stream to its ids.
+-- The log is rewritten here with the ids of its events: on a large log this
+-- takes a while, with the log locked.
+-- ---------------------------------------------------------------------------
+
+-- Each entry with its event's id (a join of the two tables), then the log
+-- again from it, its indexes built after the rows.  Locked first, so that
+-- no position the pipeline worker commits meanwhile is left out.
+LOCK TABLE event_store.global_log IN ACCESS EXCLUSIVE MODE;
+CREATE UNLOGGED TABLE event_store._log_rewrite AS
+SELECT g.global_position, g.stream_id, g.stream_version, g.category, g.event_type, g.commit_lsn, e.event_id
+  FROM event_store.global_log g
+  LEFT JOIN event_store.events e
+    ON e.stream_id OPERATOR(pg_catalog.=) g.stream_id
+   AND e.stream_version OPERATOR(pg_catalog.=) g.stream_version;
+
+DO $$
+DECLARE
+    r record;
+BEGIN
+    SELECT l.stream_id, l.stream_version INTO r FROM event_store._log_rewrite l WHERE l.event_id IS NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'event_store.global_log has an entry for stream % version %, which has no event',
+                        pg_catalog.quote_literal(r.stream_id), r.stream_version
+            USING ERRCODE = 'data_corrupted',
+                  DETAIL = 'The update gives every entry of the global log the id of its event.',
+                  HINT = 'Delete the entries of event_store.global_log whose event is not in event_store.events (or restore the events), then update.';
+    END IF;
+END
+$$;
+
+TRUNCATE event_store.global_log;
+ALTER TABLE event_store.global_log
+    DROP CONSTRAINT global_log_pkey,
+    DROP CONSTRAINT global_log_event_key,
+    ADD COLUMN event_id uuid NOT NULL;
+DROP INDEX event_store.global_log_category_idx, event_store.global_log_event_type_idx;
+INSERT INTO event_store.global_log
+SELECT * FROM event_store._log_rewrite ORDER BY global_position;
+DROP TABLE event_store._log_rewrite;
+ALTER TABLE event_store.global_log
+    ADD CONSTRAINT global_log_pkey PRIMARY KEY (global_position),
+    ADD CONSTRAINT global_log_event_key UNIQUE (event_id) INCLUDE (global_position);
+CREATE INDEX global_log_category_idx ON event_store.global_log (category, global_position);
+CREATE INDEX global_log_event_type_idx ON event_store.global_log (event_type, global_position);
+
+-- ---------------------------------------------------------------------------
 -- Projections: read models kept from the global log (src/projection.c)
 -- ---------------------------------------------------------------------------
 
@@ -412,9 +466,10 @@ SELECT k.projection,
        k.parked_at
   FROM event_store.projection_parked k
   JOIN event_store.projections p ON p.name OPERATOR(pg_catalog.=) k.projection
-  LEFT JOIN event_store.global_log g
-    ON g.stream_id OPERATOR(pg_catalog.=) k.stream_id
-   AND g.stream_version OPERATOR(pg_catalog.=) k.stream_version;
+  LEFT JOIN event_store.events e
+    ON e.stream_id OPERATOR(pg_catalog.=) k.stream_id
+   AND e.stream_version OPERATOR(pg_catalog.=) k.stream_version
+  LEFT JOIN event_store.global_log g ON g.event_id OPERATOR(pg_catalog.=) e.event_id;
 
 COMMENT ON VIEW event_store.parked_events IS
     'Events a projection handler failed on and that were set aside (on_error => ''park''); see replay_parked() and discard_parked().';
@@ -566,16 +621,3 @@ COMMENT ON FUNCTION event_store.load_position(text) IS
 REVOKE ALL ON TABLE event_store.consumer_positions FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.save_position(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.load_position(text) FROM PUBLIC;
-
--- ---------------------------------------------------------------------------
--- The global log's key (stream_id, stream_version) covers global_position:
--- a stream's positions (message_store.get_stream_messages, a join of the
--- events with the log) are read from the index alone where the log's
--- visibility map says its pages are all visible, instead of one heap page
--- per event (a stream's rows are spread over the log).  Rebuilt here: on a
--- large log this takes a while, with the log locked.
--- ---------------------------------------------------------------------------
-
-ALTER TABLE event_store.global_log
-    DROP CONSTRAINT global_log_event_key,
-    ADD CONSTRAINT global_log_event_key UNIQUE (stream_id, stream_version) INCLUDE (global_position);

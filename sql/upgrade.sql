@@ -42,6 +42,10 @@ SELECT pg_catalog.md5(string_agg(pg_describe_object(classid, objid, objsubid), '
   FROM pg_depend WHERE deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'event_store');
 -- the events written before the update are still there, in the same order
 SELECT global_position, stream_id, stream_version, data FROM event_store.read_all();
+-- the log now records each event's id, and is keyed by it
+SELECT count(*) AS entries, count(*) FILTER (WHERE g.event_id = e.event_id) AS with_their_id
+  FROM event_store.global_log g JOIN event_store.events e USING (stream_id, stream_version);
+SELECT pg_get_indexdef('event_store.global_log_event_key'::regclass);
 
 -- a projection created after the update catches up over them
 CREATE TABLE totals (account text PRIMARY KEY, total numeric NOT NULL);
@@ -78,3 +82,22 @@ SELECT event_store.stream_version('account-1');
 \c :regression_db
 DROP DATABASE es_upgrade;
 SELECT count(*) FROM pg_database WHERE datname = 'es_upgrade';
+
+-- The update refuses a global log with an entry whose event is missing (it
+-- could not give that entry its event's id), and leaves 0.1.0 in place.
+CREATE DATABASE es_upgrade_ghost;
+\c es_upgrade_ghost
+SET synchronous_commit = on;
+CREATE EXTENSION event_store VERSION '0.1.0' CASCADE;
+SELECT event_store.append('account-1', 'Deposited', '{"amount": 10}');
+SELECT event_store.wait_for_pipeline('30 s');
+INSERT INTO event_store.global_log VALUES (2, 'ghost-1', 1, 'ghost', 'Boo', '0/0');
+ALTER EXTENSION event_store UPDATE;
+\echo :LAST_ERROR_SQLSTATE
+SELECT extversion FROM pg_extension WHERE extname = 'event_store';
+DELETE FROM event_store.global_log WHERE stream_id = 'ghost-1';
+ALTER EXTENSION event_store UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'event_store';
+SELECT global_position, stream_id, event_id IS NOT NULL AS has_id FROM event_store.global_log;
+\c :regression_db
+DROP DATABASE es_upgrade_ghost;

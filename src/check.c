@@ -10,7 +10,7 @@
  *	- stream:     each stream's versions are 1..n, and recorded_at never
  *	              decreases along it;
  *	- global_log: positions are 1..n with no gap; every entry has its event,
- *	              with the event's category and type; every event has an
+ *	              with the event's id, category and type; every event has an
  *	              entry (once the pipeline has ordered what was committed
  *	              before the check began); the events of one transaction
  *	              hold consecutive positions; positions follow commit order,
@@ -177,6 +177,9 @@ static const char *log_entries_sql =
 "            THEN pg_catalog.format('records type %s, but the event of stream %s version %s is a %s', "
 "                                   pg_catalog.quote_literal(g.event_type), pg_catalog.quote_literal(g.stream_id), "
 "                                   g.stream_version, pg_catalog.quote_literal(e.event_type)) "
+"            WHEN g.event_id IS NULL OR g.event_id OPERATOR(pg_catalog.<>) e.event_id "
+"            THEN pg_catalog.format('records event id %s, not the id of the event of stream %s version %s', "
+"                                   g.event_id, pg_catalog.quote_literal(g.stream_id), g.stream_version) "
 "            ELSE pg_catalog.format('records category %s for stream %s', "
 "                                   pg_catalog.quote_literal(g.category), pg_catalog.quote_literal(g.stream_id)) END "
 "  FROM event_store.global_log g "
@@ -185,6 +188,7 @@ static const char *log_entries_sql =
 "   AND e.stream_version OPERATOR(pg_catalog.=) g.stream_version "
 " WHERE e.stream_id IS NULL "
 "    OR g.event_type OPERATOR(pg_catalog.<>) e.event_type "
+"    OR g.event_id IS NULL OR g.event_id OPERATOR(pg_catalog.<>) e.event_id "
 "    OR g.category OPERATOR(pg_catalog.<>) pg_catalog.split_part(g.stream_id, '-', 1) "
 " ORDER BY g.global_position";
 

@@ -427,7 +427,7 @@ es_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	nulls[0] = true;			/* the global position is assigned later, by the worker */
 	heap_deform_tuple(tuple, desc, &values[1], &nulls[1]);
 	if (nulls[Anum_events_stream_id] || nulls[Anum_events_stream_version] ||
-		nulls[Anum_events_event_type])
+		nulls[Anum_events_event_id] || nulls[Anum_events_event_type])
 	{
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(data->context);
@@ -441,6 +441,7 @@ es_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 		es_decoder_sink->event(es_decoder_sink->arg, txn, RelationGetRelid(relation),
 							   stream_id,
 							   DatumGetInt64(values[Anum_events_stream_version]),
+							   DatumGetUUIDP(values[Anum_events_event_id]),
 							   event_type);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(data->context);

@@ -23,6 +23,7 @@
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/uuid.h"
 
 /* The prefix of the logical messages publish() writes. */
 #define ES_MESSAGE_PREFIX			"event_store"
@@ -50,7 +51,8 @@
 typedef struct EsDecoderSink
 {
 	void		(*event) (void *arg, ReorderBufferTXN *txn, Oid relid,
-						  text *stream_id, int64 stream_version, text *event_type);
+						  text *stream_id, int64 stream_version, const pg_uuid_t *event_id,
+						  text *event_type);
 	void		(*commit) (void *arg, ReorderBufferTXN *txn, XLogRecPtr commit_lsn);
 	void	   *arg;
 } EsDecoderSink;
@@ -170,6 +172,7 @@ typedef struct EsBufEvent
 	Oid			relid;			/* event_store.events as decoded */
 	text	   *stream_id;
 	int64		stream_version;
+	pg_uuid_t	event_id;
 	text	   *event_type;
 } EsBufEvent;
 
@@ -206,7 +209,8 @@ extern void es_health_log(void);
 typedef struct EsLogWriter EsLogWriter;
 extern EsLogWriter *es_log_writer_begin(int64 next);
 extern bool es_log_writer_add(EsLogWriter *w, text *stream_id, int64 stream_version,
-							  text *category, text *event_type, XLogRecPtr commit_lsn, bool probe);
+							  const pg_uuid_t *event_id, text *category, text *event_type,
+							  XLogRecPtr commit_lsn, bool probe);
 extern int64 es_log_writer_end(EsLogWriter *w);
 
 /* launcher.c, worker.c */

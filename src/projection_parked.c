@@ -47,9 +47,10 @@ static EsStatement park_statement = ES_STATEMENT(
 static EsStatement list_parked = ES_STATEMENT(
 	"SELECT k.stream_id, k.stream_version, COALESCE(k.global_position, g.global_position) "
 	"  FROM event_store.projection_parked k "
-	"  LEFT JOIN event_store.global_log g "
-	"    ON g.stream_id OPERATOR(pg_catalog.=) k.stream_id "
-	"   AND g.stream_version OPERATOR(pg_catalog.=) k.stream_version "
+	"  LEFT JOIN event_store.events e "
+	"    ON e.stream_id OPERATOR(pg_catalog.=) k.stream_id "
+	"   AND e.stream_version OPERATOR(pg_catalog.=) k.stream_version "
+	"  LEFT JOIN event_store.global_log g ON g.event_id OPERATOR(pg_catalog.=) e.event_id "
 	" WHERE k.projection OPERATOR(pg_catalog.=) $1 "
 	" ORDER BY 3 NULLS LAST, k.parked_at, k.stream_id, k.stream_version",
 	1, TEXTOID);

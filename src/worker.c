@@ -316,20 +316,35 @@ rebuild_from_events(const char *why)
 		wait_for_restores();
 	}
 	SPI_connect();
-	ret = SPI_execute(
-					  "INSERT INTO event_store.global_log "
-					  "  (global_position, stream_id, stream_version, category, event_type, commit_lsn) "
-					  "SELECT m.top OPERATOR(pg_catalog.+) pg_catalog.row_number() OVER "
-					  "         (ORDER BY e.recorded_at, e.stream_id, e.stream_version), "
-					  "       e.stream_id, e.stream_version, pg_catalog.split_part(e.stream_id, '-', 1), "
-					  "       e.event_type, '0/0'::pg_catalog.pg_lsn "
-					  "  FROM event_store.events e, "
-					  "       (SELECT COALESCE(pg_catalog.max(g.global_position), 0) AS top "
-					  "          FROM event_store.global_log g) m "
-					  " WHERE NOT EXISTS (SELECT 1 FROM event_store.global_log g "
-					  "                    WHERE g.stream_id OPERATOR(pg_catalog.=) e.stream_id "
-					  "                      AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version)",
-					  false, 0);
+	if (get_attnum(es_catalog()->log_relid, "event_id") != InvalidAttrNumber)
+		ret = SPI_execute(
+						  "INSERT INTO event_store.global_log "
+						  "  (global_position, stream_id, stream_version, category, event_type, commit_lsn, event_id) "
+						  "SELECT m.top OPERATOR(pg_catalog.+) pg_catalog.row_number() OVER "
+						  "         (ORDER BY e.recorded_at, e.stream_id, e.stream_version), "
+						  "       e.stream_id, e.stream_version, pg_catalog.split_part(e.stream_id, '-', 1), "
+						  "       e.event_type, '0/0'::pg_catalog.pg_lsn, e.event_id "
+						  "  FROM event_store.events e, "
+						  "       (SELECT COALESCE(pg_catalog.max(g.global_position), 0) AS top "
+						  "          FROM event_store.global_log g) m "
+						  " WHERE NOT EXISTS (SELECT 1 FROM event_store.global_log g "
+						  "                    WHERE g.event_id OPERATOR(pg_catalog.=) e.event_id)",
+						  false, 0);
+	else						/* the log of 0.1.0 */
+		ret = SPI_execute(
+						  "INSERT INTO event_store.global_log "
+						  "  (global_position, stream_id, stream_version, category, event_type, commit_lsn) "
+						  "SELECT m.top OPERATOR(pg_catalog.+) pg_catalog.row_number() OVER "
+						  "         (ORDER BY e.recorded_at, e.stream_id, e.stream_version), "
+						  "       e.stream_id, e.stream_version, pg_catalog.split_part(e.stream_id, '-', 1), "
+						  "       e.event_type, '0/0'::pg_catalog.pg_lsn "
+						  "  FROM event_store.events e, "
+						  "       (SELECT COALESCE(pg_catalog.max(g.global_position), 0) AS top "
+						  "          FROM event_store.global_log g) m "
+						  " WHERE NOT EXISTS (SELECT 1 FROM event_store.global_log g "
+						  "                    WHERE g.stream_id OPERATOR(pg_catalog.=) e.stream_id "
+						  "                      AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version)",
+						  false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "event_store pipeline: rebuilding the global log failed: %s",
 			 SPI_result_code_string(ret));
@@ -670,7 +685,7 @@ write_positions(void)
 				MemoryContextSwitchTo(TopTransactionContext);
 				continue;
 			}
-			(void) es_log_writer_add(writer, e->stream_id, e->stream_version,
+			(void) es_log_writer_add(writer, e->stream_id, e->stream_version, &e->event_id,
 									 es_stream_category(VARDATA_ANY(e->stream_id),
 														VARSIZE_ANY_EXHDR(e->stream_id)),
 									 e->event_type, txn->commit_lsn, probe);

@@ -9,8 +9,8 @@
  * are appended to a temporary file, so that the worker's memory stays
  * bounded whatever the transaction's size; the first `nspilled` events are
  * read back from the file, in order, when their positions are written
- * (es_buffer_event).  Per event the buffer keeps its stream id, version and
- * type: about 1 MB for SPILL_EVENTS events with short ids.
+ * (es_buffer_event).  Per event the buffer keeps its stream id, version, id
+ * and type: about 1 MB for SPILL_EVENTS events with short ids.
  *
  * Locking: none (one process).
  *
@@ -79,6 +79,7 @@ spill_events(void)
 
 		spill_write(&e->relid, sizeof(e->relid));
 		spill_write(&e->stream_version, sizeof(e->stream_version));
+		spill_write(&e->event_id, sizeof(e->event_id));
 		spill_write(&slen, sizeof(slen));
 		spill_write(VARDATA_ANY(e->stream_id), slen);
 		spill_write(&tlen, sizeof(tlen));
@@ -98,6 +99,7 @@ spill_read(EsBufEvent *e)
 
 	if (BufFileRead(buf.spill, &e->relid, sizeof(e->relid)) != sizeof(e->relid) ||
 		BufFileRead(buf.spill, &e->stream_version, sizeof(e->stream_version)) != sizeof(e->stream_version) ||
+		BufFileRead(buf.spill, &e->event_id, sizeof(e->event_id)) != sizeof(e->event_id) ||
 		BufFileRead(buf.spill, &len, sizeof(len)) != sizeof(len))
 		elog(ERROR, "event_store pipeline: could not read the spilled events");
 	e->stream_id = palloc(VARHDRSZ + len);
@@ -114,7 +116,7 @@ spill_read(EsBufEvent *e)
 /* Sink: one event of the transaction being committed. */
 static void
 sink_event(void *arg, ReorderBufferTXN *txn, Oid relid, text *stream_id,
-		   int64 stream_version, text *event_type)
+		   int64 stream_version, const pg_uuid_t *event_id, text *event_type)
 {
 	MemoryContext old;
 	EsBufEvent   *e;
@@ -134,6 +136,7 @@ sink_event(void *arg, ReorderBufferTXN *txn, Oid relid, text *stream_id,
 	e->stream_id = palloc(VARSIZE_ANY(stream_id));
 	memcpy(e->stream_id, stream_id, VARSIZE_ANY(stream_id));
 	e->stream_version = stream_version;
+	e->event_id = *event_id;
 	e->event_type = palloc(VARSIZE_ANY(event_type));
 	memcpy(e->event_type, event_type, VARSIZE_ANY(event_type));
 	MemoryContextSwitchTo(old);

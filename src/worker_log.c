@@ -14,9 +14,17 @@
  * An event can only be in the log already where a rebuild ordered it from
  * the event table, or a restore brought the dumped log: the transactions
  * that committed before the worker started, before its rebuild, or before a
- * restore it waited for.  For those (probe), the unique index on (stream_id,
- * stream_version) is looked up first and an event found there keeps its
- * position; everything later is inserted without a look.
+ * restore it waited for.  For those (probe), the log's unique key is looked
+ * up first and an event found there keeps its position; everything later is
+ * inserted without a look.
+ *
+ * The key is the event's id (version 0.2.0): ids are time-ordered (UUIDv7,
+ * unless the application chose them), so each insertion lands at the
+ * index's right edge, as the positions do, where the key of 0.1.0,
+ * (stream_id, stream_version), put each event on the page of its stream --
+ * a page written once per event and, after each checkpoint, once in full
+ * into the WAL.  The log of 0.1.0 (six columns, no event_id) is still
+ * written until ALTER EXTENSION UPDATE.
  *
  * Locking: RowExclusiveLock on the log and its indexes, as an INSERT takes.
  *
@@ -45,13 +53,15 @@
 /* Rows per multi-insert. */
 #define BATCH_ROWS	1000
 
-/* Columns of event_store.global_log (1-based). */
-#define Natts_log	6
+/* Columns of event_store.global_log: 0.1.0 has no event_id (the 7th). */
+#define Natts_log_0_1	6
+#define Natts_log	7
 
 struct EsLogWriter
 {
 	Relation	log;
-	Relation	event_key;		/* unique (stream_id, stream_version), for probes */
+	Relation	event_key;		/* unique (event_id), or (stream_id, stream_version) in 0.1.0 */
+	bool		has_event_id;	/* the log of 0.2.0 */
 	IndexScanDesc probe_scan;	/* on it, begun at the first probe */
 	TupleTableSlot *probe_slot;
 	EState	   *estate;
@@ -74,12 +84,18 @@ struct EsLogWriter
 EsLogWriter *
 es_log_writer_begin(int64 next)
 {
-	const EsCatalog *cat = es_catalog();
+	const EsCatalog *cat;
 	EsLogWriter *w = palloc0(sizeof(EsLogWriter));
 	RangeTblEntry *rte;
 
-	w->log = table_open(cat->log_relid, RowExclusiveLock);
-	if (RelationGetDescr(w->log)->natts != Natts_log)
+	/*
+	 * The key's OID is looked up once the log is locked: an ALTER EXTENSION
+	 * UPDATE that rebuilt it (and that the lock waited for) is seen then.
+	 */
+	w->log = table_open(es_catalog()->log_relid, RowExclusiveLock);
+	cat = es_catalog();
+	w->has_event_id = (RelationGetDescr(w->log)->natts == Natts_log);
+	if (!w->has_event_id && RelationGetDescr(w->log)->natts != Natts_log_0_1)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("a table of extension \"event_store\" has %d columns where %d were expected",
@@ -108,21 +124,27 @@ es_log_writer_begin(int64 next)
 
 /* Is the event in the log already? */
 static bool
-in_log(EsLogWriter *w, text *stream_id, int64 stream_version)
+in_log(EsLogWriter *w, text *stream_id, int64 stream_version, const pg_uuid_t *event_id)
 {
 	ScanKeyData keys[2];
+	int			nkeys = w->has_event_id ? 1 : 2;
 
 	if (w->probe_scan == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(w->context);
 
-		w->probe_scan = index_beginscan(w->log, w->event_key, GetActiveSnapshot(), 2, 0);
+		w->probe_scan = index_beginscan(w->log, w->event_key, GetActiveSnapshot(), nkeys, 0);
 		w->probe_slot = table_slot_create(w->log, NULL);
 		MemoryContextSwitchTo(old);
 	}
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
-	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(stream_version));
-	index_rescan(w->probe_scan, keys, 2, NULL, 0);
+	if (w->has_event_id)
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(event_id));
+	else
+	{
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
+		ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(stream_version));
+	}
+	index_rescan(w->probe_scan, keys, nkeys, NULL, 0);
 	return index_getnext_slot(w->probe_scan, ForwardScanDirection, w->probe_slot);
 }
 
@@ -152,13 +174,14 @@ flush(EsLogWriter *w)
  * Returns whether it took one.
  */
 bool
-es_log_writer_add(EsLogWriter *w, text *stream_id, int64 stream_version, text *category,
-				  text *event_type, XLogRecPtr commit_lsn, bool probe)
+es_log_writer_add(EsLogWriter *w, text *stream_id, int64 stream_version,
+				  const pg_uuid_t *event_id, text *category, text *event_type,
+				  XLogRecPtr commit_lsn, bool probe)
 {
 	TupleTableSlot *slot;
 	MemoryContext old;
 
-	if (probe && in_log(w, stream_id, stream_version))
+	if (probe && in_log(w, stream_id, stream_version, event_id))
 		return false;
 	if (w->nbuffered == w->nslots)
 	{
@@ -175,8 +198,15 @@ es_log_writer_add(EsLogWriter *w, text *stream_id, int64 stream_version, text *c
 	slot->tts_values[3] = PointerGetDatum(DatumGetTextPCopy(PointerGetDatum(category)));
 	slot->tts_values[4] = PointerGetDatum(DatumGetTextPCopy(PointerGetDatum(event_type)));
 	slot->tts_values[5] = LSNGetDatum(commit_lsn);
+	if (w->has_event_id)
+	{
+		pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+		*id = *event_id;
+		slot->tts_values[6] = UUIDPGetDatum(id);
+	}
 	MemoryContextSwitchTo(old);
-	memset(slot->tts_isnull, 0, sizeof(bool) * Natts_log);
+	memset(slot->tts_isnull, 0, sizeof(bool) * (w->has_event_id ? Natts_log : Natts_log_0_1));
 	ExecStoreVirtualTuple(slot);
 	w->next++;
 	if (w->nbuffered == BATCH_ROWS)

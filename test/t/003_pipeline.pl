@@ -374,5 +374,57 @@ pass('DROP DATABASE of a database with a running worker succeeds');
 is($node->safe_psql('postgres', qq{SELECT count(*) FROM pg_replication_origin WHERE roname = 'event_store_$other_oid'}),
 	'0', 'the dropped database\'s replication origin is dropped with it');
 
+# --- ALTER EXTENSION UPDATE while events are appended ------------------------
+# The update rewrites the global log (the key becomes the event id): the
+# worker, which decodes with historic catalog snapshots and writes with the
+# present one through the same caches, must see the new table and key at
+# once, and give every event one position, with its id.
+$node->safe_psql('postgres', 'CREATE DATABASE upgrading');
+$node->safe_psql('upgrading', q{CREATE EXTENSION event_store VERSION '0.1.0' CASCADE});
+is($node->safe_psql('upgrading', q{SELECT event_store.append('up-0', 'A', '{}'); SELECT event_store.wait_for_pipeline('60 s')}),
+	"1\nt", 'the worker orders the log of 0.1.0');
+my $up_script = '';
+for my $n (1 .. 1500)
+{
+	$up_script .= "SELECT event_store.append('up-" . ($n % 5) . "', 'A', '{\"n\": $n}') \\gset\n\\echo ack $n\n";
+}
+my $up_file = PostgreSQL::Test::Utils::tempdir . '/upgrade_appends.sql';
+open(my $ufh, '>', $up_file) or die "could not write $up_file: $!";
+print $ufh $up_script;
+close($ufh);
+my @up_clients;
+for my $c (1 .. 2)
+{
+	my ($stdout, $stderr) = ('', '');
+	push @up_clients, [ IPC::Run::start(
+		[ 'psql', '-X', '-q', '-h', $node->host, '-p', $node->port, '-d', 'upgrading', '-f', $up_file ],
+		'>', \$stdout, '2>', \$stderr), \$stdout, \$stderr ];
+}
+my $up_deadline = time + 120;
+while (time < $up_deadline)
+{
+	$_->[0]->pump_nb for @up_clients;
+	my @acks = ${ $up_clients[0][1] } =~ /^ack (\d+)$/mg;
+	last if @acks >= 300;
+	select(undef, undef, undef, 0.02);
+}
+my $log_offset = -s $node->logfile;
+$node->safe_psql('upgrading', 'ALTER EXTENSION event_store UPDATE');
+$_->[0]->finish for @up_clients;
+is(join('', map { ${ $_->[2] } } @up_clients), '', 'the appends went on through the update');
+is($node->safe_psql('upgrading', q{SELECT event_store.wait_for_pipeline('60 s')}), 't', 'the worker catches up');
+is($node->safe_psql('upgrading', q{
+	SELECT count(*), count(DISTINCT g.global_position), min(g.global_position), max(g.global_position),
+	       count(*) FILTER (WHERE g.event_id IS DISTINCT FROM e.event_id)
+	  FROM event_store.events e LEFT JOIN event_store.global_log g
+	    ON g.stream_id = e.stream_id AND g.stream_version = e.stream_version}),
+	'3001|3001|1|3001|0', 'every event has one position, dense, with its id, before and after the update');
+is($node->safe_psql('upgrading', q{SELECT count(*) FROM event_store.check()}), '0', 'and check() finds nothing wrong');
+is($node->safe_psql('upgrading', q{SELECT pg_get_indexdef('event_store.global_log_event_key'::regclass)}),
+	'CREATE UNIQUE INDEX global_log_event_key ON event_store.global_log USING btree (event_id) INCLUDE (global_position)',
+	'the log is keyed by the event id');
+unlike(substr(slurp_file($node->logfile), $log_offset), qr/ERROR: .*|event_store pipeline for database \d+ stops/,
+	'the worker had no error through the update');
+
 $node->stop;
 done_testing();
