@@ -22,6 +22,23 @@
 -- SECURITY DEFINER: every function runs with the caller's rights, which must
 -- include event_store's (README, "Moving from message-db").
 
+-- event_store 0.2.0 or later: the layer reads the global log's event ids and
+-- consumer groups, which 0.1.0 has not.
+DO $version$
+DECLARE
+    installed pg_catalog.text;
+BEGIN
+    SELECT e.extversion INTO installed FROM pg_catalog.pg_extension e
+     WHERE e.extname OPERATOR(pg_catalog.=) 'event_store';
+    IF pg_catalog.string_to_array(installed, '.')::pg_catalog.int4[] OPERATOR(pg_catalog.<) '{0,2,0}'::pg_catalog.int4[] THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = 'event_store_message_db needs extension "event_store" at version 0.2.0 or later',
+            DETAIL = pg_catalog.format('event_store is at version %s.', installed),
+            HINT = 'Run ALTER EXTENSION event_store UPDATE, then create this extension.';
+    END IF;
+END
+$version$;
+
 -- ---------------------------------------------------------------------------
 -- The schema must be new: CREATE EXTENSION installs into a schema called
 -- message_store that exists already, such as message-db's own, whose objects
@@ -481,12 +498,12 @@ BEGIN
     END IF;
     RETURN QUERY
     SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
-           e.stream_version OPERATOR(pg_catalog.-) 1,
-           (SELECT l.global_position FROM event_store.global_log l
-             WHERE l.event_id OPERATOR(pg_catalog.=) e.event_id),
+           e.stream_version OPERATOR(pg_catalog.-) 1, l.global_position,
            e.data::pg_catalog.text::varchar, e.metadata::pg_catalog.text::varchar,
            e.recorded_at AT TIME ZONE 'UTC'
-      FROM event_store.read_stream(stream_name, from_version, message_store._stream_count(stream_name, batch_size)) e;
+      FROM event_store.read_stream(stream_name, from_version, message_store._stream_count(stream_name, batch_size)) e
+      LEFT JOIN event_store.global_log l ON l.event_id OPERATOR(pg_catalog.=) e.event_id
+     ORDER BY e.stream_version;
 END
 $$;
 

@@ -230,6 +230,17 @@ REVOKE ALL ON TABLE event_store.publish_key FROM PUBLIC;
 -- Each entry with its event's id (a join of the two tables), then the log
 -- again from it, its indexes built after the rows.  Locked first, so that
 -- no position the pipeline worker commits meanwhile is left out.
+DO $$
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed'
+       AND pg_catalog.pg_relation_size('event_store.global_log'::pg_catalog.regclass) OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'the update of extension "event_store" to 0.2.0 must run in a READ COMMITTED transaction'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'It rewrites the global log, and must see every position the pipeline worker committed before it locked the log.',
+                  HINT = 'Run ALTER EXTENSION event_store UPDATE outside a REPEATABLE READ or SERIALIZABLE transaction.';
+    END IF;
+END
+$$;
 LOCK TABLE event_store.global_log IN ACCESS EXCLUSIVE MODE;
 CREATE UNLOGGED TABLE event_store._log_rewrite AS
 SELECT g.global_position, g.stream_id, g.stream_version, g.category, g.event_type, g.commit_lsn, e.event_id

@@ -96,6 +96,11 @@ ALTER EXTENSION event_store UPDATE;
 \echo :LAST_ERROR_SQLSTATE
 SELECT extversion FROM pg_extension WHERE extname = 'event_store';
 DELETE FROM event_store.global_log WHERE stream_id = 'ghost-1';
+-- nor in a REPEATABLE READ transaction (its snapshot could miss positions)
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+ALTER EXTENSION event_store UPDATE;
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
 ALTER EXTENSION event_store UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'event_store';
 SELECT global_position, stream_id, event_id IS NOT NULL AS has_id FROM event_store.global_log;

@@ -235,16 +235,16 @@ static const char *unordered_sql =
 "SELECT e.stream_id::pg_catalog.text, e.stream_version "
 "  FROM event_store.events e "
 " WHERE NOT EXISTS (SELECT FROM event_store.global_log g "
-"                    WHERE g.stream_id OPERATOR(pg_catalog.=) e.stream_id "
-"                      AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version)";
+"                    WHERE g.event_id OPERATOR(pg_catalog.=) e.event_id)";
 
 static const char *still_unordered_sql =
 "SELECT pg_catalog.format('stream %s version %s', pg_catalog.quote_literal(c.s), c.v), "
 "       'the event has no position in the global log' "
 "  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[])) c(s, v) "
+"  JOIN event_store.events e "
+"    ON e.stream_id OPERATOR(pg_catalog.=) c.s AND e.stream_version OPERATOR(pg_catalog.=) c.v "
 " WHERE NOT EXISTS (SELECT FROM event_store.global_log g "
-"                    WHERE g.stream_id OPERATOR(pg_catalog.=) c.s "
-"                      AND g.stream_version OPERATOR(pg_catalog.=) c.v) "
+"                    WHERE g.event_id OPERATOR(pg_catalog.=) e.event_id) "
 " ORDER BY c.s, c.v";
 
 /*

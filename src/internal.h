@@ -70,7 +70,7 @@ typedef struct EsCatalog
 	Oid			event_id_index; /* unique (event_id) */
 	Oid			log_relid;		/* global_log */
 	Oid			log_pkey;		/* (global_position) */
-	Oid			log_event_key;	/* unique (stream_id, stream_version) */
+	Oid			log_event_key;	/* unique (event_id); (stream_id, stream_version) in 0.1.0 */
 	Oid			log_category_index; /* (category, global_position) */
 	Oid			log_type_index; /* (event_type, global_position) */
 	/* aggregates */

@@ -242,6 +242,7 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 
 	s->log = table_open(cat->log_relid, AccessShareLock);
 	s->events = table_open(cat->events_relid, AccessShareLock);
+	cat = es_catalog();			/* the indexes as of the locks (an update rebuilds them) */
 	es_check_read_access(s->events);
 	es_check_read_access(s->log);
 	s->snapshot = snapshot;
@@ -522,9 +523,8 @@ es_log_scan_end(EsLogScan *s)
 int64
 es_log_head(Snapshot snapshot)
 {
-	const EsCatalog *cat = es_catalog();
-	Relation	log = table_open(cat->log_relid, AccessShareLock);
-	Relation	idx = index_open(cat->log_pkey, AccessShareLock);
+	Relation	log = table_open(es_catalog()->log_relid, AccessShareLock);
+	Relation	idx = index_open(es_catalog()->log_pkey, AccessShareLock);	/* as of the lock */
 	IndexScanDesc scan = index_beginscan(log, idx, snapshot, 0, 0);
 	TupleTableSlot *slot = table_slot_create(log, NULL);
 	int64		head = 0;

@@ -119,13 +119,27 @@ static bool notify_skipped = false;
 static void write_positions(void);
 
 /*
- * The system caches, between rounds: whether they may serve decoding
- * without a reset (pipeline_round), and the count of shared invalidation
- * messages this process had received when the WAL decoded so far was read
- * as flushed.
+ * The system caches (pipeline_round): whether the last decoding left them
+ * as of the present (no catalog change decoded; false until the first
+ * round), the count of shared invalidation messages received when last
+ * looked at, and the WAL insert position just after it last changed: every
+ * catalog change whose invalidations this process has received has its
+ * commit record before it.
  */
-static bool caches_match_decoded = false;
-static uint64 inval_count_at_decoded = 0;
+static bool caches_clean = false;
+static uint64 inval_count_seen = 0;
+static XLogRecPtr inval_horizon = InvalidXLogRecPtr;
+
+/* Note invalidations received since last looked at. */
+static void
+note_invalidations(void)
+{
+	if (SharedInvalidMessageCounter != inval_count_seen)
+	{
+		inval_count_seen = SharedInvalidMessageCounter;
+		inval_horizon = GetXLogInsertRecPtr();
+	}
+}
 
 /*
  * Slot confirmations waiting for the worker's own commits (asynchronous) to
@@ -653,6 +667,14 @@ write_positions(void)
 			XactLockTableWait(txn->xid, NULL, NULL, XLTW_None);
 	}
 
+	/*
+	 * The log is locked before the snapshot is taken: an ALTER EXTENSION
+	 * UPDATE that rewrote it (not MVCC-safe) and that the lock waited for is
+	 * in the snapshot.
+	 */
+	cat = es_catalog_if_installed();
+	if (cat != NULL)
+		LockRelationOid(cat->log_relid, RowExclusiveLock);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!extension_installed())
 	{
@@ -806,7 +828,6 @@ confirm_round(void)
 static bool
 pipeline_round(LogicalDecodingContext *ctx)
 {
-	uint64		inval_count = SharedInvalidMessageCounter; /* read before the WAL's end */
 	XLogRecPtr	end_of_wal = GetFlushRecPtr(NULL);
 	TimestampTz round_start = GetCurrentTimestamp();
 	XLogRecPtr	start = ctx->reader->EndRecPtr;
@@ -816,7 +837,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 	if (XLogRecPtrIsInvalid(start) || start < end_of_wal)
 	{
 		es_buffer_reset();
-		es_worker_begin();
+		es_worker_begin();		/* receives pending invalidations */
 		MemoryContextSwitchTo(round_context);
 		old_owner = CurrentResourceOwner;
 
@@ -827,17 +848,20 @@ pipeline_round(LogicalDecodingContext *ctx)
 		 * changed in between, as core's logicalfuncs.c resets the caches
 		 * around each call.  Here they are reset only when it may have: a
 		 * rebuild of the caches is most of what a round of a few events
-		 * costs.  A committed catalog change invalidates caches (received
-		 * here as shared invalidation messages) after its commit record is
-		 * flushed; so if none was received since the WAL decoded so far was
-		 * read as flushed, the catalog has not changed since any WAL still to
-		 * decode, and what the caches hold from the present serves it.  (A
+		 * costs.  A catalog change sends its invalidations (received here as
+		 * shared invalidation messages) after its commit record is written,
+		 * also when it commits asynchronously: the present this process knows
+		 * is the catalog as of inval_horizon.  Decoding WAL from there on
+		 * sees that catalog too, unless it decodes a catalog change (then
+		 * the caches are reset after it, and before the next round).  So the
+		 * caches are reset unless decoding starts at or after the horizon;
+		 * after a change, rounds reset until decoding has passed it.  (A
 		 * change is visible a moment before its committer sends its
 		 * invalidations, as for any backend; DDL holds its locks until they
-		 * are sent, and the worker locks what it writes.)  A round that
-		 * stopped early, or decoded a catalog change, resets next time.
+		 * are sent, and the worker locks what it writes.)
 		 */
-		if (!caches_match_decoded || SharedInvalidMessageCounter != inval_count_at_decoded)
+		note_invalidations();
+		if (!caches_clean || XLogRecPtrIsInvalid(start) || start < inval_horizon)
 			InvalidateSystemCaches();
 		es_catalog_modes_agree(true);
 		es_decoded_catalog_change = false;
@@ -870,18 +894,16 @@ pipeline_round(LogicalDecodingContext *ctx)
 
 		/*
 		 * And the other way round: what decoding cached is as of the WAL it
-		 * read, good for the present unless a catalog change was decoded
-		 * (its invalidations were applied as of its commit; reset anyway) or
-		 * received since that WAL's end was read.
+		 * read, which is the present under the same condition (invalidations
+		 * received meanwhile move the horizon).
 		 */
-		if (es_decoded_catalog_change || SharedInvalidMessageCounter != inval_count)
+		note_invalidations();
+		if (es_decoded_catalog_change || XLogRecPtrIsInvalid(start) || start < inval_horizon)
 		{
 			InvalidateSystemCaches();
 			es_catalog_modes_agree(false);
 		}
-		caches_match_decoded = !more && ctx->reader->EndRecPtr >= end_of_wal &&
-			!es_decoded_catalog_change;
-		inval_count_at_decoded = inval_count;
+		caches_clean = !es_decoded_catalog_change;
 		MemoryContextSwitchTo(TopTransactionContext);
 		CommitTransactionCommand();
 

@@ -2,7 +2,10 @@
 -- acquire_lock, and what the extension installs.
 \set SHOW_CONTEXT never
 \pset null '(null)'
-CREATE EXTENSION event_store;
+-- the layer needs event_store 0.2.0
+CREATE EXTENSION event_store VERSION '0.1.0' CASCADE;
+CREATE EXTENSION event_store_message_db;
+ALTER EXTENSION event_store UPDATE;
 CREATE EXTENSION event_store_message_db;
 -- a statement's SQLSTATE and message, or 'ok'
 CREATE FUNCTION pg_temp.err(statement text) RETURNS text LANGUAGE plpgsql AS $$
@@ -17,7 +20,7 @@ END $$;
 -- argument types), its type and views, and our helpers
 SELECT p.oid::regprocedure AS function, pg_get_function_result(p.oid) AS returns
   FROM pg_proc p WHERE p.pronamespace = 'message_store'::regnamespace AND p.proname !~ '^_'
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 SELECT c.relname, c.relkind FROM pg_class c WHERE c.relnamespace = 'message_store'::regnamespace ORDER BY 1;
 SELECT a.attname, format_type(a.atttypid, a.atttypmod)
   FROM pg_attribute a WHERE a.attrelid = 'message_store.message'::regclass AND a.attnum > 0 ORDER BY a.attnum;
