@@ -22,15 +22,16 @@
 -- SECURITY DEFINER: every function runs with the caller's rights, which must
 -- include event_store's (README, "Moving from message-db").
 
--- event_store 0.2.0 or later: the layer reads the global log's event ids and
--- consumer groups, which 0.1.0 has not.
+-- event_store 0.2.0 or later (0.1.0 is the only release before it): the
+-- layer reads the global log's event ids and consumer groups, which 0.1.0
+-- has not.
 DO $version$
 DECLARE
     installed pg_catalog.text;
 BEGIN
     SELECT e.extversion INTO installed FROM pg_catalog.pg_extension e
      WHERE e.extname OPERATOR(pg_catalog.=) 'event_store';
-    IF pg_catalog.string_to_array(installed, '.')::pg_catalog.int4[] OPERATOR(pg_catalog.<) '{0,2,0}'::pg_catalog.int4[] THEN
+    IF installed OPERATOR(pg_catalog.=) '0.1.0' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = 'event_store_message_db needs extension "event_store" at version 0.2.0 or later',
             DETAIL = pg_catalog.format('event_store is at version %s.', installed),

@@ -230,6 +230,8 @@ REVOKE ALL ON TABLE event_store.publish_key FROM PUBLIC;
 -- Each entry with its event's id (a join of the two tables), then the log
 -- again from it, its indexes built after the rows.  Locked first, so that
 -- no position the pipeline worker commits meanwhile is left out.
+LOCK TABLE event_store.global_log IN ACCESS EXCLUSIVE MODE;
+-- (with the lock held, every committed row is in the file: an empty file is an empty log)
 DO $$
 BEGIN
     IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed'
@@ -241,7 +243,6 @@ BEGIN
     END IF;
 END
 $$;
-LOCK TABLE event_store.global_log IN ACCESS EXCLUSIVE MODE;
 CREATE UNLOGGED TABLE event_store._log_rewrite AS
 SELECT g.global_position, g.stream_id, g.stream_version, g.category, g.event_type, g.commit_lsn, e.event_id
   FROM event_store.global_log g

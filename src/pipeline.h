@@ -59,8 +59,15 @@ typedef struct EsDecoderSink
 
 extern EsDecoderSink *es_decoder_sink;
 
-/* decoder.c: set when a decoded transaction changed the catalog (for the worker) */
+/*
+ * decoder.c, for the worker: whether a decoded transaction changed the
+ * catalog, and the first ES_MAX_CATALOG_XIDS of them (the worker waits for
+ * them to end; it stops decoding a round when the array is full).
+ */
+#define ES_MAX_CATALOG_XIDS 64
 extern bool es_decoded_catalog_change;
+extern TransactionId es_decoded_catalog_xids[ES_MAX_CATALOG_XIDS];
+extern int	es_ndecoded_catalog_xids;
 
 /* publish.c: signed messages */
 extern void es_publish_init(void);

@@ -123,8 +123,8 @@ static void write_positions(void);
  * as of the present (no catalog change decoded; false until the first
  * round), the count of shared invalidation messages received when last
  * looked at, and the WAL insert position just after it last changed: every
- * catalog change whose invalidations this process has received has its
- * commit record before it.
+ * catalog change whose invalidations this process has received has its WAL
+ * (its commit record included) before it.
  */
 static bool caches_clean = false;
 static uint64 inval_count_seen = 0;
@@ -329,6 +329,7 @@ rebuild_from_events(const char *why)
 		CommitTransactionCommand();
 		wait_for_restores();
 	}
+	LockRelationOid(es_catalog()->log_relid, RowExclusiveLock);	/* its columns as of the lock */
 	SPI_connect();
 	if (get_attnum(es_catalog()->log_relid, "event_id") != InvalidAttrNumber)
 		ret = SPI_execute(
@@ -849,8 +850,8 @@ pipeline_round(LogicalDecodingContext *ctx)
 		 * around each call.  Here they are reset only when it may have: a
 		 * rebuild of the caches is most of what a round of a few events
 		 * costs.  A catalog change sends its invalidations (received here as
-		 * shared invalidation messages) after its commit record is written,
-		 * also when it commits asynchronously: the present this process knows
+		 * shared invalidation messages) after its WAL is written, its commit
+		 * record too, also when it commits asynchronously: the present this process knows
 		 * is the catalog as of inval_horizon.  Decoding WAL from there on
 		 * sees that catalog too, unless it decodes a catalog change (then
 		 * the caches are reset after it, and before the next round).  So the
@@ -865,6 +866,7 @@ pipeline_round(LogicalDecodingContext *ctx)
 			InvalidateSystemCaches();
 		es_catalog_modes_agree(true);
 		es_decoded_catalog_change = false;
+		es_ndecoded_catalog_xids = 0;
 		while (ctx->reader->EndRecPtr < end_of_wal)
 		{
 			XLogRecord *record;
@@ -884,12 +886,29 @@ pipeline_round(LogicalDecodingContext *ctx)
 				LogicalDecodingProcessRecord(ctx, ctx->reader);
 			MemoryContextReset(round_context);
 			CurrentResourceOwner = old_owner;
-			if (es_buffer_nevents() >= es_pipeline_batch_events)
+			if (es_buffer_nevents() >= es_pipeline_batch_events ||
+				es_ndecoded_catalog_xids == ES_MAX_CATALOG_XIDS)
 			{
 				more = true;
 				break;
 			}
 			CHECK_FOR_INTERRUPTS();
+		}
+
+		/*
+		 * A decoded catalog change may not be visible yet, nor its
+		 * invalidations sent: its commit waits for a synchronous standby
+		 * after its record is flushed.  Wait for it to end (it sends them
+		 * first), and receive them: the present then knows it.
+		 */
+		if (es_ndecoded_catalog_xids > 0)
+		{
+			int			i;
+
+			for (i = 0; i < es_ndecoded_catalog_xids; i++)
+				if (TransactionIdIsInProgress(es_decoded_catalog_xids[i]))
+					XactLockTableWait(es_decoded_catalog_xids[i], NULL, NULL, XLTW_None);
+			AcceptInvalidationMessages();
 		}
 
 		/*
