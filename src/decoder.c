@@ -64,7 +64,6 @@
 extern PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
 EsDecoderSink *es_decoder_sink = NULL;
-bool		es_decoded_catalog_change = false;
 TransactionId es_decoded_catalog_xids[ES_MAX_CATALOG_XIDS];
 int			es_ndecoded_catalog_xids = 0;
 bool		es_presenting_in_decoding = false;
@@ -292,12 +291,8 @@ es_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 static void
 es_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
-	if (rbtxn_has_catalog_changes(txn))
-	{
-		es_decoded_catalog_change = true;
-		if (es_ndecoded_catalog_xids < ES_MAX_CATALOG_XIDS)
-			es_decoded_catalog_xids[es_ndecoded_catalog_xids++] = txn->xid;
-	}
+	if (rbtxn_has_catalog_changes(txn) && es_ndecoded_catalog_xids < ES_MAX_CATALOG_XIDS)
+		es_decoded_catalog_xids[es_ndecoded_catalog_xids++] = txn->xid;
 	if (es_decoder_sink != NULL)
 		es_decoder_sink->commit(es_decoder_sink->arg, txn, commit_lsn);
 	(void) ctx;

@@ -60,12 +60,11 @@ typedef struct EsDecoderSink
 extern EsDecoderSink *es_decoder_sink;
 
 /*
- * decoder.c, for the worker: whether a decoded transaction changed the
- * catalog, and the first ES_MAX_CATALOG_XIDS of them (the worker waits for
- * them to end; it stops decoding a round when the array is full).
+ * decoder.c, for the worker: the decoded transactions that changed the
+ * catalog (the worker waits for them to end; it stops decoding a round when
+ * the array is full, so none is left out).
  */
 #define ES_MAX_CATALOG_XIDS 64
-extern bool es_decoded_catalog_change;
 extern TransactionId es_decoded_catalog_xids[ES_MAX_CATALOG_XIDS];
 extern int	es_ndecoded_catalog_xids;
 

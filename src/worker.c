@@ -297,6 +297,23 @@ shut_down_for_dropped_extension(void)
 }
 
 /*
+ * The rebuild's statement: the events not in the log, after its head, by
+ * (recorded_at, stream_id, stream_version); the log's extra column and its
+ * value, and how an event is found in the log (0.1.0's log has no event_id).
+ */
+#define REBUILD_SQL(column, value, match) \
+	"INSERT INTO event_store.global_log " \
+	"  (global_position, stream_id, stream_version, category, event_type, commit_lsn" column ") " \
+	"SELECT m.top OPERATOR(pg_catalog.+) pg_catalog.row_number() OVER " \
+	"         (ORDER BY e.recorded_at, e.stream_id, e.stream_version), " \
+	"       e.stream_id, e.stream_version, pg_catalog.split_part(e.stream_id, '-', 1), " \
+	"       e.event_type, '0/0'::pg_catalog.pg_lsn" value " " \
+	"  FROM event_store.events e, " \
+	"       (SELECT COALESCE(pg_catalog.max(g.global_position), 0) AS top " \
+	"          FROM event_store.global_log g) m " \
+	" WHERE NOT EXISTS (SELECT 1 FROM event_store.global_log g WHERE " match ")"
+
+/*
  * Order into the log every event of the table that is not in it yet (after
  * a new slot was created, or a slot moved by another session: the slot
  * delivers nothing committed before its confirmed position).  `why` ends the
@@ -332,33 +349,13 @@ rebuild_from_events(const char *why)
 	LockRelationOid(es_catalog()->log_relid, RowExclusiveLock);	/* its columns as of the lock */
 	SPI_connect();
 	if (get_attnum(es_catalog()->log_relid, "event_id") != InvalidAttrNumber)
-		ret = SPI_execute(
-						  "INSERT INTO event_store.global_log "
-						  "  (global_position, stream_id, stream_version, category, event_type, commit_lsn, event_id) "
-						  "SELECT m.top OPERATOR(pg_catalog.+) pg_catalog.row_number() OVER "
-						  "         (ORDER BY e.recorded_at, e.stream_id, e.stream_version), "
-						  "       e.stream_id, e.stream_version, pg_catalog.split_part(e.stream_id, '-', 1), "
-						  "       e.event_type, '0/0'::pg_catalog.pg_lsn, e.event_id "
-						  "  FROM event_store.events e, "
-						  "       (SELECT COALESCE(pg_catalog.max(g.global_position), 0) AS top "
-						  "          FROM event_store.global_log g) m "
-						  " WHERE NOT EXISTS (SELECT 1 FROM event_store.global_log g "
-						  "                    WHERE g.event_id OPERATOR(pg_catalog.=) e.event_id)",
+		ret = SPI_execute(REBUILD_SQL(", event_id", ", e.event_id",
+									  "g.event_id OPERATOR(pg_catalog.=) e.event_id"),
 						  false, 0);
 	else						/* the log of 0.1.0 */
-		ret = SPI_execute(
-						  "INSERT INTO event_store.global_log "
-						  "  (global_position, stream_id, stream_version, category, event_type, commit_lsn) "
-						  "SELECT m.top OPERATOR(pg_catalog.+) pg_catalog.row_number() OVER "
-						  "         (ORDER BY e.recorded_at, e.stream_id, e.stream_version), "
-						  "       e.stream_id, e.stream_version, pg_catalog.split_part(e.stream_id, '-', 1), "
-						  "       e.event_type, '0/0'::pg_catalog.pg_lsn "
-						  "  FROM event_store.events e, "
-						  "       (SELECT COALESCE(pg_catalog.max(g.global_position), 0) AS top "
-						  "          FROM event_store.global_log g) m "
-						  " WHERE NOT EXISTS (SELECT 1 FROM event_store.global_log g "
-						  "                    WHERE g.stream_id OPERATOR(pg_catalog.=) e.stream_id "
-						  "                      AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version)",
+		ret = SPI_execute(REBUILD_SQL("", "",
+									  "g.stream_id OPERATOR(pg_catalog.=) e.stream_id "
+									  "AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version"),
 						  false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "event_store pipeline: rebuilding the global log failed: %s",
@@ -865,7 +862,6 @@ pipeline_round(LogicalDecodingContext *ctx)
 		if (!caches_clean || XLogRecPtrIsInvalid(start) || start < inval_horizon)
 			InvalidateSystemCaches();
 		es_catalog_modes_agree(true);
-		es_decoded_catalog_change = false;
 		es_ndecoded_catalog_xids = 0;
 		while (ctx->reader->EndRecPtr < end_of_wal)
 		{
@@ -917,12 +913,12 @@ pipeline_round(LogicalDecodingContext *ctx)
 		 * received meanwhile move the horizon).
 		 */
 		note_invalidations();
-		if (es_decoded_catalog_change || XLogRecPtrIsInvalid(start) || start < inval_horizon)
+		if (es_ndecoded_catalog_xids > 0 || XLogRecPtrIsInvalid(start) || start < inval_horizon)
 		{
 			InvalidateSystemCaches();
 			es_catalog_modes_agree(false);
 		}
-		caches_clean = !es_decoded_catalog_change;
+		caches_clean = (es_ndecoded_catalog_xids == 0);
 		MemoryContextSwitchTo(TopTransactionContext);
 		CommitTransactionCommand();
 

@@ -20,6 +20,35 @@ log_temp_files = 0
 $node->append_conf('postgresql.conf', "output_plugin_libraries = 'pgoutput, test_decoding, event_store'\n")
   if `postgres --describe-config` =~ /^output_plugin_libraries\t/m;
 $node->start;
+
+# Two psql clients running the script in database $db, once the first has
+# acknowledged 300 of its appends (the script echoes "ack <n>" after each):
+# [ harness, \stdout, \stderr ] each.
+sub start_appenders
+{
+	my ($db, $name, $script) = @_;
+	my $file = PostgreSQL::Test::Utils::tempdir . "/$name.sql";
+	open(my $fh, '>', $file) or die "could not write $file: $!";
+	print $fh $script;
+	close($fh);
+	my @clients;
+	for my $c (1 .. 2)
+	{
+		my ($stdout, $stderr) = ('', '');
+		push @clients, [ IPC::Run::start(
+			[ 'psql', '-X', '-q', '-h', $node->host, '-p', $node->port, '-d', $db, '-f', $file ],
+			'>', \$stdout, '2>', \$stderr), \$stdout, \$stderr ];
+	}
+	my $deadline = time + 120;
+	while (time < $deadline)
+	{
+		$_->[0]->pump_nb for @clients;
+		my @acks = ${ $clients[0][1] } =~ /^ack (\d+)$/mg;
+		last if @acks >= 300;
+		select(undef, undef, undef, 0.02);
+	}
+	return @clients;
+}
 $node->safe_psql('postgres', 'CREATE EXTENSION event_store CASCADE');
 is($node->safe_psql('postgres', q{SELECT event_store.wait_for_pipeline('60 s')}), 't',
 	'the pipeline worker starts for a database that creates the extension');
@@ -123,26 +152,7 @@ for my $n (1 .. 4000)
 	}
 	$script .= "\\echo ack $n\n";
 }
-my $file = PostgreSQL::Test::Utils::tempdir . '/appends.sql';
-open(my $fh, '>', $file) or die "could not write $file: $!";
-print $fh $script;
-close($fh);
-my @clients;
-for my $c (1 .. 2)
-{
-	my ($stdout, $stderr) = ('', '');
-	push @clients, [ IPC::Run::start(
-		[ 'psql', '-X', '-q', '-h', $node->host, '-p', $node->port, '-d', 'postgres', '-f', $file ],
-		'>', \$stdout, '2>', \$stderr), \$stdout ];
-}
-my $deadline = time + 120;
-while (time < $deadline)
-{
-	$_->[0]->pump_nb for @clients;
-	my @acks = ${ $clients[0][1] } =~ /^ack (\d+)$/mg;
-	last if @acks >= 300;
-	select(undef, undef, undef, 0.02);
-}
+my @clients = start_appenders('postgres', 'appends', $script);
 my @pids = split /\n/, $node->safe_psql('postgres', 'SELECT pid FROM pg_stat_activity');
 push @pids, $node->{_pid};
 $node->kill9;
@@ -388,26 +398,7 @@ for my $n (1 .. 1500)
 {
 	$up_script .= "SELECT event_store.append('up-" . ($n % 5) . "', 'A', '{\"n\": $n}') \\gset\n\\echo ack $n\n";
 }
-my $up_file = PostgreSQL::Test::Utils::tempdir . '/upgrade_appends.sql';
-open(my $ufh, '>', $up_file) or die "could not write $up_file: $!";
-print $ufh $up_script;
-close($ufh);
-my @up_clients;
-for my $c (1 .. 2)
-{
-	my ($stdout, $stderr) = ('', '');
-	push @up_clients, [ IPC::Run::start(
-		[ 'psql', '-X', '-q', '-h', $node->host, '-p', $node->port, '-d', 'upgrading', '-f', $up_file ],
-		'>', \$stdout, '2>', \$stderr), \$stdout, \$stderr ];
-}
-my $up_deadline = time + 120;
-while (time < $up_deadline)
-{
-	$_->[0]->pump_nb for @up_clients;
-	my @acks = ${ $up_clients[0][1] } =~ /^ack (\d+)$/mg;
-	last if @acks >= 300;
-	select(undef, undef, undef, 0.02);
-}
+my @up_clients = start_appenders('upgrading', 'upgrade_appends', $up_script);
 my $log_offset = -s $node->logfile;
 $node->safe_psql('upgrading', 'ALTER EXTENSION event_store UPDATE');
 $_->[0]->finish for @up_clients;
