@@ -104,3 +104,54 @@ SELECT event_store.append_events('big-1',
 SELECT count(*), min(stream_version), max(stream_version),
        bool_and((data->>'i')::bigint = stream_version) AS in_order
   FROM event_store.read_stream('big-1');
+
+-- The rows of a batch after the first take the stream's head from the row
+-- before, unless that row may not be in the table.  A trigger firing after
+-- ours may skip a row: the next one is numbered on top of what is there.
+CREATE FUNCTION skip_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.data ? 'skip' THEN RETURN NULL; END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER zz_skip_marked BEFORE INSERT ON event_store.events
+  FOR EACH ROW EXECUTE FUNCTION skip_marked();
+SELECT event_store.append_events('after-skip-1',
+  '[{"type": "A", "data": {}}, {"type": "B", "data": {"skip": 1}}, {"type": "C", "data": {}}]');
+SELECT stream_version, event_type FROM event_store.read_stream('after-skip-1');
+DROP TRIGGER zz_skip_marked ON event_store.events;
+DROP FUNCTION skip_marked();
+-- A row inserted in a subtransaction that is rolled back (an earlier
+-- trigger's nested append, in an exception block, refused by an AFTER
+-- trigger): the next row is numbered on top of what is there.
+CREATE FUNCTION nest_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.data ? 'nest' THEN
+    BEGIN
+      INSERT INTO event_store.events (stream_id, event_type, data)
+        VALUES (NEW.stream_id, 'Nested', '{}');
+    EXCEPTION WHEN raise_exception THEN
+      RAISE NOTICE 'nested append rolled back: %', SQLERRM;
+    END;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE FUNCTION refuse_nested() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.event_type = 'Nested' THEN RAISE EXCEPTION 'no nested event'; END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER aa_nest_marked BEFORE INSERT ON event_store.events
+  FOR EACH ROW EXECUTE FUNCTION nest_marked();
+CREATE TRIGGER refuse_nested AFTER INSERT ON event_store.events
+  FOR EACH ROW EXECUTE FUNCTION refuse_nested();
+SELECT event_store.append_events('after-nest-1',
+  '[{"type": "A", "data": {}}, {"type": "B", "data": {"nest": 1}}, {"type": "C", "data": {}}]');
+SELECT stream_version, event_type FROM event_store.read_stream('after-nest-1');
+-- ... and a nested append that stays: numbered between the rows of the batch
+DROP TRIGGER refuse_nested ON event_store.events;
+SELECT event_store.append_events('after-nest-2',
+  '[{"type": "A", "data": {}}, {"type": "B", "data": {"nest": 1}}, {"type": "C", "data": {}}]');
+SELECT stream_version, event_type FROM event_store.read_stream('after-nest-2');
+DROP TRIGGER aa_nest_marked ON event_store.events;
+DROP FUNCTION nest_marked();
+DROP FUNCTION refuse_nested();

@@ -18,6 +18,7 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
@@ -155,7 +156,7 @@ drop_statement_context(ErrorData *edata)
 static int64
 execute_insert(EsStatement *st, Datum *values, const char *nulls, text *stream_id, int64 rows)
 {
-	EsAppendFrame frame = {stream_id, rows, 0, 0};
+	EsAppendFrame frame = {stream_id, rows, 0, 0, GetCurrentSubTransactionId(), 0, 0, 0};
 	EsAppendFrame *saved = es_append_frame;
 	MemoryContext cxt = CurrentMemoryContext;
 

@@ -22,7 +22,9 @@
  * (stream_id, stream_version), and the id through its unique index, with a
  * dirty snapshot: it sees every committed row and every row of the own
  * transaction, including those the current command inserted, so a multi-row
- * INSERT numbers its rows correctly; a row of another transaction in
+ * INSERT numbers its rows correctly (the rows of an append_events() batch
+ * after the first take the head from the row before instead, when that is
+ * safe: frame_knows_head); a row of another transaction in
  * progress is waited for (after letting go of the locks), and the checks
  * repeated.  So appends to one stream serialise on it, the same id sent to
  * two streams gives VE002 (never a unique violation), appends to different
@@ -47,6 +49,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
@@ -80,6 +83,9 @@ static EsLock event_id_lock;
 
 /* The frame of the append() or append_events() call running its INSERT. */
 EsAppendFrame *es_append_frame = NULL;
+
+/* Calls of the trigger in this backend (see frame_knows_head). */
+static uint64 trigger_calls = 0;
 
 /* What the head probe returns. */
 typedef struct StreamHead
@@ -392,6 +398,63 @@ check_event_id(Relation events, Datum event_id, text *stream_id, text *event_typ
 	return result;
 }
 
+static inline bool
+same_stream(text *a, text *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
+/*
+ * Is our trigger the last BEFORE INSERT row trigger of the table?  Then a
+ * row it returns is inserted, or the statement fails: no later trigger can
+ * skip it.  (Triggers fire in the order of their names, the order of the
+ * relation's trigger array.)  Disabled triggers count too.
+ */
+static bool
+fires_last(Relation events, Trigger *ours)
+{
+	TriggerDesc *td = events->trigdesc;
+	bool		after_ours = false;
+	int			i;
+
+	for (i = 0; td != NULL && i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+
+		if (after_ours && TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_BEFORE(t->tgtype) &&
+			TRIGGER_FOR_INSERT(t->tgtype))
+			return false;
+		if (t->tgoid == ours->tgoid)
+			after_ours = true;
+	}
+	return true;
+}
+
+/*
+ * Does the frame know the stream's head, so that this row (call number
+ * `call`) need not look it up?  It does when the previous call of the
+ * trigger in this backend versioned a row of the frame's stream, in the
+ * current subtransaction, and nothing can have kept that row out of the
+ * table but an error that fails this subtransaction too: our trigger fires
+ * last (no later trigger can skip the row), a unique index cannot refuse it
+ * (its id and version were checked under the locks, so ON CONFLICT finds
+ * nothing), and a row inserted in a subtransaction since ended (a nested
+ * insert in an exception block) was left in another.  The row is in the
+ * table when the next row's trigger fires: the executor inserts a
+ * statement's rows one by one (COPY batches them, but runs in no frame).
+ * And while our transaction has it in progress, no other can append to the
+ * stream.  Usually the previous call is the statement's previous row.
+ */
+static bool
+frame_knows_head(EsAppendFrame *frame, text *stream_id, uint64 call, TriggerData *trigdata)
+{
+	return frame != NULL && frame->head_call != 0 && frame->head_call == call - 1 &&
+		frame->subid == GetCurrentSubTransactionId() &&
+		same_stream(frame->stream_id, stream_id) &&
+		fires_last(trigdata->tg_relation, trigdata->tg_trigger);
+}
+
 /*
  * Tell the running append() or append_events() the version an event of its
  * stream got.
@@ -401,10 +464,8 @@ record_version(text *stream_id, int64 version)
 {
 	EsAppendFrame *frame = es_append_frame;
 
-	if (frame != NULL && frame->seen < frame->rows &&
-		VARSIZE_ANY_EXHDR(frame->stream_id) == VARSIZE_ANY_EXHDR(stream_id) &&
-		memcmp(VARDATA_ANY(frame->stream_id), VARDATA_ANY(stream_id),
-			   VARSIZE_ANY_EXHDR(stream_id)) == 0)
+	if (frame != NULL && frame->seen < frame->rows && frame->subid == GetCurrentSubTransactionId() &&
+		same_stream(frame->stream_id, stream_id))
 	{
 		frame->seen++;
 		frame->version = Max(frame->version, version);
@@ -462,6 +523,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	bool		exists = false;
 	DuplicateCheck duplicate = EVENT_ID_NEW;
 	int64		stored_version = 0;
+	uint64		call = ++trigger_calls;
+	EsAppendFrame *frame = es_append_frame;
+	bool		known_head;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -541,6 +605,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	/* encrypt protected fields (crypto_fields.c); `data` stays in clear for the idempotency check */
 	es_protect_event(values, nulls);
 
+	/* the previous row of our statement left the head: no need to look it up */
+	known_head = frame_knows_head(frame, stream_id, call, trigdata) && trigger_calls == call;
+
 	/*
 	 * From here until the row is in the indexes, the stream (and the event
 	 * id) are ours: the locks are held until the next row's trigger or the
@@ -563,15 +630,26 @@ event_store_version_events(PG_FUNCTION_ARGS)
 		}
 		if (!TransactionIdIsValid(wait_for) && duplicate == EVENT_ID_NEW)
 		{
-			stream_index = index_open(es_catalog()->stream_index, AccessShareLock);
-			exists = probe_head(events, stream_index, stream_id, NULL, &head, &wait_for);
-			index_close(stream_index, AccessShareLock);
+			if (known_head)
+			{
+				head.version = frame->head_version;
+				head.recorded_at = frame->head_recorded_at;
+				head.xmin = InvalidTransactionId;	/* ours */
+				exists = true;
+			}
+			else
+			{
+				stream_index = index_open(es_catalog()->stream_index, AccessShareLock);
+				exists = probe_head(events, stream_index, stream_id, NULL, &head, &wait_for);
+				index_close(stream_index, AccessShareLock);
+			}
 		}
 		if (!TransactionIdIsValid(wait_for))
 			break;
 		es_lock_release(&event_id_lock);
 		es_lock_release(&stream_lock);
 		XactLockTableWait(wait_for, events, NULL, XLTW_None);
+		known_head = false;		/* (still right, but rare enough to look again) */
 	}
 
 	if (nulls[Anum_events_event_id - 1])
@@ -605,7 +683,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	 * is a serialization failure, checked first: a retry of the whole
 	 * transaction is what helps, not reloading in the same snapshot.
 	 */
-	if (exists && IsolationUsesXactSnapshot() &&
+	if (exists && !known_head && IsolationUsesXactSnapshot() &&
 		!TransactionIdIsCurrentTransactionId(head.xmin) &&
 		XidInMVCCSnapshot(head.xmin, GetTransactionSnapshot()))
 		ereport(ERROR,
@@ -659,6 +737,15 @@ event_store_version_events(PG_FUNCTION_ARGS)
 						text_to_cstring(stream_id)),
 				 errdetail("A handler called pg_advisory_unlock_all() or released the extension's advisory locks."),
 				 errhint("Do not release advisory locks you did not take in an inline projection's handler.")));
+
+	/* the head after this row, for the statement's next row (frame_knows_head) */
+	if (frame != NULL && frame == es_append_frame && trigger_calls == call &&
+		frame->subid == GetCurrentSubTransactionId() && same_stream(frame->stream_id, stream_id))
+	{
+		frame->head_call = call;
+		frame->head_version = head.version + 1;
+		frame->head_recorded_at = DatumGetTimestampTz(values[Anum_events_recorded_at - 1]);
+	}
 
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }

@@ -18,8 +18,13 @@
  * runs its INSERT, es_append_frame points at its frame, and the trigger
  * records there the version of each of the first `rows` events of the frame's
  * stream it sees (the new version, or a re-sent event's original one).
- * Events of other streams, and events inserted later in the same statement by
- * other triggers (AFTER triggers), are not recorded.
+ * Events of other streams, events inserted later in the same statement by
+ * other triggers (AFTER triggers), and events inserted in a subtransaction
+ * of the statement (which may be rolled back) are not recorded.
+ *
+ * The trigger also keeps there the stream's head after the row it versioned
+ * last, so that the next row of the statement need not look it up again
+ * (versioning.c says when that is safe).
  */
 typedef struct EsAppendFrame
 {
@@ -27,6 +32,10 @@ typedef struct EsAppendFrame
 	int64		rows;			/* events the statement inserts */
 	int64		seen;			/* events of the stream the trigger has recorded */
 	int64		version;		/* the highest version recorded */
+	SubTransactionId subid;		/* the subtransaction the statement runs in */
+	uint64		head_call;		/* the trigger call that left the head below; 0: none */
+	int64		head_version;	/* the stream's version after that call's row */
+	TimestampTz head_recorded_at;	/* and that row's recorded_at */
 } EsAppendFrame;
 
 /* versioning.c */
