@@ -5,7 +5,7 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 
 MODULE_big = event_store
 OBJS = src/event_store.o src/catalog.o src/spi.o src/locks.o \
-       src/versioning.o src/append.o \
+       src/versioning.o src/stream_heads.o src/append.o \
        src/scan.o src/read.o src/positions.o \
        src/aggregate.o src/snapshot.o src/command.o \
        src/upcast.o src/upcast_registry.o \
@@ -31,7 +31,7 @@ REGRESS      = event_log append_events read_stream bad_input append_only privile
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \
-                 read_all_order event_id_race projection_wait projection_rebuild projection_inline
+                 read_all_order event_id_race projection_wait projection_rebuild projection_inline stream_head_cache
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

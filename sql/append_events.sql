@@ -155,3 +155,28 @@ SELECT stream_version, event_type FROM event_store.read_stream('after-nest-2');
 DROP TRIGGER aa_nest_marked ON event_store.events;
 DROP FUNCTION nest_marked();
 DROP FUNCTION refuse_nested();
+
+-- The shared cache of stream heads (stream_heads.c).  An insert that does
+-- not publish its head (a plain INSERT) removes the stream's entry: the next
+-- append reads the primary key.
+BEGIN;
+SELECT event_store.append('cached-1', 'A', '{}');
+INSERT INTO event_store.events (stream_id, event_type, data) VALUES ('cached-1', 'B', '{}');
+SELECT event_store.append('cached-1', 'C', '{}');
+COMMIT;
+SELECT stream_version, event_type FROM event_store.read_stream('cached-1');
+-- a head rolled back with its transaction is no head
+BEGIN;
+SELECT event_store.append('cached-1', 'D', '{}');
+ROLLBACK;
+SELECT event_store.append('cached-1', 'D', '{}');
+-- a row written past the trigger (a superuser, the trigger disabled): the
+-- ALTER TABLE that enables the trigger again forgets the cache
+ALTER TABLE event_store.events DISABLE TRIGGER version_events;
+INSERT INTO event_store.events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at)
+VALUES ('cached-1', 5, gen_random_uuid(), 'E', 1, '{}', '{}', now());
+ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER version_events;
+SELECT event_store.append('cached-1', 'F', '{}');
+SELECT stream_version, event_type FROM event_store.read_stream('cached-1');
+-- a stream id longer than the cache keeps (64 bytes): read from the key
+SELECT event_store.append(repeat('x', 65), 'A', '{}'), event_store.append(repeat('x', 65), 'B', '{}');

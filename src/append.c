@@ -156,10 +156,13 @@ drop_statement_context(ErrorData *edata)
 static int64
 execute_insert(EsStatement *st, Datum *values, const char *nulls, text *stream_id, int64 rows)
 {
-	EsAppendFrame frame = {stream_id, rows, 0, 0, GetCurrentSubTransactionId(), 0, 0, 0};
+	EsAppendFrame frame = {0};
 	EsAppendFrame *saved = es_append_frame;
 	MemoryContext cxt = CurrentMemoryContext;
 
+	frame.stream_id = stream_id;
+	frame.rows = rows;
+	frame.subid = GetCurrentSubTransactionId();
 	es_append_frame = &frame;
 	PG_TRY();
 	{
@@ -185,6 +188,7 @@ execute_insert(EsStatement *st, Datum *values, const char *nulls, text *stream_i
 				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
 				 errmsg("the events were not appended"),
 				 errdetail("Another trigger on event_store.events skipped or added rows.")));
+	es_publish_frame_head(&frame);	/* the stream's head, for the next append */
 	return frame.version;
 }
 

@@ -46,6 +46,7 @@
 
 #include "internal.h"
 #include "pipeline.h"
+#include "write.h"
 
 EsPipelineShared *es_pipeline = NULL;
 LWLock	   *es_pipeline_lock = NULL;
@@ -75,6 +76,7 @@ es_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(EsPipelineShared)));
+	RequestAddinShmemSpace(es_heads_shmem_size());
 	RequestNamedLWLockTranche("event_store", 1);
 }
 
@@ -95,6 +97,7 @@ es_shmem_startup(void)
 		ConditionVariableInit(&es_pipeline->projection_cv);
 	}
 	es_pipeline_lock = &(GetNamedLWLockTranche("event_store"))->lock;
+	es_heads_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -641,6 +644,9 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 
 	if (IsA(node, CopyStmt))
 		es_restore_note_copy((CopyStmt *) node);	/* restore.c: a restore holds the pipeline */
+	if (IsA(node, AlterTableStmt) || IsA(node, DropStmt) || IsA(node, DropOwnedStmt) ||
+		IsA(node, DropdbStmt))
+		es_heads_forget_all();	/* stream_heads.c: rows may change past the trigger */
 	if (OidIsValid(alone))
 		held = hold_workers(alone);
 	else if (IsA(node, DropStmt) && drops_event_store((DropStmt *) node) &&

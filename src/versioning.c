@@ -56,6 +56,7 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
@@ -130,6 +131,7 @@ void
 es_versioning_init(void)
 {
 	RegisterXactCallback(versioning_xact_callback, NULL);
+	es_heads_init();
 }
 
 /*
@@ -456,6 +458,59 @@ frame_knows_head(EsAppendFrame *frame, text *stream_id, uint64 call, TriggerData
 }
 
 /*
+ * The stream's head from the shared cache (stream_heads.c), if it has one
+ * it can vouch for: committed, or the current transaction's.  A head of a
+ * transaction in progress sets *wait_for instead (the caller waits and
+ * looks again); one of a transaction that did not commit is forgotten.
+ * Not under REPEATABLE READ or SERIALIZABLE, which need the head's xmin.
+ */
+static bool
+cached_head(const EsHeadKey *key, StreamHead *head, bool *exists, TransactionId *wait_for)
+{
+	int64		version;
+	TimestampTz recorded_at;
+	TransactionId xid;
+
+	if (IsolationUsesXactSnapshot() || !es_head_lookup(key, &version, &recorded_at, &xid))
+		return false;
+	if (xid != FrozenTransactionId && !TransactionIdIsCurrentTransactionId(xid))
+	{
+		if (TransactionIdIsInProgress(xid))
+		{
+			*wait_for = xid;
+			return false;
+		}
+		if (!TransactionIdDidCommit(xid))
+		{
+			es_head_forget(key);
+			return false;
+		}
+	}
+	head->version = version;
+	head->recorded_at = recorded_at;
+	head->xmin = InvalidTransactionId;	/* (not needed outside those levels) */
+	*exists = true;
+	return true;
+}
+
+/*
+ * After append() or append_events() inserted its rows: publish the stream's
+ * head to the shared cache, if the last trigger call was the frame's last
+ * row, in the frame's subtransaction, with nothing after it that could have
+ * kept the row out (see frame_knows_head), and the stream still locked.
+ */
+void
+es_publish_frame_head(EsAppendFrame *frame)
+{
+	if (frame->head_cached && frame->head_call == trigger_calls &&
+		frame->subid == GetCurrentSubTransactionId() && es_lock_held(&stream_lock) &&
+		stream_lock.tag.locktag_field2 == (uint32) (frame->head_key.hash >> 32) &&
+		stream_lock.tag.locktag_field3 == (uint32) frame->head_key.hash &&
+		stream_lock.tag.locktag_field4 == ES_LOCKTAG_STREAM)
+		es_head_publish(&frame->head_key, frame->head_version, frame->head_recorded_at);
+}
+
+/*
  * Tell the running append() or append_events() the version an event of its
  * stream got.
  */
@@ -526,6 +581,9 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	uint64		call = ++trigger_calls;
 	EsAppendFrame *frame = es_append_frame;
 	bool		known_head;
+	uint64		stream_key;
+	EsHeadKey	cache_key;
+	bool		cached;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -607,6 +665,8 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	/* the previous row of our statement left the head: no need to look it up */
 	known_head = frame_knows_head(frame, stream_id, call, trigdata) && trigger_calls == call;
+	stream_key = stream_lock_key(stream_id);
+	cached = es_head_key(events, stream_id, stream_key, &cache_key);
 
 	/*
 	 * From here until the row is in the indexes, the stream (and the event
@@ -619,7 +679,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	{
 		TransactionId wait_for = InvalidTransactionId;
 
-		es_lock_take(&stream_lock, ES_LOCKTAG_STREAM, stream_lock_key(stream_id));
+		es_lock_take(&stream_lock, ES_LOCKTAG_STREAM, stream_key);
 		if (!nulls[Anum_events_event_id - 1])
 		{
 			es_lock_take(&event_id_lock, ES_LOCKTAG_EVENT_ID,
@@ -637,7 +697,8 @@ event_store_version_events(PG_FUNCTION_ARGS)
 				head.xmin = InvalidTransactionId;	/* ours */
 				exists = true;
 			}
-			else
+			else if (!(cached && cached_head(&cache_key, &head, &exists, &wait_for)) &&
+					 !TransactionIdIsValid(wait_for))
 			{
 				stream_index = index_open(es_catalog()->stream_index, AccessShareLock);
 				exists = probe_head(events, stream_index, stream_id, NULL, &head, &wait_for);
@@ -651,6 +712,10 @@ event_store_version_events(PG_FUNCTION_ARGS)
 		XactLockTableWait(wait_for, events, NULL, XLTW_None);
 		known_head = false;		/* (still right, but rare enough to look again) */
 	}
+
+	/* no claim about the stream's head while its next event is being inserted */
+	if (cached)
+		es_head_forget(&cache_key);
 
 	if (nulls[Anum_events_event_id - 1])
 	{
@@ -745,6 +810,12 @@ event_store_version_events(PG_FUNCTION_ARGS)
 		frame->head_call = call;
 		frame->head_version = head.version + 1;
 		frame->head_recorded_at = DatumGetTimestampTz(values[Anum_events_recorded_at - 1]);
+		frame->head_cached = cached && fires_last(events, trigdata->tg_trigger);
+		if (frame->head_cached)
+		{
+			frame->head_key = cache_key;
+			frame->head_key.id = VARDATA_ANY(frame->stream_id);	/* (outlives the row) */
+		}
 	}
 
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));

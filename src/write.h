@@ -13,6 +13,26 @@
 
 #include "datatype/timestamp.h"
 
+/* stream_heads.c: the shared cache of stream heads */
+typedef struct EsHeadKey
+{
+	Oid			relid;			/* the event table */
+	Oid			relfile;
+	uint64		hash;			/* of the stream id: the stream lock's key */
+	int			len;
+	const char *id;				/* the stream id (not terminated) */
+} EsHeadKey;
+
+extern Size es_heads_shmem_size(void);
+extern void es_heads_shmem_init(void);
+extern void es_heads_init(void);
+extern void es_heads_forget_all(void);
+extern bool es_head_key(Relation events, text *stream_id, uint64 hash, EsHeadKey *key);
+extern bool es_head_lookup(const EsHeadKey *key, int64 *version, TimestampTz *recorded_at,
+						   TransactionId *xid);
+extern void es_head_forget(const EsHeadKey *key);
+extern void es_head_publish(const EsHeadKey *key, int64 version, TimestampTz recorded_at);
+
 /*
  * What append() and append_events() learn from the trigger: while one of them
  * runs its INSERT, es_append_frame points at its frame, and the trigger
@@ -36,12 +56,15 @@ typedef struct EsAppendFrame
 	uint64		head_call;		/* the trigger call that left the head below; 0: none */
 	int64		head_version;	/* the stream's version after that call's row */
 	TimestampTz head_recorded_at;	/* and that row's recorded_at */
+	bool		head_cached;	/* the head may go to the shared cache (stream_heads.c) */
+	EsHeadKey	head_key;		/* under this key */
 } EsAppendFrame;
 
 /* versioning.c */
 extern EsAppendFrame *es_append_frame;
 extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expected) pg_attribute_noreturn();
 extern void es_check_schema_version(int32 schema_version);
+extern void es_publish_frame_head(EsAppendFrame *frame);
 extern int64 es_stream_head(Relation events, Relation stream_index, text *stream_id,
 							Snapshot snapshot, TimestampTz *recorded_at);
 
