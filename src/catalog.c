@@ -105,6 +105,7 @@ static const EsObject objects[] = {
  */
 static EsCatalog known;
 static bool valid = false;
+static uint64 generation = 0;
 static bool complete = false;	/* every object of version 0.2.0 is there */
 static bool loaded_historic = false;	/* looked up inside logical decoding */
 static bool modes_agree = false;	/* the historic catalog is the present one */
@@ -338,7 +339,14 @@ load_catalog(void)
 	complete = all;
 	loaded_historic = HistoricSnapshotActive();
 	valid = true;
+	generation++;
 	return true;
+}
+
+uint64
+es_catalog_generation(void)
+{
+	return valid ? generation : 0;
 }
 
 /*

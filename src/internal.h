@@ -102,6 +102,13 @@ extern const EsCatalog *es_catalog(void);
 /* The same, or NULL when the extension is not installed (no error). */
 extern const EsCatalog *es_catalog_if_installed(void);
 
+/*
+ * Which look-up es_catalog() returns: a new number whenever the objects
+ * were looked up again (after an invalidation of one of them); 0 when they
+ * must be.
+ */
+extern uint64 es_catalog_generation(void);
+
 /* An installed extension's schema and version (either may be NULL); false if not installed. */
 extern bool es_extension(const char *name, Oid *schema, char **version);
 

@@ -112,6 +112,18 @@ static XLogRecPtr round_end = InvalidXLogRecPtr;
 /* The end of the WAL record (our commit, or origin_set_progress's) that set the origin's progress last. */
 static XLogRecPtr progress_record_end = InvalidXLogRecPtr;
 
+/*
+ * The log's head after our last commit of positions, with the catalog
+ * generation it was written under; -1: look it up.  Only this worker writes
+ * the log but for a rebuild (ours), a restore (waited for) and an update
+ * of the extension (which invalidates the catalog), and each of these, or
+ * an error, makes the next round look the head up again.  (A restore the
+ * worker did not see running brings positions that collide with the next
+ * ones: a unique violation, retried with the head looked up.)
+ */
+static int64 known_head = -1;
+static uint64 known_head_generation = 0;
+
 /* The head last notified (notifications only ever raise it), and whether the queue was too full. */
 static int64 notified_head = 0;
 static bool notify_skipped = false;
@@ -242,13 +254,24 @@ worker_exit(int code, Datum arg)
 }
 
 /*
- * Is the extension installed?  In a transaction.
+ * Is the extension installed?  In a transaction.  Looked up in pg_extension
+ * once per look-up of its objects (catalog.c): dropping it drops them, and
+ * the invalidation makes the next call look again.
  */
 static bool
 extension_installed(void)
 {
-	return OidIsValid(get_extension_oid("event_store", true)) &&
-		OidIsValid(get_namespace_oid("event_store", true));
+	static uint64 verified = 0; /* the catalog generation it was found in */
+
+	if (es_catalog_if_installed() == NULL)
+		return false;
+	if (verified != 0 && verified == es_catalog_generation())
+		return true;
+	if (!OidIsValid(get_extension_oid("event_store", true)) ||
+		!OidIsValid(get_namespace_oid("event_store", true)))
+		return false;
+	verified = es_catalog_generation();
+	return true;
 }
 
 /*
@@ -326,6 +349,7 @@ rebuild_from_events(const char *why)
 	int64		added;
 	int64		head;
 
+	known_head = -1;			/* it writes positions */
 	for (;;)
 	{
 		es_worker_begin();
@@ -593,7 +617,10 @@ wait_for_restores(void)
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (said)
+	{
 		overlap_until = GetXLogInsertRecPtr();	/* its events may be in its log */
+		known_head = -1;		/* and its positions */
+	}
 }
 
 /*
@@ -680,7 +707,10 @@ write_positions(void)
 		shut_down_for_dropped_extension();
 	}
 	cat = es_catalog();
-	writer = es_log_writer_begin(es_log_head(GetActiveSnapshot()) + 1);
+	if (known_head < 0 || known_head_generation != es_catalog_generation())
+		known_head = es_log_head(GetActiveSnapshot());
+	writer = es_log_writer_begin(known_head + 1);
+	known_head = -1;			/* until this commits */
 
 	es_buffer_rewind();
 	for (t = 0; t < ntxns; t++)
@@ -733,7 +763,9 @@ write_positions(void)
 	 */
 	replorigin_session_origin_lsn = round_end;	/* (recorded only if something was written) */
 	replorigin_session_origin_timestamp = 0;	/* the commit sets it to its own time */
+	known_head_generation = es_catalog_generation();
 	CommitTransactionCommand();
+	known_head = next - 1;
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
 	if (notifying > notified_head)
