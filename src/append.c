@@ -163,6 +163,7 @@ execute_insert(EsStatement *st, Datum *values, const char *nulls, text *stream_i
 	frame.stream_id = stream_id;
 	frame.rows = rows;
 	frame.subid = GetCurrentSubTransactionId();
+	frame.depth = es_trigger_depth() + 1;
 	es_append_frame = &frame;
 	PG_TRY();
 	{

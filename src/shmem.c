@@ -644,9 +644,8 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 
 	if (IsA(node, CopyStmt))
 		es_restore_note_copy((CopyStmt *) node);	/* restore.c: a restore holds the pipeline */
-	if (IsA(node, AlterTableStmt) || IsA(node, DropStmt) || IsA(node, DropOwnedStmt) ||
-		IsA(node, DropdbStmt))
-		es_heads_forget_all();	/* stream_heads.c: rows may change past the trigger */
+	if (IsA(node, DropdbStmt))
+		es_heads_forget_all();	/* stream_heads.c: its OID may come back */
 	if (OidIsValid(alone))
 		held = hold_workers(alone);
 	else if (IsA(node, DropStmt) && drops_event_store((DropStmt *) node) &&

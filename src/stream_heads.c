@@ -27,11 +27,14 @@
  * not cached), in a fixed table of buckets of ES_HEAD_WAYS entries indexed
  * by the stream lock's hash (about 3.5 MB); a stream pushes the entry
  * published longest ago out of a full bucket, which only costs that stream
- * a lookup.  Rows written past the trigger (with it disabled, by a superuser)
- * would make entries false: any ALTER TABLE (enabling the trigger again),
- * any DROP (a dropped event table's OIDs may come back), DROP DATABASE and
- * DROP OWNED forget every entry (es_heads_forget_all, from the utility
- * hook); the unique primary key stays the backstop.
+ * a lookup.  Rows written past the trigger would make entries false: the
+ * cache is used only while the trigger fires ALWAYS and last (versioning.c),
+ * and every entry is forgotten (es_heads_forget_all) when a backend learns
+ * that the event table changed (a relcache invalidation: its triggers
+ * enabled, disabled or replaced, ALTER TABLE, DROP, VACUUM FULL, its
+ * statistics), that a function changed (the trigger's function replaced),
+ * or at DROP DATABASE (its OID may come back).  The unique primary key stays
+ * the backstop.
  *
  * Locking: a spinlock per bucket, held to copy an entry in or out.
  *
@@ -46,7 +49,9 @@
 #include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "internal.h"
 #include "write.h"
@@ -95,6 +100,9 @@ typedef struct Published
 
 static Published published[ES_HEAD_PUBLISHED_MAX];
 static int	npublished = 0;
+
+/* The event table this backend last keyed (for the invalidation callback). */
+static Oid	keyed_relid = InvalidOid;
 
 Size
 es_heads_shmem_size(void)
@@ -162,6 +170,7 @@ es_head_key(Relation events, text *stream_id, uint64 hash, EsHeadKey *key)
 	if (heads == NULL || VARSIZE_ANY_EXHDR(stream_id) > ES_HEAD_ID_MAX)
 		return false;
 	key->relid = RelationGetRelid(events);
+	keyed_relid = key->relid;
 	key->relfile = events->rd_node.relNode;
 	key->hash = hash;
 	key->len = VARSIZE_ANY_EXHDR(stream_id);
@@ -339,9 +348,28 @@ heads_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+static void
+heads_relcache_callback(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (relid == InvalidOid || relid == keyed_relid)
+		es_heads_forget_all();
+}
+
+static void
+heads_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	(void) arg;
+	(void) cacheid;
+	(void) hashvalue;
+	es_heads_forget_all();
+}
+
 void
 es_heads_init(void)
 {
 	RegisterXactCallback(heads_xact_callback, NULL);
 	RegisterSubXactCallback(heads_subxact_callback, NULL);
+	CacheRegisterRelcacheCallback(heads_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, heads_syscache_callback, (Datum) 0);
 }

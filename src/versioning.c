@@ -438,11 +438,12 @@ fires_last(Relation events, Trigger *ours)
  * `call`) need not look it up?  It does when the previous call of the
  * trigger in this backend versioned a row of the frame's stream, in the
  * current subtransaction, and nothing can have kept that row out of the
- * table but an error that fails this subtransaction too: our trigger fires
- * last (no later trigger can skip the row), a unique index cannot refuse it
- * (its id and version were checked under the locks, so ON CONFLICT finds
- * nothing), and a row inserted in a subtransaction since ended (a nested
- * insert in an exception block) was left in another.  The row is in the
+ * table but an error that fails this subtransaction too: the row was one of
+ * the frame's own INSERT (own_frame: our statement has no ON CONFLICT, so a
+ * unique index refuses it only with an error; a row of a nested INSERT may
+ * be skipped by its ON CONFLICT or undone with its subtransaction, and is
+ * never the frame's), and our trigger fires last (no later trigger can
+ * skip the row).  The row is in the
  * table when the next row's trigger fires: the executor inserts a
  * statement's rows one by one (COPY batches them, but runs in no frame).
  * And while our transaction has it in progress, no other can append to the
@@ -452,7 +453,6 @@ static bool
 frame_knows_head(EsAppendFrame *frame, text *stream_id, uint64 call, TriggerData *trigdata)
 {
 	return frame != NULL && frame->head_call != 0 && frame->head_call == call - 1 &&
-		frame->subid == GetCurrentSubTransactionId() &&
 		same_stream(frame->stream_id, stream_id) &&
 		fires_last(trigdata->tg_relation, trigdata->tg_trigger);
 }
@@ -475,6 +475,16 @@ cached_head(const EsHeadKey *key, StreamHead *head, bool *exists, TransactionId 
 		return false;
 	if (xid != FrozenTransactionId && !TransactionIdIsCurrentTransactionId(xid))
 	{
+		/*
+		 * Not settled at its transaction's end (that takes a crash, which
+		 * empties shared memory): not looked up in pg_xact, which may be
+		 * truncated.
+		 */
+		if (TransactionIdIsNormal(TransactionXmin) && TransactionIdPrecedes(xid, TransactionXmin))
+		{
+			es_head_forget(key);
+			return false;
+		}
 		if (TransactionIdIsInProgress(xid))
 		{
 			*wait_for = xid;
@@ -511,16 +521,43 @@ es_publish_frame_head(EsAppendFrame *frame)
 }
 
 /*
+ * How deep in triggers this call is (pg_trigger_depth()).
+ */
+int
+es_trigger_depth(void)
+{
+	LOCAL_FCINFO(fcinfo, 0);
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+	return DatumGetInt32(pg_trigger_depth(fcinfo));
+}
+
+/*
+ * The frame of the running append() or append_events() if this call
+ * versions a row of its own INSERT: one trigger level below the statement,
+ * in its subtransaction.  A row inserted by another trigger during the
+ * statement (a nested INSERT, which ON CONFLICT may skip or a rolled-back
+ * subtransaction undo) is not the frame's.
+ */
+static inline EsAppendFrame *
+own_frame(void)
+{
+	EsAppendFrame *frame = es_append_frame;
+
+	if (frame == NULL || frame->depth != es_trigger_depth() ||
+		frame->subid != GetCurrentSubTransactionId())
+		return NULL;
+	return frame;
+}
+
+/*
  * Tell the running append() or append_events() the version an event of its
  * stream got.
  */
 static inline void
-record_version(text *stream_id, int64 version)
+record_version(EsAppendFrame *frame, text *stream_id, int64 version)
 {
-	EsAppendFrame *frame = es_append_frame;
-
-	if (frame != NULL && frame->seen < frame->rows && frame->subid == GetCurrentSubTransactionId() &&
-		same_stream(frame->stream_id, stream_id))
+	if (frame != NULL && frame->seen < frame->rows && same_stream(frame->stream_id, stream_id))
 	{
 		frame->seen++;
 		frame->version = Max(frame->version, version);
@@ -579,10 +616,11 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	DuplicateCheck duplicate = EVENT_ID_NEW;
 	int64		stored_version = 0;
 	uint64		call = ++trigger_calls;
-	EsAppendFrame *frame = es_append_frame;
+	EsAppendFrame *frame = own_frame();
 	bool		known_head;
 	uint64		stream_key;
 	EsHeadKey	cache_key;
+	bool		keyed;
 	bool		cached;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
@@ -666,7 +704,16 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	/* the previous row of our statement left the head: no need to look it up */
 	known_head = frame_knows_head(frame, stream_id, call, trigdata) && trigger_calls == call;
 	stream_key = stream_lock_key(stream_id);
-	cached = es_head_key(events, stream_id, stream_key, &cache_key);
+	keyed = es_head_key(events, stream_id, stream_key, &cache_key);
+
+	/*
+	 * The cache is read and written only while no insert can pass the
+	 * trigger (it fires ALWAYS, whatever session_replication_role) or be
+	 * skipped after it (it fires last); every insert it sees removes the
+	 * stream's entry regardless.
+	 */
+	cached = keyed && trigdata->tg_trigger->tgenabled == TRIGGER_FIRES_ALWAYS &&
+		fires_last(events, trigdata->tg_trigger);
 
 	/*
 	 * From here until the row is in the indexes, the stream (and the event
@@ -714,7 +761,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	}
 
 	/* no claim about the stream's head while its next event is being inserted */
-	if (cached)
+	if (keyed)
 		es_head_forget(&cache_key);
 
 	if (nulls[Anum_events_event_id - 1])
@@ -730,7 +777,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 				break;
 			case EVENT_ID_SAME_EVENT:
 				/* re-sent: keep the original, insert nothing */
-				record_version(stream_id, stored_version);
+				record_version(frame, stream_id, stored_version);
 				return PointerGetDatum(NULL);
 			case EVENT_ID_OTHER_EVENT:
 				ereport(ERROR,
@@ -790,7 +837,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	values[Anum_events_stream_version - 1] = Int64GetDatum(head.version + 1);
 	nulls[Anum_events_stream_version - 1] = false;
-	record_version(stream_id, head.version + 1);
+	record_version(frame, stream_id, head.version + 1);
 	es_xact_appended = true;	/* wake the pipeline worker at commit */
 
 	/* inline projections (projection.c): their read models change with the append */
@@ -805,12 +852,12 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	/* the head after this row, for the statement's next row (frame_knows_head) */
 	if (frame != NULL && frame == es_append_frame && trigger_calls == call &&
-		frame->subid == GetCurrentSubTransactionId() && same_stream(frame->stream_id, stream_id))
+		same_stream(frame->stream_id, stream_id))
 	{
 		frame->head_call = call;
 		frame->head_version = head.version + 1;
 		frame->head_recorded_at = DatumGetTimestampTz(values[Anum_events_recorded_at - 1]);
-		frame->head_cached = cached && fires_last(events, trigdata->tg_trigger);
+		frame->head_cached = cached;
 		if (frame->head_cached)
 		{
 			frame->head_key = cache_key;

@@ -38,9 +38,9 @@ extern void es_head_publish(const EsHeadKey *key, int64 version, TimestampTz rec
  * runs its INSERT, es_append_frame points at its frame, and the trigger
  * records there the version of each of the first `rows` events of the frame's
  * stream it sees (the new version, or a re-sent event's original one).
- * Events of other streams, events inserted later in the same statement by
- * other triggers (AFTER triggers), and events inserted in a subtransaction
- * of the statement (which may be rolled back) are not recorded.
+ * Events of other streams, and events inserted during the statement by
+ * other triggers (nested INSERTs, at a deeper trigger level, which ON
+ * CONFLICT may skip or a subtransaction roll back) are not recorded.
  *
  * The trigger also keeps there the stream's head after the row it versioned
  * last, so that the next row of the statement need not look it up again
@@ -53,6 +53,7 @@ typedef struct EsAppendFrame
 	int64		seen;			/* events of the stream the trigger has recorded */
 	int64		version;		/* the highest version recorded */
 	SubTransactionId subid;		/* the subtransaction the statement runs in */
+	int			depth;			/* the trigger depth of its rows' triggers */
 	uint64		head_call;		/* the trigger call that left the head below; 0: none */
 	int64		head_version;	/* the stream's version after that call's row */
 	TimestampTz head_recorded_at;	/* and that row's recorded_at */
@@ -65,6 +66,7 @@ extern EsAppendFrame *es_append_frame;
 extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expected) pg_attribute_noreturn();
 extern void es_check_schema_version(int32 schema_version);
 extern void es_publish_frame_head(EsAppendFrame *frame);
+extern int	es_trigger_depth(void);
 extern int64 es_stream_head(Relation events, Relation stream_index, text *stream_id,
 							Snapshot snapshot, TimestampTz *recorded_at);
 
