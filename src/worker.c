@@ -364,29 +364,41 @@ rebuild_from_events(const char *why)
 		 * Not while a restore runs: looked at after the snapshot was taken,
 		 * so that the events of a restore that began later are not in it.
 		 */
+		if (es_restore_in_progress(MyDatabaseId) != 0)
+		{
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			wait_for_restores();
+			continue;
+		}
+		LockRelationOid(es_catalog()->log_relid, RowExclusiveLock);	/* its columns as of the lock */
+		SPI_connect();
+		if (get_attnum(es_catalog()->log_relid, "event_id") != InvalidAttrNumber)
+			ret = SPI_execute(REBUILD_SQL(", event_id", ", e.event_id",
+										  "g.event_id OPERATOR(pg_catalog.=) e.event_id"),
+							  false, 0);
+		else					/* the log of 0.1.0 */
+			ret = SPI_execute(REBUILD_SQL("", "",
+										  "g.stream_id OPERATOR(pg_catalog.=) e.stream_id "
+										  "AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version"),
+							  false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "event_store pipeline: rebuilding the global log failed: %s",
+				 SPI_result_code_string(ret));
+		added = (int64) SPI_processed;
+		SPI_finish();
+		PopActiveSnapshot();
+
+		/*
+		 * The INSERT ran with a snapshot of its own (READ COMMITTED), taken
+		 * later: a restore that began in between may have events in it, and
+		 * its dumped log still to come.  Then undo, and wait for it.
+		 */
 		if (es_restore_in_progress(MyDatabaseId) == 0)
 			break;
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		AbortCurrentTransaction();
 		wait_for_restores();
 	}
-	LockRelationOid(es_catalog()->log_relid, RowExclusiveLock);	/* its columns as of the lock */
-	SPI_connect();
-	if (get_attnum(es_catalog()->log_relid, "event_id") != InvalidAttrNumber)
-		ret = SPI_execute(REBUILD_SQL(", event_id", ", e.event_id",
-									  "g.event_id OPERATOR(pg_catalog.=) e.event_id"),
-						  false, 0);
-	else						/* the log of 0.1.0 */
-		ret = SPI_execute(REBUILD_SQL("", "",
-									  "g.stream_id OPERATOR(pg_catalog.=) e.stream_id "
-									  "AND g.stream_version OPERATOR(pg_catalog.=) e.stream_version"),
-						  false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "event_store pipeline: rebuilding the global log failed: %s",
-			 SPI_result_code_string(ret));
-	added = (int64) SPI_processed;
-	SPI_finish();
-	PopActiveSnapshot();
 	CommitTransactionCommand();
 	overlap_until = GetXLogInsertRecPtr();	/* what the slot delivers next may be in the log now */
 
