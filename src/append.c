@@ -164,6 +164,7 @@ execute_insert(EsStatement *st, Datum *values, const char *nulls, text *stream_i
 	frame.rows = rows;
 	frame.subid = GetCurrentSubTransactionId();
 	frame.depth = es_trigger_depth() + 1;
+	frame.level = es_statement_level + 1;	/* SPI runs the INSERT's executor */
 	es_append_frame = &frame;
 	PG_TRY();
 	{

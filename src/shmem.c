@@ -644,8 +644,6 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 
 	if (IsA(node, CopyStmt))
 		es_restore_note_copy((CopyStmt *) node);	/* restore.c: a restore holds the pipeline */
-	if (IsA(node, DropdbStmt))
-		es_heads_forget_all();	/* stream_heads.c: its OID may come back */
 	if (OidIsValid(alone))
 		held = hold_workers(alone);
 	else if (IsA(node, DropStmt) && drops_event_store((DropStmt *) node) &&
@@ -658,20 +656,36 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 
 	PG_TRY();
 	{
+		es_statement_level++;	/* versioning.c: a row of a COPY in it is not the caller's */
 		if (prev_process_utility_hook)
 			prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,
 									  queryEnv, dest, qc);
 		else
 			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 									queryEnv, dest, qc);
+		es_statement_level--;
 	}
 	PG_CATCH();
 	{
+		es_statement_level--;
 		if (held)
 			release_workers(alone, false, false);	/* it failed: back at once */
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+
+	/*
+	 * stream_heads.c: a statement that may let rows past the versioning
+	 * trigger, or drop the event table or its database (whose OIDs may come
+	 * back), empties the cache of stream heads.  After it ran, while it
+	 * holds its locks: no append publishes a head until it commits.
+	 */
+	if (IsA(node, AlterTableStmt) || IsA(node, CreateTrigStmt) || IsA(node, DropStmt) ||
+		IsA(node, DropOwnedStmt) || IsA(node, DropdbStmt) || IsA(node, CreateFunctionStmt) ||
+		IsA(node, AlterFunctionStmt) || IsA(node, AlterExtensionStmt) ||
+		IsA(node, AlterExtensionContentsStmt) || IsA(node, RenameStmt) ||
+		IsA(node, AlterObjectSchemaStmt) || IsA(node, CreateExtensionStmt))
+		es_heads_forget_all();
 
 	if (held)
 		release_workers(alone, dropping, false);

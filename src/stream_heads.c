@@ -29,11 +29,13 @@
  * published longest ago out of a full bucket, which only costs that stream
  * a lookup.  Rows written past the trigger would make entries false: the
  * cache is used only while the trigger fires ALWAYS and last (versioning.c),
- * and every entry is forgotten (es_heads_forget_all) when a backend learns
- * that the event table changed (a relcache invalidation: its triggers
- * enabled, disabled or replaced, ALTER TABLE, DROP, VACUUM FULL, its
- * statistics), that a function changed (the trigger's function replaced),
- * or at DROP DATABASE (its OID may come back).  The unique primary key stays
+ * and every entry is forgotten (es_heads_forget_all) after any statement
+ * that may enable, disable or replace it or its function, or drop a table
+ * or database (the utility hook: ALTER TABLE, CREATE TRIGGER, DROP, CREATE
+ * or ALTER FUNCTION, ALTER EXTENSION, ..., run while it holds its locks, so
+ * that no append publishes before it commits), and when a backend that
+ * keyed entries by the event table receives an invalidation of it (VACUUM
+ * FULL, its statistics) or of a function.  The unique primary key stays
  * the backstop.
  *
  * Locking: a spinlock per bucket, held to copy an entry in or out.
@@ -169,6 +171,7 @@ es_head_key(Relation events, text *stream_id, uint64 hash, EsHeadKey *key)
 {
 	if (heads == NULL || VARSIZE_ANY_EXHDR(stream_id) > ES_HEAD_ID_MAX)
 		return false;
+
 	key->relid = RelationGetRelid(events);
 	keyed_relid = key->relid;
 	key->relfile = events->rd_node.relNode;

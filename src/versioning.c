@@ -24,7 +24,9 @@
  * transaction, including those the current command inserted, so a multi-row
  * INSERT numbers its rows correctly (the rows of an append_events() batch
  * after the first take the head from the row before instead, when that is
- * safe: frame_knows_head); a row of another transaction in
+ * safe: frame_knows_head; and an append finds the head the last append()
+ * or append_events() of the stream left in the shared cache of
+ * stream_heads.c, when there is one); a row of another transaction in
  * progress is waited for (after letting go of the locks), and the checks
  * repeated.  So appends to one stream serialise on it, the same id sent to
  * two streams gives VE002 (never a unique violation), appends to different
@@ -52,6 +54,7 @@
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
+#include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -87,6 +90,48 @@ EsAppendFrame *es_append_frame = NULL;
 
 /* Calls of the trigger in this backend (see frame_knows_head). */
 static uint64 trigger_calls = 0;
+
+/* Statements running, one inside another (own_frame). */
+int			es_statement_level = 0;
+static ExecutorRun_hook_type prev_executor_run = NULL;
+static ExecutorFinish_hook_type prev_executor_finish = NULL;
+
+static void
+count_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
+				   bool execute_once)
+{
+	es_statement_level++;
+	PG_TRY();
+	{
+		if (prev_executor_run)
+			prev_executor_run(queryDesc, direction, count, execute_once);
+		else
+			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		es_statement_level--;
+	}
+	PG_END_TRY();
+}
+
+static void
+count_executor_finish(QueryDesc *queryDesc)
+{
+	es_statement_level++;
+	PG_TRY();
+	{
+		if (prev_executor_finish)
+			prev_executor_finish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		es_statement_level--;
+	}
+	PG_END_TRY();
+}
 
 /* What the head probe returns. */
 typedef struct StreamHead
@@ -132,6 +177,10 @@ es_versioning_init(void)
 {
 	RegisterXactCallback(versioning_xact_callback, NULL);
 	es_heads_init();
+	prev_executor_run = ExecutorRun_hook;
+	ExecutorRun_hook = count_executor_run;
+	prev_executor_finish = ExecutorFinish_hook;
+	ExecutorFinish_hook = count_executor_finish;
 }
 
 /*
@@ -534,17 +583,19 @@ es_trigger_depth(void)
 
 /*
  * The frame of the running append() or append_events() if this call
- * versions a row of its own INSERT: one trigger level below the statement,
- * in its subtransaction.  A row inserted by another trigger during the
- * statement (a nested INSERT, which ON CONFLICT may skip or a rolled-back
- * subtransaction undo) is not the frame's.
+ * versions a row of its own INSERT: in the INSERT's executor, not in a
+ * statement nested in it (a function of a trigger, a constraint, a default
+ * or an index expression running an INSERT, which ON CONFLICT may skip, or
+ * a COPY); one trigger level below the statement; in its subtransaction
+ * (not one a function started, which may be rolled back).
  */
 static inline EsAppendFrame *
 own_frame(void)
 {
 	EsAppendFrame *frame = es_append_frame;
 
-	if (frame == NULL || frame->depth != es_trigger_depth() ||
+	if (frame == NULL || frame->level != es_statement_level ||
+		frame->depth != es_trigger_depth() ||
 		frame->subid != GetCurrentSubTransactionId())
 		return NULL;
 	return frame;

@@ -54,6 +54,7 @@ typedef struct EsAppendFrame
 	int64		version;		/* the highest version recorded */
 	SubTransactionId subid;		/* the subtransaction the statement runs in */
 	int			depth;			/* the trigger depth of its rows' triggers */
+	int			level;			/* and the statement level (es_statement_level) */
 	uint64		head_call;		/* the trigger call that left the head below; 0: none */
 	int64		head_version;	/* the stream's version after that call's row */
 	TimestampTz head_recorded_at;	/* and that row's recorded_at */
@@ -67,6 +68,12 @@ extern void es_report_wrong_version(text *stream_id, int64 actual, int64 expecte
 extern void es_check_schema_version(int32 schema_version);
 extern void es_publish_frame_head(EsAppendFrame *frame);
 extern int	es_trigger_depth(void);
+
+/*
+ * How many statements (executor runs and finishes, utility commands) are
+ * running in this backend, one inside another.
+ */
+extern int	es_statement_level;
 extern int64 es_stream_head(Relation events, Relation stream_index, text *stream_id,
 							Snapshot snapshot, TimestampTz *recorded_at);
 
