@@ -182,12 +182,13 @@ es_head_key(Relation events, text *stream_id, uint64 hash, EsHeadKey *key)
 }
 
 /*
- * The stream's entry, if there is one; *xid is FrozenTransactionId for a
- * committed head.  Caller holds the stream's lock.
+ * Remove the stream's entry, if there is one, and return it; *xid is
+ * FrozenTransactionId for a committed head.  Caller holds the stream's
+ * lock (the trigger: no claim while the stream's next event is inserted).
  */
 bool
-es_head_lookup(const EsHeadKey *key, int64 *version, TimestampTz *recorded_at,
-			   TransactionId *xid)
+es_head_take(const EsHeadKey *key, int64 *version, TimestampTz *recorded_at,
+			 TransactionId *xid)
 {
 	EsHeadBucket *b = bucket_of(key);
 	uint32		epoch = pg_atomic_read_u32(&heads->epoch);
@@ -200,26 +201,10 @@ es_head_lookup(const EsHeadKey *key, int64 *version, TimestampTz *recorded_at,
 		*version = s->version;
 		*recorded_at = s->recorded_at;
 		*xid = s->xid;
+		s->len = 0;
 	}
 	SpinLockRelease(&b->mutex);
 	return s != NULL;
-}
-
-/*
- * Remove the stream's entry.  Caller holds the stream's lock.
- */
-void
-es_head_forget(const EsHeadKey *key)
-{
-	EsHeadBucket *b = bucket_of(key);
-	uint32		epoch = pg_atomic_read_u32(&heads->epoch);
-	EsHeadSlot *s;
-
-	SpinLockAcquire(&b->mutex);
-	s = find(b, key, epoch);
-	if (s != NULL)
-		s->len = 0;
-	SpinLockRelease(&b->mutex);
 }
 
 /*
@@ -237,10 +222,7 @@ es_head_publish(const EsHeadKey *key, int64 version, TimestampTz recorded_at)
 	int			i;
 
 	if (!TransactionIdIsValid(xid) || npublished == ES_HEAD_PUBLISHED_MAX)
-	{
-		es_head_forget(key);
-		return;
-	}
+		return;					/* (the trigger removed the stream's entry) */
 	SpinLockAcquire(&b->mutex);
 	s = find(b, key, epoch);
 	for (i = 0; s == NULL && i < ES_HEAD_WAYS; i++)

@@ -499,28 +499,32 @@ fires_last(Relation events, Trigger *ours)
  * stream.  Usually the previous call is the statement's previous row.
  */
 static bool
-frame_knows_head(EsAppendFrame *frame, text *stream_id, uint64 call, TriggerData *trigdata)
+frame_knows_head(EsAppendFrame *frame, text *stream_id, uint64 call, bool last)
 {
-	return frame != NULL && frame->head_call != 0 && frame->head_call == call - 1 &&
-		same_stream(frame->stream_id, stream_id) &&
-		fires_last(trigdata->tg_relation, trigdata->tg_trigger);
+	return frame != NULL && last && frame->head_call != 0 && frame->head_call == call - 1 &&
+		same_stream(frame->stream_id, stream_id);
 }
 
 /*
  * The stream's head from the shared cache (stream_heads.c), if it has one
  * it can vouch for: committed, or the current transaction's.  A head of a
  * transaction in progress sets *wait_for instead (the caller waits and
- * looks again); one of a transaction that did not commit is forgotten.
- * Not under REPEATABLE READ or SERIALIZABLE, which need the head's xmin.
+ * looks again).  Either way the entry is removed (*taken): there is no
+ * claim about the stream while its next event is inserted.  Not under
+ * REPEATABLE READ or SERIALIZABLE, which need the head's xmin.
  */
 static bool
-cached_head(const EsHeadKey *key, StreamHead *head, bool *exists, TransactionId *wait_for)
+cached_head(const EsHeadKey *key, StreamHead *head, bool *exists, TransactionId *wait_for,
+			bool *taken)
 {
 	int64		version;
 	TimestampTz recorded_at;
 	TransactionId xid;
 
-	if (IsolationUsesXactSnapshot() || !es_head_lookup(key, &version, &recorded_at, &xid))
+	if (IsolationUsesXactSnapshot())
+		return false;
+	*taken = true;
+	if (!es_head_take(key, &version, &recorded_at, &xid))
 		return false;
 	if (xid != FrozenTransactionId && !TransactionIdIsCurrentTransactionId(xid))
 	{
@@ -530,20 +534,14 @@ cached_head(const EsHeadKey *key, StreamHead *head, bool *exists, TransactionId 
 		 * truncated.
 		 */
 		if (TransactionIdIsNormal(TransactionXmin) && TransactionIdPrecedes(xid, TransactionXmin))
-		{
-			es_head_forget(key);
 			return false;
-		}
 		if (TransactionIdIsInProgress(xid))
 		{
 			*wait_for = xid;
 			return false;
 		}
 		if (!TransactionIdDidCommit(xid))
-		{
-			es_head_forget(key);
 			return false;
-		}
 	}
 	head->version = version;
 	head->recorded_at = recorded_at;
@@ -673,6 +671,8 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	EsHeadKey	cache_key;
 	bool		keyed;
 	bool		cached;
+	bool		taken = false;
+	bool		last;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -753,7 +753,8 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	es_protect_event(values, nulls);
 
 	/* the previous row of our statement left the head: no need to look it up */
-	known_head = frame_knows_head(frame, stream_id, call, trigdata) && trigger_calls == call;
+	last = fires_last(events, trigdata->tg_trigger);
+	known_head = frame_knows_head(frame, stream_id, call, last) && trigger_calls == call;
 	stream_key = stream_lock_key(stream_id);
 	keyed = es_head_key(events, stream_id, stream_key, &cache_key);
 
@@ -763,8 +764,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	 * skipped after it (it fires last); every insert it sees removes the
 	 * stream's entry regardless.
 	 */
-	cached = keyed && trigdata->tg_trigger->tgenabled == TRIGGER_FIRES_ALWAYS &&
-		fires_last(events, trigdata->tg_trigger);
+	cached = keyed && last && trigdata->tg_trigger->tgenabled == TRIGGER_FIRES_ALWAYS;
 
 	/*
 	 * From here until the row is in the indexes, the stream (and the event
@@ -777,6 +777,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	{
 		TransactionId wait_for = InvalidTransactionId;
 
+		taken = false;			/* (by cached_head, under this turn's lock) */
 		es_lock_take(&stream_lock, ES_LOCKTAG_STREAM, stream_key);
 		if (!nulls[Anum_events_event_id - 1])
 		{
@@ -795,7 +796,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 				head.xmin = InvalidTransactionId;	/* ours */
 				exists = true;
 			}
-			else if (!(cached && cached_head(&cache_key, &head, &exists, &wait_for)) &&
+			else if (!(cached && cached_head(&cache_key, &head, &exists, &wait_for, &taken)) &&
 					 !TransactionIdIsValid(wait_for))
 			{
 				stream_index = index_open(es_catalog()->stream_index, AccessShareLock);
@@ -812,8 +813,14 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	}
 
 	/* no claim about the stream's head while its next event is being inserted */
-	if (keyed)
-		es_head_forget(&cache_key);
+	if (keyed && !taken)
+	{
+		int64		version;
+		TimestampTz recorded_at;
+		TransactionId xid;
+
+		(void) es_head_take(&cache_key, &version, &recorded_at, &xid);
+	}
 
 	if (nulls[Anum_events_event_id - 1])
 	{

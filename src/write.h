@@ -28,9 +28,8 @@ extern void es_heads_shmem_init(void);
 extern void es_heads_init(void);
 extern void es_heads_forget_all(void);
 extern bool es_head_key(Relation events, text *stream_id, uint64 hash, EsHeadKey *key);
-extern bool es_head_lookup(const EsHeadKey *key, int64 *version, TimestampTz *recorded_at,
-						   TransactionId *xid);
-extern void es_head_forget(const EsHeadKey *key);
+extern bool es_head_take(const EsHeadKey *key, int64 *version, TimestampTz *recorded_at,
+						 TransactionId *xid);
 extern void es_head_publish(const EsHeadKey *key, int64 version, TimestampTz recorded_at);
 
 /*
