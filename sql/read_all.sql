@@ -274,3 +274,25 @@ DROP ROLE regress_pos_member;
 DROP OWNED BY regress_pos_nobody;
 DELETE FROM event_store.consumer_positions;
 DROP ROLE regress_pos_nobody;
+
+-- Each event comes out as stored, with its position, where nothing presents it differently:
+-- every column compared with the log joined to the event table (NULL and non-NULL metadata,
+-- a compressed and an out-of-line payload).
+SELECT event_store.append('shapeall-1', 'Plain', '{"a": 1}');
+SELECT event_store.append('shapeall-1', 'Plain', '{"a": 2}', metadata => '{"m": true}');
+SELECT event_store.append('shapeall-2', 'Blob', jsonb_build_object('s', repeat('y', 100000)));
+SELECT event_store.append('shapeall-2', 'Blob', jsonb_build_object('s', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 5000) i)));
+SELECT event_store.wait_for_pipeline('30 s');
+SELECT count(*) AS differing FROM (
+  (SELECT * FROM event_store.read_all(0, 100000, categories => '{shapeall}')
+   EXCEPT ALL
+   SELECT g.global_position, e.* FROM event_store.global_log g
+     JOIN event_store.events e ON e.stream_id = g.stream_id AND e.stream_version = g.stream_version
+    WHERE g.category = 'shapeall')
+  UNION ALL
+  (SELECT g.global_position, e.* FROM event_store.global_log g
+     JOIN event_store.events e ON e.stream_id = g.stream_id AND e.stream_version = g.stream_version
+    WHERE g.category = 'shapeall'
+   EXCEPT ALL
+   SELECT * FROM event_store.read_all(0, 100000, event_types => '{Plain,Blob}') WHERE stream_id LIKE 'shapeall-%')) d;
+SELECT count(*) AS events FROM event_store.read_all(0, 100000, categories => '{shapeall}');

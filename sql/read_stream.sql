@@ -57,6 +57,32 @@ SELECT count(DISTINCT recorded_at) FROM event_store.read_stream('same-1');
 SELECT event_store.append('large-1', 'Blob', jsonb_build_object('s', repeat('x', 1000000)));
 SELECT length(data->>'s') FROM event_store.read_stream('large-1');
 
+-- Each event comes out as stored (its global position NULL) where nothing presents it
+-- differently, every column compared: NULL and non-NULL metadata, a compressed and an
+-- out-of-line payload, a later schema version; an upcast event among them is the upcaster's.
+CREATE FUNCTION public.shape_v1_to_v2(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT data || '{"upcast": true}' $$;
+SELECT event_store.add_upcaster('ShapeOld', 1, 'public.shape_v1_to_v2(jsonb)');
+SELECT event_store.append('shape-1', 'Plain', '{"a": 1}');
+SELECT event_store.append('shape-1', 'Plain', '{"a": 2}', metadata => '{"m": true}');
+SELECT event_store.append('shape-1', 'ShapeOld', '{"a": 3}', schema_version => 1);
+SELECT event_store.append('shape-1', 'Blob', jsonb_build_object('s', repeat('y', 100000)));
+SELECT event_store.append('shape-1', 'Blob', jsonb_build_object('s', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 5000) i)));
+SELECT event_store.append('shape-1', 'Plain', '{"a": 4}', schema_version => 2);
+SELECT stream_version, event_type, schema_version, pg_column_compression(data) AS compression, pg_column_size(data) < 2000 AS small
+  FROM event_store.events WHERE stream_id = 'shape-1' ORDER BY stream_version;
+SELECT stream_version, event_type, schema_version, data FROM event_store.read_stream('shape-1') WHERE event_type = 'ShapeOld';
+-- every row but the upcast one, both ways, forwards and backwards
+SELECT count(*) AS differing FROM (
+  (SELECT * FROM event_store.read_stream('shape-1') WHERE event_type <> 'ShapeOld'
+   EXCEPT ALL SELECT NULL::bigint, * FROM event_store.events WHERE stream_id = 'shape-1' AND event_type <> 'ShapeOld')
+  UNION ALL
+  (SELECT NULL::bigint, * FROM event_store.events WHERE stream_id = 'shape-1' AND event_type <> 'ShapeOld'
+   EXCEPT ALL SELECT * FROM event_store.read_stream('shape-1', backwards => true) WHERE event_type <> 'ShapeOld')) d;
+SELECT count(*) AS events FROM event_store.read_stream('shape-1');
+SELECT event_store.drop_upcaster('ShapeOld', 1);
+DROP FUNCTION public.shape_v1_to_v2(jsonb);
+
 -- The read functions need SELECT on the event table; row-level security is refused, not ignored.
 CREATE ROLE regress_nosel;
 GRANT USAGE ON SCHEMA event_store TO regress_nosel;

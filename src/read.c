@@ -80,7 +80,7 @@ event_store_read_stream(PG_FUNCTION_ARGS)
 		s = es_stream_scan_begin(PG_GETARG_TEXT_PP(0), from, 0, false,
 								 PG_ARGISNULL(4) ? NULL : &as_of, max_count, GetActiveSnapshot());
 	while (es_stream_scan_next(s))
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, s->values, s->nulls);
+		es_stream_scan_put(s, rsinfo->setResult, rsinfo->setDesc);
 	es_stream_scan_end(s);
 	return (Datum) 0;
 }
@@ -160,7 +160,7 @@ event_store_read_all(PG_FUNCTION_ARGS)
 	if (size > 0)
 		es_log_scan_set_group(s, member, size);
 	while (es_log_scan_next(s))
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, s->values, s->nulls);
+		es_log_scan_put(s, rsinfo->setResult, rsinfo->setDesc);
 	es_log_scan_end(s);
 	return (Datum) 0;
 }

@@ -33,6 +33,13 @@ extern bool es_presenting_in_decoding;
 /* The caller's SELECT right on a table read directly, and no row-level security on it. */
 extern void es_check_read_access(Relation rel);
 
+/* Where a scan builds the tuples it puts into a tuplestore (scan.c). */
+typedef struct EsTupleBuffer
+{
+	char	   *data;
+	Size		size;
+} EsTupleBuffer;
+
 /* scan.c: the stream scan, through the primary key of the event table */
 typedef struct EsStreamScan
 {
@@ -48,12 +55,15 @@ typedef struct EsStreamScan
 	MemoryContext row_context;	/* what presenting the current event allocated */
 	Datum		values[Natts_event];	/* the current event_store.event */
 	bool		nulls[Natts_event];
+	bool		as_stored;		/* presenting changed none of the stored values */
+	EsTupleBuffer tuple;		/* es_stream_scan_put's */
 } EsStreamScan;
 
 extern EsStreamScan *es_stream_scan_begin(text *stream_id, int64 lower, int64 upper,
 										  bool backwards, const TimestampTz *as_of,
 										  int64 max_count, Snapshot snapshot);
 extern bool es_stream_scan_next(EsStreamScan *s);
+extern void es_stream_scan_put(EsStreamScan *s, struct Tuplestorestate *store, TupleDesc desc);
 extern void es_stream_scan_end(EsStreamScan *s);
 
 /* scan.c: the log scan, through the global log's indexes */
@@ -91,12 +101,15 @@ typedef struct EsLogScan
 	MemoryContext row_context;	/* what presenting the current event allocated */
 	Datum		values[Natts_event];	/* the current event_store.event */
 	bool		nulls[Natts_event];
+	bool		as_stored;		/* presenting changed none of the stored values */
+	EsTupleBuffer tuple;		/* es_log_scan_put's */
 } EsLogScan;
 
 extern EsLogScan *es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 									int64 max_count, Snapshot snapshot);
 extern void es_log_scan_set_group(EsLogScan *s, int32 member, int32 size);
 extern bool es_log_scan_next(EsLogScan *s);
+extern void es_log_scan_put(EsLogScan *s, struct Tuplestorestate *store, TupleDesc desc);
 extern void es_log_scan_end(EsLogScan *s);
 extern int64 es_stream_hash(const char *stream_id, int len);
 extern int64 es_log_head(Snapshot snapshot);

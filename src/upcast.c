@@ -677,8 +677,25 @@ es_upcast_event(Datum *values, bool *nulls)
 	EventStoreUpcastEvent ev;
 
 	ensure_registry();
-	if (registry_empty && event_store_upcast_hook == NULL)
-		return;
+	if (event_store_upcast_hook == NULL)
+	{
+		text	   *type;
+		TypeEntry  *e;
+
+		if (registry_empty)
+			return;
+
+		/*
+		 * No step from this event's version: the event as stored, its data
+		 * not even detoasted (a compressed payload would be decompressed
+		 * for nothing, and every value left as stored lets read_stream copy
+		 * the row whole, see scan.c).
+		 */
+		type = DatumGetTextPP(values[Anum_events_event_type]);
+		e = find_type(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
+		if (e == NULL || find_step(e, DatumGetInt32(values[Anum_events_schema_version])) == NULL)
+			return;
+	}
 
 	ev.stream_id = DatumGetTextPP(values[Anum_events_stream_id]);
 	ev.stream_version = DatumGetInt64(values[Anum_events_stream_version]);
