@@ -483,6 +483,39 @@ fires_last(Relation events, Trigger *ours)
 }
 
 /*
+ * Can no row of the table be updated or deleted?  So while both append-only
+ * guards fire ALWAYS: the statement-level append_only and the row-level
+ * append_only_rows (the only one the logical-replication apply worker
+ * fires), both BEFORE UPDATE OR DELETE, with the same function.  A
+ * superuser who disables them may delete a stream's newest event, which no
+ * entry of the cache of heads would learn of.  (Enabling them again is an
+ * ALTER TABLE, which empties the cache.)  Before the update to 0.2.0 there
+ * is no row guard: no cache.
+ */
+static bool
+append_only_always(Relation events)
+{
+	TriggerDesc *td = events->trigdesc;
+	Oid			statement_fn = InvalidOid;
+	Oid			row_fn = InvalidOid;
+	int			i;
+
+	for (i = 0; td != NULL && i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+
+		if (t->tgenabled != TRIGGER_FIRES_ALWAYS || !TRIGGER_FOR_BEFORE(t->tgtype) ||
+			!TRIGGER_FOR_UPDATE(t->tgtype) || !TRIGGER_FOR_DELETE(t->tgtype))
+			continue;
+		if (!TRIGGER_FOR_ROW(t->tgtype) && strcmp(t->tgname, "append_only") == 0)
+			statement_fn = t->tgfoid;
+		else if (TRIGGER_FOR_ROW(t->tgtype) && strcmp(t->tgname, "append_only_rows") == 0)
+			row_fn = t->tgfoid;
+	}
+	return OidIsValid(statement_fn) && statement_fn == row_fn;
+}
+
+/*
  * Does the frame know the stream's head, so that this row (call number
  * `call`) need not look it up?  It does when the previous call of the
  * trigger in this backend versioned a row of the frame's stream, in the
@@ -673,6 +706,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	bool		cached;
 	bool		taken = false;
 	bool		last;
+	bool		guarded;		/* no row can be updated or deleted */
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -754,17 +788,18 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	/* the previous row of our statement left the head: no need to look it up */
 	last = fires_last(events, trigdata->tg_trigger);
-	known_head = frame_knows_head(frame, stream_id, call, last) && trigger_calls == call;
+	guarded = append_only_always(events);
+	known_head = guarded && frame_knows_head(frame, stream_id, call, last) && trigger_calls == call;
 	stream_key = stream_lock_key(stream_id);
 	keyed = es_head_key(events, stream_id, stream_key, &cache_key);
 
 	/*
 	 * The cache is read and written only while no insert can pass the
 	 * trigger (it fires ALWAYS, whatever session_replication_role) or be
-	 * skipped after it (it fires last); every insert it sees removes the
-	 * stream's entry regardless.
+	 * skipped after it (it fires last), and no row can be updated or
+	 * deleted; every insert it sees removes the stream's entry regardless.
 	 */
-	cached = keyed && last && trigdata->tg_trigger->tgenabled == TRIGGER_FIRES_ALWAYS;
+	cached = keyed && last && guarded && trigdata->tg_trigger->tgenabled == TRIGGER_FIRES_ALWAYS;
 
 	/*
 	 * From here until the row is in the indexes, the stream (and the event
