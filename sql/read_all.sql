@@ -282,7 +282,17 @@ SELECT event_store.append('shapeall-1', 'Plain', '{"a": 1}');
 SELECT event_store.append('shapeall-1', 'Plain', '{"a": 2}', metadata => '{"m": true}');
 SELECT event_store.append('shapeall-2', 'Blob', jsonb_build_object('s', repeat('y', 100000)));
 SELECT event_store.append('shapeall-2', 'Blob', jsonb_build_object('s', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 5000) i)));
+-- runs of one stream's versions and streams interleaved, in one transaction
+BEGIN;
+SELECT event_store.append('shapeall-1', 'Plain', '{"a": 3}');
+SELECT event_store.append_events('shapeall-2', '[{"type": "Plain", "data": {"a": 4}}, {"type": "Plain", "data": {"a": 5}}]');
+SELECT event_store.append('shapeall-1', 'Plain', '{"a": 6}');
+SELECT event_store.append_events('shapeall-1', '[{"type": "Plain", "data": {"a": 7}}, {"type": "Plain", "data": {"a": 8}}]');
+COMMIT;
 SELECT event_store.wait_for_pipeline('30 s');
+SELECT string_agg(stream_id || ':' || stream_version, ' ' ORDER BY global_position) FROM event_store.read_all(0, 100000, categories => '{shapeall}');
+SELECT string_agg(stream_id || ':' || stream_version, ' ' ORDER BY global_position)
+  FROM event_store.read_all((SELECT min(global_position) FROM event_store.global_log WHERE stream_id = 'shapeall-2' AND stream_version = 3), 100000, categories => '{shapeall}');
 SELECT count(*) AS differing FROM (
   (SELECT * FROM event_store.read_all(0, 100000, categories => '{shapeall}')
    EXCEPT ALL

@@ -83,8 +83,11 @@ typedef struct EsLogScan
 	bool		group_last_ours;
 	int			ntypes;
 	text	  **types;			/* sorted, distinct */
-	struct IndexScanDescData *event_scan;	/* the events' primary key, rescanned per row */
+	struct IndexScanDescData *event_scan;	/* the events' primary key, from (stream, version) on */
 	struct TupleTableSlot *event_slot;
+	bool		run_open;		/* event_scan is at (run_stream, run_version) */
+	text	   *run_stream;		/* a copy: the scan's key */
+	int64		run_version;
 	bool		started;
 	bool		ended;
 	bool		blocked;		/* ended before a position whose event it cannot see */

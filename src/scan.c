@@ -458,6 +458,14 @@ es_log_scan_set_group(EsLogScan *s, int32 member, int32 size)
 	s->group_size = size;
 }
 
+/* Are two texts the same bytes? */
+static bool
+same_text(text *a, text *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
 /* Is the stream of the log row in the slot one of the group member's? */
 static bool
 group_ours(EsLogScan *s, TupleTableSlot *slot)
@@ -467,9 +475,7 @@ group_ours(EsLogScan *s, TupleTableSlot *slot)
 	MemoryContext old;
 
 	/* a stream's events often come in runs: remember the last one */
-	if (s->group_last_stream != NULL &&
-		VARSIZE_ANY_EXHDR(stream) == VARSIZE_ANY_EXHDR(s->group_last_stream) &&
-		memcmp(VARDATA_ANY(stream), VARDATA_ANY(s->group_last_stream), VARSIZE_ANY_EXHDR(stream)) == 0)
+	if (s->group_last_stream != NULL && same_text(stream, s->group_last_stream))
 		return s->group_last_ours;
 	s->group_last_ours = stream_group_member(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream),
 											 s->group_size) == s->group_member;
@@ -525,6 +531,7 @@ es_log_scan_next(EsLogScan *s)
 	ScanKeyData keys[2];
 	bool		isnull;
 	bool		found;
+	text	   *stream;
 	int			i;
 
 	s->have_current = false;
@@ -553,11 +560,37 @@ es_log_scan_next(EsLogScan *s)
 	s->current.stream_id = slot_getattr(best->slot, Anum_log_stream_id, &isnull);
 	s->current.stream_version = DatumGetInt64(slot_getattr(best->slot, Anum_log_stream_version, &isnull));
 	s->have_current = true;
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, s->current.stream_id);
-	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ,
-				Int64GetDatum(s->current.stream_version));
-	index_rescan(s->event_scan, keys, 2, NULL, 0);
-	found = index_getnext_slot(s->event_scan, ForwardScanDirection, s->event_slot);
+	stream = DatumGetTextPP(s->current.stream_id);
+
+	/*
+	 * The event table's key is read from (stream, version) on: where the
+	 * log goes on with the next version of the same stream (a transaction's
+	 * events come in such runs), the scan's next entry is that event, found
+	 * without a descent from the root.  Anything else (or, should it ever
+	 * be, another entry there) starts again from the root.  The key's
+	 * stream is a copy: the scan compares it with every entry it returns.
+	 */
+	found = false;
+	if (s->run_open && s->current.stream_version == s->run_version + 1 &&
+		same_text(stream, s->run_stream))
+		found = index_getnext_slot(s->event_scan, ForwardScanDirection, s->event_slot) &&
+			DatumGetInt64(slot_getattr(s->event_slot, Anum_events_stream_version, &isnull)) ==
+			s->current.stream_version;
+	if (!found)
+	{
+		if (s->run_stream != NULL)
+			pfree(s->run_stream);
+		s->run_stream = (text *) pg_detoast_datum_copy((struct varlena *) stream);
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(s->run_stream));
+		ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
+					Int64GetDatum(s->current.stream_version));
+		index_rescan(s->event_scan, keys, 2, NULL, 0);
+		found = index_getnext_slot(s->event_scan, ForwardScanDirection, s->event_slot) &&
+			DatumGetInt64(slot_getattr(s->event_slot, Anum_events_stream_version, &isnull)) ==
+			s->current.stream_version;
+	}
+	s->run_open = found;
+	s->run_version = s->current.stream_version;
 	if (found)
 		slot_getallattrs(s->event_slot);
 	MemoryContextSwitchTo(caller);
@@ -618,6 +651,8 @@ es_log_scan_end(EsLogScan *s)
 	MemoryContextDelete(s->row_context);
 	if (s->tuple.data != NULL)
 		pfree(s->tuple.data);
+	if (s->run_stream != NULL)
+		pfree(s->run_stream);
 	if (s->group_last_stream != NULL)
 		pfree(s->group_last_stream);
 	pfree(s);
