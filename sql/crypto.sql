@@ -147,6 +147,29 @@ SELECT event_store.append('garbled-1', 'Garbled2', '{"id": "g1", "a": {"b": 1}}'
 SELECT event_store.append('garbled-1', 'Unprotected', '{"id": "g1"}');
 SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.org"}');
 SELECT data->>'email' AS email FROM event_store.read_stream('user-3', backwards => true, max_count => 1);
+-- in a query the planner runs in parallel (the read functions run in its leader, in parallel
+-- mode), from a new session: the rules and the key are read there
+\c
+SET event_store.key_encryption_key = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+SET enable_indexscan = off;
+SET enable_bitmapscan = off;
+EXPLAIN (COSTS OFF)
+SELECT r.data->>'email' FROM event_store.read_stream('user-3') r UNION ALL SELECT e.event_type FROM event_store.events e WHERE e.stream_id = 'user-3';
+SELECT r.data->>'email' AS email_or_type FROM event_store.read_stream('user-3') r
+UNION ALL SELECT e.event_type FROM event_store.events e WHERE e.stream_id = 'user-3' ORDER BY 1;
+SELECT event_store.wait_for_pipeline('30 s');
+SELECT r.data->>'email' AS email_or_type FROM event_store.read_all(0, 100000, categories => '{user}') r WHERE r.stream_id = 'user-3'
+UNION ALL SELECT e.event_type FROM event_store.events e WHERE e.stream_id = 'user-3' ORDER BY 1;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
+RESET enable_indexscan;
+RESET enable_bitmapscan;
 -- protect() sets it right: the rule applies again (here: no subject in the event)
 SELECT event_store.protect('Garbled', '$.id', '{$.email}');
 SELECT event_store.append('garbled-1', 'Garbled', '{"email": "g@example.com"}');

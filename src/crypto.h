@@ -92,6 +92,7 @@ extern void crypto_sha256(const uint8 *p, size_t len, uint8 *out);
 /* crypto_keys.c: the key-encryption key and the subject keys */
 extern void crypto_define_kek_settings(void);
 extern void crypto_drop_key_caches(void);
+extern Snapshot crypto_register_latest_snapshot(Relation rel);
 extern HeapTuple crypto_fetch_row(Oid relid, Oid indexid, RegProcedure eqproc, Datum value,
 								  TupleDesc *desc);
 extern Oid	crypto_keys_by_subject(const EsCatalog *c);

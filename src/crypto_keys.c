@@ -53,6 +53,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "access/xact.h"
 
 #include "crypto.h"
 
@@ -367,6 +368,21 @@ crypto_drop_key_caches(void)
 }
 
 /*
+ * A snapshot taken now, registered (the caller unregisters it): the latest
+ * snapshot -- or, in parallel mode, where GetLatestSnapshot() refuses to run
+ * (a read function runs in the leader of a parallel query), the catalog
+ * snapshot of the relation, which for a table that is no catalog is taken
+ * anew (GetNonHistoricCatalogSnapshot) and which the registration copies.
+ */
+Snapshot
+crypto_register_latest_snapshot(Relation rel)
+{
+	if (IsInParallelMode())
+		return RegisterSnapshot(GetCatalogSnapshot(RelationGetRelid(rel)));
+	return RegisterSnapshot(GetLatestSnapshot());
+}
+
+/*
  * Fetch one row of one of our tables through a unique index, by its first
  * column (eqproc: the equality of its type): with the latest snapshot, or,
  * settled, with es_read_settled (a row that a transaction in progress is
@@ -390,11 +406,13 @@ fetch_by_index(Oid relid, Oid indexid, RegProcedure eqproc, Datum value, bool se
 		found = es_read_settled(rel, idx, &key, 1, ForwardScanDirection, true, slot, wait_for);
 	else
 	{
-		IndexScanDesc scan = index_beginscan(rel, idx, GetLatestSnapshot(), 1, 0);
+		Snapshot	snapshot = crypto_register_latest_snapshot(rel);
+		IndexScanDesc scan = index_beginscan(rel, idx, snapshot, 1, 0);
 
 		index_rescan(scan, &key, 1, NULL, 0);
 		found = index_getnext_slot(scan, ForwardScanDirection, slot);
 		index_endscan(scan);
+		UnregisterSnapshot(snapshot);
 	}
 	tuple = found ? ExecCopySlotHeapTuple(slot) : NULL;
 	ExecDropSingleTupleTableSlot(slot);

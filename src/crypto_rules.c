@@ -71,6 +71,7 @@ load_rules(void)
 	HASHCTL		ctl;
 	Relation	rel;
 	SysScanDesc scan;
+	Snapshot	snapshot;
 	HeapTuple	tup;
 	MemoryContext old;
 
@@ -88,7 +89,8 @@ load_rules(void)
 	nrules = 0;
 
 	rel = table_open(c->rules_relid, AccessShareLock);
-	scan = systable_beginscan(rel, InvalidOid, false, GetLatestSnapshot(), 0, NULL);
+	snapshot = crypto_register_latest_snapshot(rel);
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
 	while ((tup = systable_getnext(scan)) != NULL)
 	{
 		Datum		v[Natts_protected_types];
@@ -139,6 +141,7 @@ load_rules(void)
 		nrules++;
 	}
 	systable_endscan(scan);
+	UnregisterSnapshot(snapshot);
 	table_close(rel, AccessShareLock);
 }
 
