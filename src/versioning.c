@@ -486,11 +486,11 @@ fires_last(Relation events, Trigger *ours)
  * Can no row of the table be updated or deleted?  So while both append-only
  * guards fire ALWAYS: the statement-level append_only and the row-level
  * append_only_rows (the only one the logical-replication apply worker
- * fires), both BEFORE UPDATE OR DELETE, with the same function.  A
- * superuser who disables them may delete a stream's newest event, which no
- * entry of the cache of heads would learn of.  (Enabling them again is an
- * ALTER TABLE, which empties the cache.)  Before the update to 0.2.0 there
- * is no row guard: no cache.
+ * fires), both BEFORE UPDATE OR DELETE of every row (no WHEN, no UPDATE OF),
+ * with the same function.  A superuser who disables them may delete a
+ * stream's newest event, which no entry of the cache of heads would learn
+ * of.  (Enabling them again is an ALTER TABLE, which empties the cache.)
+ * Before the update to 0.2.0 there is no row guard: no cache.
  */
 static bool
 append_only_always(Relation events)
@@ -505,8 +505,9 @@ append_only_always(Relation events)
 		Trigger    *t = &td->triggers[i];
 
 		if (t->tgenabled != TRIGGER_FIRES_ALWAYS || !TRIGGER_FOR_BEFORE(t->tgtype) ||
-			!TRIGGER_FOR_UPDATE(t->tgtype) || !TRIGGER_FOR_DELETE(t->tgtype))
-			continue;
+			!TRIGGER_FOR_UPDATE(t->tgtype) || !TRIGGER_FOR_DELETE(t->tgtype) ||
+			t->tgqual != NULL || t->tgnattr != 0)
+			continue;			/* (a WHEN clause or UPDATE OF columns lets rows pass) */
 		if (!TRIGGER_FOR_ROW(t->tgtype) && strcmp(t->tgname, "append_only") == 0)
 			statement_fn = t->tgfoid;
 		else if (TRIGGER_FOR_ROW(t->tgtype) && strcmp(t->tgname, "append_only_rows") == 0)
