@@ -42,6 +42,14 @@ extern text *es_check_identifier(Datum value, bool isnull, const char *what);
 extern text *es_identifier_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 extern int	es_name_array(ArrayType *arr, const char *what, text ***names);
 extern int	es_text_cmp(const void *a, const void *b);
+
+/* Are two texts the same bytes? */
+static inline bool
+es_same_text(const text *a, const text *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
 extern int64 es_interval_ms(Interval *interval, const char *what);
 extern void es_check_not_negative(int64 value, const char *what, const char *hint);
 
@@ -260,6 +268,7 @@ typedef struct EsLock
 extern void es_lock_take(EsLock *lock, uint16 kind, uint64 key);
 extern void es_lock_release(EsLock *lock);
 extern bool es_lock_held(const EsLock *lock);
+extern bool es_lock_held_on(const EsLock *lock, uint16 kind, uint64 key);
 
 /* A lock held to the end of the transaction; without wait, false if it is taken. */
 extern bool es_xact_lock(uint16 kind, uint64 key, bool wait);

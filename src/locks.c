@@ -84,6 +84,23 @@ es_lock_held(const EsLock *lock)
 	return lock->held && LockHeldByMe(&lock->tag, ExclusiveLock);
 }
 
+/* The tag of (kind, key) in this database. */
+static inline void
+lock_tag(LOCKTAG *tag, uint16 kind, uint64 key)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key, kind);
+}
+
+/* Does the slot still hold the lock of (kind, key)? */
+bool
+es_lock_held_on(const EsLock *lock, uint16 kind, uint64 key)
+{
+	LOCKTAG		tag;
+
+	lock_tag(&tag, kind, key);
+	return es_lock_held(lock) && memcmp(&lock->tag, &tag, sizeof(LOCKTAG)) == 0;
+}
+
 /*
  * Lock (kind, key) exclusively in this database, in the slot: a no-op when
  * the slot holds that lock already, else the slot's previous lock is
@@ -94,7 +111,7 @@ es_lock_take(EsLock *lock, uint16 kind, uint64 key)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key, kind);
+	lock_tag(&tag, kind, key);
 	if (lock->held && memcmp(&lock->tag, &tag, sizeof(LOCKTAG)) == 0)
 		return;
 	es_lock_release(lock);
@@ -174,18 +191,12 @@ es_locks_init(void)
  * exclusively, until the transaction ends.  Without wait, returns false at
  * once if another transaction holds it.
  */
-static void
-xact_lock_tag(LOCKTAG *tag, uint16 kind, uint64 key)
-{
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key, kind);
-}
-
 bool
 es_xact_lock(uint16 kind, uint64 key, bool wait)
 {
 	LOCKTAG		tag;
 
-	xact_lock_tag(&tag, kind, key);
+	lock_tag(&tag, kind, key);
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
 }
 
@@ -195,7 +206,7 @@ es_xact_lock_held(uint16 kind, uint64 key)
 {
 	LOCKTAG		tag;
 
-	xact_lock_tag(&tag, kind, key);
+	lock_tag(&tag, kind, key);
 	return LockHeldByMe(&tag, ExclusiveLock);
 }
 

@@ -126,18 +126,13 @@ put_event(Tuplestorestate *store, TupleDesc desc, TupleTableSlot *slot, bool sto
 	Size		len;
 	int			i;
 
-	if (!stored_as_is || desc->natts != Natts_event)
+	row = stored_as_is && desc->natts == Natts_event ? ExecFetchSlotHeapTuple(slot, false, NULL) : NULL;
+	if (row == NULL || HeapTupleHeaderGetNatts(row->t_data) != Natts_events)
 	{
 		tuplestore_putvalues(store, desc, (Datum *) values, (bool *) nulls);
 		return;
 	}
-	row = ExecFetchSlotHeapTuple(slot, false, NULL);
 	src = row->t_data;
-	if (HeapTupleHeaderGetNatts(src) != Natts_events)
-	{
-		tuplestore_putvalues(store, desc, (Datum *) values, (bool *) nulls);
-		return;
-	}
 	data_len = row->t_len - src->t_hoff;
 	prefix = nulls[0] ? 0 : sizeof(int64);
 	hoff = MAXALIGN(SizeofHeapTupleHeader + BITMAPLEN(Natts_event));
@@ -458,12 +453,14 @@ es_log_scan_set_group(EsLogScan *s, int32 member, int32 size)
 	s->group_size = size;
 }
 
-/* Are two texts the same bytes? */
+/* Is the event scan's next entry the run stream's event of that version? */
 static bool
-same_text(text *a, text *b)
+next_event_is(EsLogScan *s, int64 version)
 {
-	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+	bool		isnull;
+
+	return index_getnext_slot(s->event_scan, ForwardScanDirection, s->event_slot) &&
+		DatumGetInt64(slot_getattr(s->event_slot, Anum_events_stream_version, &isnull)) == version;
 }
 
 /* Is the stream of the log row in the slot one of the group member's? */
@@ -475,7 +472,7 @@ group_ours(EsLogScan *s, TupleTableSlot *slot)
 	MemoryContext old;
 
 	/* a stream's events often come in runs: remember the last one */
-	if (s->group_last_stream != NULL && same_text(stream, s->group_last_stream))
+	if (s->group_last_stream != NULL && es_same_text(stream, s->group_last_stream))
 		return s->group_last_ours;
 	s->group_last_ours = stream_group_member(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream),
 											 s->group_size) == s->group_member;
@@ -570,12 +567,8 @@ es_log_scan_next(EsLogScan *s)
 	 * be, another entry there) starts again from the root.  The key's
 	 * stream is a copy: the scan compares it with every entry it returns.
 	 */
-	found = false;
-	if (s->run_open && s->current.stream_version == s->run_version + 1 &&
-		same_text(stream, s->run_stream))
-		found = index_getnext_slot(s->event_scan, ForwardScanDirection, s->event_slot) &&
-			DatumGetInt64(slot_getattr(s->event_slot, Anum_events_stream_version, &isnull)) ==
-			s->current.stream_version;
+	found = s->run_open && s->current.stream_version == s->run_version + 1 &&
+		es_same_text(stream, s->run_stream) && next_event_is(s, s->current.stream_version);
 	if (!found)
 	{
 		if (s->run_stream != NULL)
@@ -585,9 +578,7 @@ es_log_scan_next(EsLogScan *s)
 		ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
 					Int64GetDatum(s->current.stream_version));
 		index_rescan(s->event_scan, keys, 2, NULL, 0);
-		found = index_getnext_slot(s->event_scan, ForwardScanDirection, s->event_slot) &&
-			DatumGetInt64(slot_getattr(s->event_slot, Anum_events_stream_version, &isnull)) ==
-			s->current.stream_version;
+		found = next_event_is(s, s->current.stream_version);
 	}
 	s->run_open = found;
 	s->run_version = s->current.stream_version;

@@ -27,8 +27,9 @@
  * not cached), in a fixed table of buckets of ES_HEAD_WAYS entries indexed
  * by the stream lock's hash (about 3.5 MB); a stream pushes the entry
  * published longest ago out of a full bucket, which only costs that stream
- * a lookup.  Rows written past the trigger would make entries false: the
- * cache is used only while the trigger fires ALWAYS and last (versioning.c),
+ * a lookup.  Rows written past the trigger, or deleted, would make entries
+ * false: the cache is used only while the trigger fires ALWAYS and last and
+ * the append-only guards fire ALWAYS (versioning.c),
  * and every entry is forgotten (es_heads_forget_all) after any statement
  * that may enable, disable or replace it or its function, or drop a table
  * or database (the utility hook: ALTER TABLE, CREATE TRIGGER, DROP, CREATE

@@ -449,61 +449,42 @@ check_event_id(Relation events, Datum event_id, text *stream_id, text *event_typ
 	return result;
 }
 
-static inline bool
-same_stream(text *a, text *b)
-{
-	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
-}
-
 /*
- * Is our trigger the last BEFORE INSERT row trigger of the table?  Then a
- * row it returns is inserted, or the statement fails: no later trigger can
- * skip it.  (Triggers fire in the order of their names, the order of the
- * relation's trigger array.)  Disabled triggers count too.
+ * What the table's triggers allow, in one pass over them:
+ *
+ * *last: is our trigger the last BEFORE INSERT row trigger of the table?
+ * Then a row it returns is inserted, or the statement fails: no later
+ * trigger can skip it.  (Triggers fire in the order of their names, the
+ * order of the relation's trigger array.)  Disabled triggers count too.
+ *
+ * *guarded: can no row of the table be updated or deleted?  So while both
+ * append-only guards fire ALWAYS: the statement-level append_only and the
+ * row-level append_only_rows (the only one the logical-replication apply
+ * worker fires), both BEFORE UPDATE OR DELETE of every row (no WHEN, no
+ * UPDATE OF), with the same function.  A superuser who disables them may
+ * delete a stream's newest event, which no entry of the cache of heads
+ * would learn of.  (Enabling them again is an ALTER TABLE, which empties
+ * the cache.)  Before the update to 0.2.0 there is no row guard: no cache.
  */
-static bool
-fires_last(Relation events, Trigger *ours)
+static void
+examine_triggers(Relation events, Trigger *ours, bool *last, bool *guarded)
 {
 	TriggerDesc *td = events->trigdesc;
 	bool		after_ours = false;
+	Oid			statement_fn = InvalidOid;
+	Oid			row_fn = InvalidOid;
 	int			i;
 
+	*last = true;
 	for (i = 0; td != NULL && i < td->numtriggers; i++)
 	{
 		Trigger    *t = &td->triggers[i];
 
 		if (after_ours && TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_BEFORE(t->tgtype) &&
 			TRIGGER_FOR_INSERT(t->tgtype))
-			return false;
+			*last = false;
 		if (t->tgoid == ours->tgoid)
 			after_ours = true;
-	}
-	return true;
-}
-
-/*
- * Can no row of the table be updated or deleted?  So while both append-only
- * guards fire ALWAYS: the statement-level append_only and the row-level
- * append_only_rows (the only one the logical-replication apply worker
- * fires), both BEFORE UPDATE OR DELETE of every row (no WHEN, no UPDATE OF),
- * with the same function.  A superuser who disables them may delete a
- * stream's newest event, which no entry of the cache of heads would learn
- * of.  (Enabling them again is an ALTER TABLE, which empties the cache.)
- * Before the update to 0.2.0 there is no row guard: no cache.
- */
-static bool
-append_only_always(Relation events)
-{
-	TriggerDesc *td = events->trigdesc;
-	Oid			statement_fn = InvalidOid;
-	Oid			row_fn = InvalidOid;
-	int			i;
-
-	for (i = 0; td != NULL && i < td->numtriggers; i++)
-	{
-		Trigger    *t = &td->triggers[i];
-
 		if (t->tgenabled != TRIGGER_FIRES_ALWAYS || !TRIGGER_FOR_BEFORE(t->tgtype) ||
 			!TRIGGER_FOR_UPDATE(t->tgtype) || !TRIGGER_FOR_DELETE(t->tgtype) ||
 			t->tgqual != NULL || t->tgnattr != 0)
@@ -513,7 +494,7 @@ append_only_always(Relation events)
 		else if (TRIGGER_FOR_ROW(t->tgtype) && strcmp(t->tgname, "append_only_rows") == 0)
 			row_fn = t->tgfoid;
 	}
-	return OidIsValid(statement_fn) && statement_fn == row_fn;
+	*guarded = OidIsValid(statement_fn) && statement_fn == row_fn;
 }
 
 /*
@@ -536,7 +517,7 @@ static bool
 frame_knows_head(EsAppendFrame *frame, text *stream_id, uint64 call, bool last)
 {
 	return frame != NULL && last && frame->head_call != 0 && frame->head_call == call - 1 &&
-		same_stream(frame->stream_id, stream_id);
+		es_same_text(frame->stream_id, stream_id);
 }
 
 /*
@@ -594,10 +575,8 @@ void
 es_publish_frame_head(EsAppendFrame *frame)
 {
 	if (frame->head_cached && frame->head_call == trigger_calls &&
-		frame->subid == GetCurrentSubTransactionId() && es_lock_held(&stream_lock) &&
-		stream_lock.tag.locktag_field2 == (uint32) (frame->head_key.hash >> 32) &&
-		stream_lock.tag.locktag_field3 == (uint32) frame->head_key.hash &&
-		stream_lock.tag.locktag_field4 == ES_LOCKTAG_STREAM)
+		frame->subid == GetCurrentSubTransactionId() &&
+		es_lock_held_on(&stream_lock, ES_LOCKTAG_STREAM, frame->head_key.hash))
 		es_head_publish(&frame->head_key, frame->head_version, frame->head_recorded_at);
 }
 
@@ -640,7 +619,7 @@ own_frame(void)
 static inline void
 record_version(EsAppendFrame *frame, text *stream_id, int64 version)
 {
-	if (frame != NULL && frame->seen < frame->rows && same_stream(frame->stream_id, stream_id))
+	if (frame != NULL && frame->seen < frame->rows && es_same_text(frame->stream_id, stream_id))
 	{
 		frame->seen++;
 		frame->version = Max(frame->version, version);
@@ -788,8 +767,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 	es_protect_event(values, nulls);
 
 	/* the previous row of our statement left the head: no need to look it up */
-	last = fires_last(events, trigdata->tg_trigger);
-	guarded = append_only_always(events);
+	examine_triggers(events, trigdata->tg_trigger, &last, &guarded);
 	known_head = guarded && frame_knows_head(frame, stream_id, call, last) && trigger_calls == call;
 	stream_key = stream_lock_key(stream_id);
 	keyed = es_head_key(events, stream_id, stream_key, &cache_key);
@@ -946,7 +924,7 @@ event_store_version_events(PG_FUNCTION_ARGS)
 
 	/* the head after this row, for the statement's next row (frame_knows_head) */
 	if (frame != NULL && frame == es_append_frame && trigger_calls == call &&
-		same_stream(frame->stream_id, stream_id))
+		es_same_text(frame->stream_id, stream_id))
 	{
 		frame->head_call = call;
 		frame->head_version = head.version + 1;
