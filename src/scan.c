@@ -34,6 +34,10 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_opfamily.h"
 #include "catalog/pg_type.h"
 #include "common/md5.h"
 #include "executor/tuptable.h"
@@ -305,14 +309,43 @@ typedef struct LogSubScan
 } LogSubScan;
 
 /*
+ * Is `index` (named as the log's optional event-type index) one the type
+ * filter can read: a valid btree whose keys are (event_type,
+ * global_position), ascending, with the default operator classes and the
+ * column's collation, neither partial nor on expressions?  Each type's
+ * positions then come in order.  An index of another shape is left to
+ * whatever it was made for.
+ */
+static bool
+type_index_usable(Relation index)
+{
+	Form_pg_index form = index->rd_index;
+
+	return index->rd_rel->relam == BTREE_AM_OID &&
+		form->indisvalid && form->indisready && form->indislive &&
+		form->indnkeyatts == 2 &&
+		form->indkey.values[0] == Anum_log_event_type &&
+		form->indkey.values[1] == Anum_log_global_position &&
+		index->rd_opfamily[0] == TEXT_BTREE_FAM_OID &&
+		index->rd_opfamily[1] == INTEGER_BTREE_FAM_OID &&
+		index->rd_indcollation[0] == C_COLLATION_OID &&
+		index->rd_indoption[0] == 0 && index->rd_indoption[1] == 0 &&
+		heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL) &&
+		heap_attisnull(index->rd_indextuple, Anum_pg_index_indexprs, NULL);
+}
+
+/*
  * Start reading the global log after position `after`, in position order,
  * through the snapshot: every event, or only those of the given categories
  * and/or event types (NULL: no filter; an empty array matches nothing), at
- * most max_count (-1: no limit).  One ordered index scan per category (or,
- * without categories, per event type) of the log's (category,
- * global_position) and (event_type, global_position) indexes, merged by
- * position; with both filters the types are checked on the category scans'
- * rows.  Each row's event is fetched through the event table's primary key.
+ * most max_count (-1: no limit).  One ordered index scan per category of
+ * the log's (category, global_position) index, merged by position, the
+ * types (if any) checked on its rows; with types only, one scan of the log
+ * in position order, the types checked on its rows -- or, where the log has
+ * the optional (event_type, global_position) index (not created since
+ * 0.2.0: each index costs the pipeline worker an insertion per event), one
+ * ordered scan of it per type, merged.  Each row's event is fetched through
+ * the event table's primary key.
  * Checks the current role's right to read both tables.
  *
  * A snapshot sees a prefix of the log (the pipeline commits positions in
@@ -356,16 +389,35 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 	}
 	else if (event_types != NULL)
 	{
-		/* one scan per event type */
 		nnames = es_name_array(event_types, "event_types", &names);
-		index = cat->log_type_index;
+		index = cat->log_pkey;
+		if (OidIsValid(cat->log_type_index))
+		{
+			/* one scan per event type, where the log has the index */
+			s->log_index = index_open(cat->log_type_index, AccessShareLock);
+			if (type_index_usable(s->log_index))
+				index = cat->log_type_index;
+			else
+				index_close(s->log_index, AccessShareLock);
+		}
+		if (index == cat->log_pkey)
+		{
+			/* else one scan of the whole log, the types checked on its rows */
+			s->types = names;
+			s->ntypes = nnames;
+			s->filter_types = true;
+		}
 	}
 	else
 		index = cat->log_pkey;	/* one scan of the whole log */
 
-	s->log_index = index_open(index, AccessShareLock);
+	if (index != cat->log_type_index)
+		s->log_index = index_open(index, AccessShareLock);
 	s->events_index = index_open(cat->stream_index, AccessShareLock);
-	s->nsubs = (index == cat->log_pkey) ? 1 : nnames;
+	if (index != cat->log_pkey)
+		s->nsubs = nnames;
+	else
+		s->nsubs = (s->filter_types && s->ntypes == 0) ? 0 : 1;	/* no type: nothing */
 	s->subs = palloc0(sizeof(LogSubScan) * Max(s->nsubs, 1));
 	for (i = 0; i < s->nsubs; i++)
 	{
