@@ -393,6 +393,8 @@ $node->safe_psql('postgres', 'CREATE DATABASE upgrading');
 $node->safe_psql('upgrading', q{CREATE EXTENSION event_store VERSION '0.1.0' CASCADE});
 is($node->safe_psql('upgrading', q{SELECT event_store.append('up-0', 'A', '{}'); SELECT event_store.wait_for_pipeline('60 s')}),
 	"1\nt", 'the worker orders the log of 0.1.0');
+my $type_index = q{SELECT count(*) FROM pg_indexes WHERE schemaname = 'event_store' AND indexname = 'global_log_event_type_idx'};
+is($node->safe_psql('upgrading', $type_index), '1', '0.1.0 indexes the log by type');
 my $up_script = '';
 for my $n (1 .. 1500)
 {
@@ -414,6 +416,12 @@ is($node->safe_psql('upgrading', q{SELECT count(*) FROM event_store.check()}), '
 is($node->safe_psql('upgrading', q{SELECT pg_get_indexdef('event_store.global_log_event_key'::regclass)}),
 	'CREATE UNIQUE INDEX global_log_event_key ON event_store.global_log USING btree (event_id) INCLUDE (global_position)',
 	'the log is keyed by the event id');
+is($node->safe_psql('upgrading', $type_index), '0', 'the update drops the type index');
+is($node->safe_psql('upgrading', q{
+	SELECT count(*), count(DISTINCT global_position), min(global_position), max(global_position)
+	  FROM event_store.read_all(0, 10000, event_types => '{A}');
+	SELECT count(*) FROM event_store.read_all(0, event_types => '{B}')}),
+	"3001|3001|1|3001\n0", 'a read by type after it scans the log: every event of the type, once');
 unlike(substr(slurp_file($node->logfile), $log_offset), qr/ERROR: .*|event_store pipeline for database \d+ stops/,
 	'the worker had no error through the update');
 
