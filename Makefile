@@ -31,7 +31,7 @@ REGRESS      = event_log append_events read_stream bad_input append_only privile
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \
-                 read_all_order event_id_race projection_wait projection_rebuild projection_inline stream_head_cache
+                 read_all_order event_id_race projection_wait projection_rebuild projection_inline stream_head_cache type_index_checkxmin
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 

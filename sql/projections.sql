@@ -102,6 +102,24 @@ SELECT name, lag_events, events_applied FROM event_store.projection_status WHERE
 SELECT event_store.drop_projection(n) FROM unnest('{deposits,orders,both,none}'::text[]) n;
 TRUNCATE pj_seen;
 
+-- a rare type: the projector passes over at most 10,000 rows of other types
+-- per batch (each batch a transaction that records how far it got), so the
+-- 25,000 events between the rare ones take several batches; none is missed
+SELECT event_store.append('pj_rare-1', 'PjRare', '{"n": 1}');
+SELECT event_store.append_events('pj_noise-1', (SELECT jsonb_agg(jsonb_build_object('type', 'PjNoise', 'data', '{}'::jsonb))
+                                                  FROM generate_series(1, 12500)));
+SELECT event_store.append('pj_rare-1', 'PjRare', '{"n": 2}');
+SELECT event_store.append_events('pj_noise-1', (SELECT jsonb_agg(jsonb_build_object('type', 'PjNoise', 'data', '{}'::jsonb))
+                                                  FROM generate_series(1, 12500)));
+SELECT event_store.append('pj_rare-1', 'PjRare', '{"n": 3}');
+SELECT event_store.create_projection('rare', 'pj_seen(event_store.event)', event_types => '{PjRare}');
+SELECT event_store.wait_for_projection('rare', '60 s');
+SELECT stream_id, stream_version, event_type FROM pj_seen ORDER BY global_position;
+SELECT s.events_applied, s.lag_events, s.position = (SELECT max(global_position) FROM event_store.global_log) AS at_head
+  FROM event_store.projection_status s WHERE s.name = 'rare';
+SELECT event_store.drop_projection('rare');
+TRUNCATE pj_seen;
+
 -- start => 'now': only what is committed after the call
 SELECT event_store.create_projection('from_now', 'pj_seen(event_store.event)', categories => '{pj_order}', start => 'now');
 SELECT event_store.append('pj_order-2', 'PjOrderPlaced', '{"total": 3}');

@@ -107,6 +107,17 @@ DROP INDEX event_store.global_log_event_type_idx;
 CREATE INDEX global_log_event_type_idx ON event_store.global_log USING hash (event_type);
 SELECT * FROM ra_scans(format('SELECT * FROM event_store.read_all(%s, event_types => ''{Shipped}'')', :base));
 DROP INDEX event_store.global_log_event_type_idx;
+-- nor a relation of that name that is not an index of the log
+CREATE TABLE event_store.ra_decoy (p bigint, b text, c bigint, d text, t text COLLATE "C");
+INSERT INTO event_store.ra_decoy VALUES (1, 'x', 1, 'x', 'Shipped');
+CREATE INDEX global_log_event_type_idx ON event_store.ra_decoy (t, p);
+SELECT * FROM ra_scans(format('SELECT * FROM event_store.read_all(%s, event_types => ''{Shipped}'')', :base));
+DROP TABLE event_store.ra_decoy;
+CREATE TABLE event_store.global_log_event_type_idx (t text);
+SELECT * FROM ra_scans(format('SELECT * FROM event_store.read_all(%s, event_types => ''{Shipped}'')', :base));
+DROP TABLE event_store.global_log_event_type_idx;
+-- categories with no type read nothing either
+SELECT * FROM ra_scans(format('SELECT * FROM event_store.read_all(%s, categories => ''{ra_acct}'', event_types => ''{}'')', :base));
 DROP FUNCTION ra_scans(text);
 
 -- the health view

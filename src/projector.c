@@ -347,6 +347,15 @@ static EsStatement pass_parked = ES_STATEMENT(
 	9, FAILURE_TYPES);
 
 /*
+ * Rows of the log a batch may pass over (types or categories it does not
+ * handle) before it ends and records how far it got: a projection of rare
+ * events reads the log in bounded steps, each a transaction of its own,
+ * rather than from its position to the head in one.  The same for every
+ * batch, a retry's too, so that a retried event is met again.
+ */
+#define PASS_LIMIT	10000
+
+/*
  * Apply one batch of the projection, whose lock we hold, in the current
  * transaction (see the header).  The handler runs as the owner, each event
  * in a GUC nest level of its own, so that what it sets lasts for that event
@@ -416,6 +425,7 @@ apply_batch(const char *name)
 	PushActiveSnapshot(snap);
 	es_projection_enter(&p, &save);
 	s = es_log_scan_begin(p.position, p.categories, p.event_types, limit, snap);
+	es_log_scan_set_pass_limit(s, PASS_LIMIT);
 	current_scan = s;
 	for (;;)
 	{
@@ -456,8 +466,13 @@ apply_batch(const char *name)
 	failing.valid = false;
 	current_scan = NULL;
 	blocked = s->blocked;
-	exhausted = !timed_out && applied < limit && !blocked;
-	position = exhausted ? Max(head, s->position) : s->position;
+	exhausted = !timed_out && applied < limit && !blocked && !s->cut;
+	if (exhausted)
+		position = Max(head, s->position);
+	else if (s->cut)
+		position = Max(s->position, s->passed);	/* what it passed over is done */
+	else
+		position = s->position;
 	caught_up = position >= head;
 	es_log_scan_end(s);
 	es_projection_leave(&save);

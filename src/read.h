@@ -93,6 +93,10 @@ typedef struct EsLogScan
 	bool		blocked;		/* ended before a position whose event it cannot see */
 	int64		remaining;		/* events still to return; -1: no limit */
 	int64		position;		/* of the last event returned (at first: `after`) */
+	int64		passed;			/* with one scan: of the last row rejected (at first: `after`) */
+	int64		pass_limit;		/* rejected rows after which to stop (0: none) */
+	int64		npassed;
+	bool		cut;			/* stopped at pass_limit */
 	bool		have_current;	/* `current` identifies the row being fetched */
 	struct
 	{
@@ -110,6 +114,7 @@ typedef struct EsLogScan
 
 extern EsLogScan *es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 									int64 max_count, Snapshot snapshot);
+extern void es_log_scan_set_pass_limit(EsLogScan *s, int64 limit);
 extern void es_log_scan_set_group(EsLogScan *s, int32 member, int32 size);
 extern bool es_log_scan_next(EsLogScan *s);
 extern void es_log_scan_put(EsLogScan *s, struct Tuplestorestate *store, TupleDesc desc);

@@ -32,9 +32,12 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_opfamily.h"
@@ -46,6 +49,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
@@ -309,20 +313,36 @@ typedef struct LogSubScan
 } LogSubScan;
 
 /*
- * Is `index` (named as the log's optional event-type index) one the type
- * filter can read: a valid btree whose keys are (event_type,
- * global_position), ascending, with the default operator classes and the
- * column's collation, neither partial nor on expressions?  Each type's
- * positions then come in order.  An index of another shape is left to
- * whatever it was made for.
+ * The log's optional event-type index, if there is one the type filter can
+ * read (opened, locked), else NULL: an index of the log (not of another
+ * table that took the name), not dropped meanwhile, a valid btree whose keys
+ * are (event_type, global_position), ascending, with the default operator
+ * classes and the column's collation, neither partial nor on expressions,
+ * and, if it was built over rows the snapshot may still see as other
+ * versions (indcheckxmin: a HOT chain it indexed by its newest version),
+ * built before the snapshot's oldest transaction -- the planner's rule.
+ * Each type's positions then come in order, all of them.  An index of
+ * another shape is left to whatever it was made for.
  */
-static bool
-type_index_usable(Relation index)
+static Relation
+open_type_index(Oid oid, Relation log, Snapshot snapshot)
 {
-	Form_pg_index form = index->rd_index;
+	Relation	index;
+	Form_pg_index form;
 
-	return index->rd_rel->relam == BTREE_AM_OID &&
+	if (!OidIsValid(oid) || get_rel_relkind(oid) != RELKIND_INDEX)
+		return NULL;
+	index = try_relation_open(oid, AccessShareLock);	/* NULL: dropped */
+	if (index == NULL)
+		return NULL;
+	form = index->rd_index;
+	if (index->rd_rel->relkind == RELKIND_INDEX &&
+		form->indrelid == RelationGetRelid(log) &&
+		index->rd_rel->relam == BTREE_AM_OID &&
 		form->indisvalid && form->indisready && form->indislive &&
+		(!form->indcheckxmin ||
+		 TransactionIdPrecedes(HeapTupleHeaderGetXmin(index->rd_indextuple->t_data),
+							   snapshot->xmin)) &&
 		form->indnkeyatts == 2 &&
 		form->indkey.values[0] == Anum_log_event_type &&
 		form->indkey.values[1] == Anum_log_global_position &&
@@ -331,7 +351,10 @@ type_index_usable(Relation index)
 		index->rd_indcollation[0] == C_COLLATION_OID &&
 		index->rd_indoption[0] == 0 && index->rd_indoption[1] == 0 &&
 		heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL) &&
-		heap_attisnull(index->rd_indextuple, Anum_pg_index_indexprs, NULL);
+		heap_attisnull(index->rd_indextuple, Anum_pg_index_indexprs, NULL))
+		return index;
+	relation_close(index, AccessShareLock);
+	return NULL;
 }
 
 /*
@@ -373,6 +396,7 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 	s->snapshot = snapshot;
 	s->remaining = max_count;
 	s->position = after;
+	s->passed = after;
 	s->cxt = CurrentMemoryContext;
 	s->row_context = AllocSetContextCreate(CurrentMemoryContext, "event_store log scan",
 										   ALLOCSET_DEFAULT_SIZES);
@@ -390,16 +414,9 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 	else if (event_types != NULL)
 	{
 		nnames = es_name_array(event_types, "event_types", &names);
-		index = cat->log_pkey;
-		if (OidIsValid(cat->log_type_index))
-		{
-			/* one scan per event type, where the log has the index */
-			s->log_index = index_open(cat->log_type_index, AccessShareLock);
-			if (type_index_usable(s->log_index))
-				index = cat->log_type_index;
-			else
-				index_close(s->log_index, AccessShareLock);
-		}
+		/* one scan per event type, where the log has the index */
+		s->log_index = open_type_index(cat->log_type_index, s->log, snapshot);
+		index = (s->log_index != NULL) ? cat->log_type_index : cat->log_pkey;
 		if (index == cat->log_pkey)
 		{
 			/* else one scan of the whole log, the types checked on its rows */
@@ -414,10 +431,10 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 	if (index != cat->log_type_index)
 		s->log_index = index_open(index, AccessShareLock);
 	s->events_index = index_open(cat->stream_index, AccessShareLock);
-	if (index != cat->log_pkey)
-		s->nsubs = nnames;
+	if (s->filter_types && s->ntypes == 0)
+		s->nsubs = 0;			/* no type: nothing to read */
 	else
-		s->nsubs = (s->filter_types && s->ntypes == 0) ? 0 : 1;	/* no type: nothing */
+		s->nsubs = (index != cat->log_pkey) ? nnames : 1;
 	s->subs = palloc0(sizeof(LogSubScan) * Max(s->nsubs, 1));
 	for (i = 0; i < s->nsubs; i++)
 	{
@@ -536,6 +553,21 @@ group_ours(EsLogScan *s, TupleTableSlot *slot)
 	return s->group_last_ours;
 }
 
+/* Do the filters checked on the log's rows (types, group member) reject the row? */
+static bool
+rejected(EsLogScan *s, TupleTableSlot *slot)
+{
+	if (s->filter_types)
+	{
+		bool		isnull;
+		text	   *type = DatumGetTextPP(slot_getattr(slot, Anum_log_event_type, &isnull));
+
+		if (bsearch(&type, s->types, s->ntypes, sizeof(text *), es_text_cmp) == NULL)
+			return true;
+	}
+	return s->group_size > 0 && !group_ours(s, slot);
+}
+
 /* Advance a sub-scan to its next row (of an accepted type and group member). */
 static void
 sub_advance(EsLogScan *s, LogSubScan *sub)
@@ -550,19 +582,39 @@ sub_advance(EsLogScan *s, LogSubScan *sub)
 			sub->have = false;
 			return;
 		}
-		if (s->filter_types)
+		if (rejected(s, sub->slot))
 		{
-			text	   *type = DatumGetTextPP(slot_getattr(sub->slot, Anum_log_event_type, &isnull));
-
-			if (bsearch(&type, s->types, s->ntypes, sizeof(text *), es_text_cmp) == NULL)
-				continue;
-		}
-		if (s->group_size > 0 && !group_ours(s, sub->slot))
+			/* passed over; with one scan, every position up to it is dealt with */
+			if (s->nsubs == 1)
+				s->passed = DatumGetInt64(slot_getattr(sub->slot, Anum_log_global_position, &isnull));
+			if (s->pass_limit > 0 && s->nsubs == 1 && ++s->npassed >= s->pass_limit)
+			{
+				sub->done = true;	/* enough for now: the caller goes on from s->passed */
+				sub->have = false;
+				s->cut = true;
+				return;
+			}
 			continue;
+		}
 		sub->position = DatumGetInt64(slot_getattr(sub->slot, Anum_log_global_position, &isnull));
 		sub->have = true;
 		return;
 	}
+}
+
+/*
+ * Stop the scan once it has passed over `limit` rows the filters reject
+ * (before the first es_log_scan_next; only for a scan of one index: the
+ * whole log, or one category): s->cut then says it stopped so, and
+ * s->passed is the position up to which every event was returned or
+ * rejected, where the caller may go on from.  A filter that matches little
+ * then costs a bounded time per call.
+ */
+void
+es_log_scan_set_pass_limit(EsLogScan *s, int64 limit)
+{
+	Assert(!s->started && limit > 0);
+	s->pass_limit = limit;
 }
 
 /*
