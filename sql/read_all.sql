@@ -116,6 +116,12 @@ DROP TABLE event_store.ra_decoy;
 CREATE TABLE event_store.global_log_event_type_idx (t text);
 SELECT * FROM ra_scans(format('SELECT * FROM event_store.read_all(%s, event_types => ''{Shipped}'')', :base));
 DROP TABLE event_store.global_log_event_type_idx;
+-- the index is looked up by name at each read: one renamed to it is read at once
+CREATE INDEX ra_by_type ON event_store.global_log (event_type, global_position);
+SELECT * FROM ra_scans(format('SELECT * FROM event_store.read_all(%s, event_types => ''{Shipped}'')', :base));
+ALTER INDEX event_store.ra_by_type RENAME TO global_log_event_type_idx;
+SELECT * FROM ra_scans(format('SELECT * FROM event_store.read_all(%s, event_types => ''{Shipped}'')', :base));
+DROP INDEX event_store.global_log_event_type_idx;
 -- categories with no type read nothing either
 SELECT * FROM ra_scans(format('SELECT * FROM event_store.read_all(%s, categories => ''{ra_acct}'', event_types => ''{}'')', :base));
 DROP FUNCTION ra_scans(text);

@@ -58,19 +58,17 @@
 
 /*
  * The objects, by name; `since_0_2`: added by version 0.2.0 (InvalidOid at
- * 0.1.0); `optional`: an index the extension does not need, used where it
- * is there (InvalidOid where it is not, at any version).
+ * 0.1.0).  (The log's optional event-type index is not one: the log scan
+ * looks it up by name each time, src/scan.c.)
  */
 typedef struct EsObject
 {
 	const char *name;
 	size_t		offset;			/* of its OID in EsCatalog */
 	bool		since_0_2;
-	bool		optional;
 } EsObject;
 
-#define OBJECT(name, field, since_0_2) {name, offsetof(EsCatalog, field), since_0_2, false}
-#define OPTIONAL(name, field) {name, offsetof(EsCatalog, field), false, true}
+#define OBJECT(name, field, since_0_2) {name, offsetof(EsCatalog, field), since_0_2}
 
 static const EsObject objects[] = {
 	OBJECT("events", events_relid, false),
@@ -80,7 +78,6 @@ static const EsObject objects[] = {
 	OBJECT("global_log_pkey", log_pkey, false),
 	OBJECT("global_log_event_key", log_event_key, false),
 	OBJECT("global_log_category_idx", log_category_index, false),
-	OPTIONAL("global_log_event_type_idx", log_type_index),
 	OBJECT("aggregates", aggregates_relid, false),
 	OBJECT("aggregates_pkey", aggregates_pkey, false),
 	OBJECT("snapshots", snapshots_relid, false),
@@ -323,9 +320,9 @@ load_catalog(void)
 	{
 		Oid			oid = get_relname_relid(objects[i].name, c.nsp);
 
-		if (!OidIsValid(oid) && !objects[i].since_0_2 && !objects[i].optional)
+		if (!OidIsValid(oid) && !objects[i].since_0_2)
 			return false;
-		all &= OidIsValid(oid) || objects[i].optional;
+		all &= OidIsValid(oid);
 		OBJECT_OID(&c, i) = oid;
 	}
 	c.event_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,

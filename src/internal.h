@@ -80,7 +80,6 @@ typedef struct EsCatalog
 	Oid			log_pkey;		/* (global_position) */
 	Oid			log_event_key;	/* unique (event_id); (stream_id, stream_version) in 0.1.0 */
 	Oid			log_category_index; /* (category, global_position) */
-	Oid			log_type_index; /* (event_type, global_position): optional since 0.2.0 */
 	/* aggregates */
 	Oid			aggregates_relid;
 	Oid			aggregates_pkey;	/* (name) */

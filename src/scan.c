@@ -314,7 +314,9 @@ typedef struct LogSubScan
 
 /*
  * The log's optional event-type index, if there is one the type filter can
- * read (opened, locked), else NULL: an index of the log (not of another
+ * read (opened, locked), else NULL.  Looked up by name at each scan, so that
+ * an index made, dropped or renamed since the last is seen.  It must be an
+ * index of the log (not of another
  * table that took the name), not dropped meanwhile, a valid btree whose keys
  * are (event_type, global_position), ascending, with the default operator
  * classes and the column's collation, neither partial nor on expressions,
@@ -325,8 +327,9 @@ typedef struct LogSubScan
  * another shape is left to whatever it was made for.
  */
 static Relation
-open_type_index(Oid oid, Relation log, Snapshot snapshot)
+open_type_index(Relation log, Snapshot snapshot)
 {
+	Oid			oid = get_relname_relid("global_log_event_type_idx", RelationGetNamespace(log));
 	Relation	index;
 	Form_pg_index form;
 
@@ -415,8 +418,8 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 	{
 		nnames = es_name_array(event_types, "event_types", &names);
 		/* one scan per event type, where the log has the index */
-		s->log_index = open_type_index(cat->log_type_index, s->log, snapshot);
-		index = (s->log_index != NULL) ? cat->log_type_index : cat->log_pkey;
+		s->log_index = open_type_index(s->log, snapshot);
+		index = (s->log_index != NULL) ? RelationGetRelid(s->log_index) : cat->log_pkey;
 		if (index == cat->log_pkey)
 		{
 			/* else one scan of the whole log, the types checked on its rows */
@@ -428,7 +431,7 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 	else
 		index = cat->log_pkey;	/* one scan of the whole log */
 
-	if (index != cat->log_type_index)
+	if (s->log_index == NULL)
 		s->log_index = index_open(index, AccessShareLock);
 	s->events_index = index_open(cat->stream_index, AccessShareLock);
 	if (s->filter_types && s->ntypes == 0)
