@@ -93,10 +93,9 @@ typedef struct EsLogScan
 	bool		blocked;		/* ended before a position whose event it cannot see */
 	int64		remaining;		/* events still to return; -1: no limit */
 	int64		position;		/* of the last event returned (at first: `after`) */
-	int64		passed;			/* with one scan: of the last row rejected (at first: `after`) */
-	int64		pass_limit;		/* rejected rows after which to stop (0: none) */
-	int64		npassed;
-	bool		cut;			/* stopped at pass_limit */
+	int64		pass_limit;		/* rejected rows after which an index scan stops (0: none) */
+	bool		cut;			/* one did: the scan ends at `passed` */
+	int64		passed;			/* every event up to it returned or rejected (at first: `after`) */
 	bool		have_current;	/* `current` identifies the row being fetched */
 	struct
 	{

@@ -310,6 +310,9 @@ typedef struct LogSubScan
 	bool		have;
 	bool		done;
 	int64		position;		/* of the current row */
+	bool		cut;			/* stopped at the pass limit */
+	int64		npassed;		/* rows rejected so far */
+	int64		seen;			/* position of the last row rejected */
 } LogSubScan;
 
 /*
@@ -587,13 +590,13 @@ sub_advance(EsLogScan *s, LogSubScan *sub)
 		}
 		if (rejected(s, sub->slot))
 		{
-			/* passed over; with one scan, every position up to it is dealt with */
-			if (s->nsubs == 1)
-				s->passed = DatumGetInt64(slot_getattr(sub->slot, Anum_log_global_position, &isnull));
-			if (s->pass_limit > 0 && s->nsubs == 1 && ++s->npassed >= s->pass_limit)
+			if (s->pass_limit > 0 && ++sub->npassed >= s->pass_limit)
 			{
-				sub->done = true;	/* enough for now: the caller goes on from s->passed */
+				/* enough for now: every position of its range up to here is dealt with */
+				sub->seen = DatumGetInt64(slot_getattr(sub->slot, Anum_log_global_position, &isnull));
+				sub->done = true;
 				sub->have = false;
+				sub->cut = true;
 				s->cut = true;
 				return;
 			}
@@ -606,12 +609,14 @@ sub_advance(EsLogScan *s, LogSubScan *sub)
 }
 
 /*
- * Stop the scan once it has passed over `limit` rows the filters reject
- * (before the first es_log_scan_next; only for a scan of one index: the
- * whole log, or one category): s->cut then says it stopped so, and
- * s->passed is the position up to which every event was returned or
- * rejected, where the caller may go on from.  A filter that matches little
- * then costs a bounded time per call.
+ * Stop the scan once one of its index scans has passed over `limit` rows
+ * the filters reject (before the first es_log_scan_next): s->cut then says
+ * it stopped so, and s->passed is the position up to which every event was
+ * returned or rejected, where the caller may go on from.  A filter that
+ * matches little then costs a bounded time per call.  The scans stopped so
+ * have dealt with their ranges up to where they stopped, the others up to
+ * their next row: the merge goes on while its next event comes before the
+ * first of those stops, and ends there.
  */
 void
 es_log_scan_set_pass_limit(EsLogScan *s, int64 limit)
@@ -652,6 +657,18 @@ es_log_scan_next(EsLogScan *s)
 	for (i = 0; i < s->nsubs; i++)
 		if (s->subs[i].have && (best == NULL || s->subs[i].position < best->position))
 			best = &s->subs[i];
+	if (s->cut)
+	{
+		int64		passed = PG_INT64_MAX;
+
+		for (i = 0; i < s->nsubs; i++)
+			if (s->subs[i].cut)
+				passed = Min(passed, s->subs[i].seen);
+		if (best != NULL && best->position > passed)
+			best = NULL;		/* beyond what a stopped scan has looked at */
+		if (best == NULL)
+			s->passed = passed;
+	}
 	if (best == NULL)
 	{
 		MemoryContextSwitchTo(caller);
