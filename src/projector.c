@@ -470,7 +470,7 @@ apply_batch(const char *name)
 	if (exhausted)
 		position = Max(head, s->position);
 	else if (s->cut)
-		position = Max(s->position, s->passed);	/* what it passed over is done */
+		position = Max(s->position, s->passed);	/* `after` unless it ended at the cut */
 	else
 		position = s->position;
 	caught_up = position >= head;

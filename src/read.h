@@ -95,7 +95,8 @@ typedef struct EsLogScan
 	int64		position;		/* of the last event returned (at first: `after`) */
 	int64		pass_limit;		/* rejected rows after which an index scan stops (0: none) */
 	bool		cut;			/* one did: the scan ends at `passed` */
-	int64		passed;			/* every event up to it returned or rejected (at first: `after`) */
+	int64		passed;			/* when the scan ended at a cut: every event up to it
+								 * returned or rejected; else `after` */
 	bool		have_current;	/* `current` identifies the row being fetched */
 	struct
 	{
