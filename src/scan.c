@@ -36,7 +36,6 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/transam.h"
-#include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_index.h"
@@ -319,10 +318,10 @@ typedef struct LogSubScan
  * The log's optional event-type index, if there is one the type filter can
  * read (opened, locked), else NULL.  Looked up by name at each scan, so that
  * an index made, dropped or renamed since the last is seen.  It must be an
- * index of the log (not of another
- * table that took the name), not dropped meanwhile, a valid btree whose keys
- * are (event_type, global_position), ascending, with the default operator
- * classes and the column's collation, neither partial nor on expressions,
+ * index of the log (not a relation of another table that took the name),
+ * not dropped meanwhile, valid, with the keys (event_type, global_position),
+ * ascending, in the default btree operator families (which make it a btree)
+ * and the column's collation, neither partial nor on expressions,
  * and, if it was built over rows the snapshot may still see as other
  * versions (indcheckxmin: a HOT chain it indexed by its newest version),
  * built before the snapshot's oldest transaction -- the planner's rule.
@@ -336,7 +335,7 @@ open_type_index(Relation log, Snapshot snapshot)
 	Relation	index;
 	Form_pg_index form;
 
-	if (!OidIsValid(oid) || get_rel_relkind(oid) != RELKIND_INDEX)
+	if (!OidIsValid(oid))
 		return NULL;
 	index = try_relation_open(oid, AccessShareLock);	/* NULL: dropped */
 	if (index == NULL)
@@ -344,7 +343,6 @@ open_type_index(Relation log, Snapshot snapshot)
 	form = index->rd_index;
 	if (index->rd_rel->relkind == RELKIND_INDEX &&
 		form->indrelid == RelationGetRelid(log) &&
-		index->rd_rel->relam == BTREE_AM_OID &&
 		form->indisvalid && form->indisready && form->indislive &&
 		(!form->indcheckxmin ||
 		 TransactionIdPrecedes(HeapTupleHeaderGetXmin(index->rd_indextuple->t_data),
