@@ -186,7 +186,7 @@ es_pipeline_wake_db(Oid dboid)
 /*
  * An appending transaction committed: count it, and wake the worker only if
  * it sleeps until woken.  A worker that has just been busy looks again by
- * itself within a millisecond (worker.c), so that a stream of commits costs
+ * itself within a few milliseconds (worker.c), so that a stream of commits costs
  * no signal each; the counter and the flag are written and read each side
  * of a barrier, so that a commit is never missed by a worker going to sleep.
  */

@@ -1023,6 +1023,51 @@ pipeline_round(LogicalDecodingContext *ctx)
 }
 
 /*
+ * How long a busy worker waits before it looks again.  Each round costs a
+ * part that does not depend on how many events it orders (two transactions
+ * begun and committed, the sleep and the wake-up): looking every
+ * millisecond pays it a thousand times a second whenever commits come.
+ * Measured with single appends by 8 clients (synchronous_commit on, about
+ * 10,000 a second): looking at most every 4 ms instead of every 1 took the
+ * worker's CPU per event down by a quarter, time the appenders have on a
+ * busy machine.  So the interval follows the rate of commits, measured over
+ * windows of at least BUSY_WINDOW_MS: a millisecond up to one commit a
+ * millisecond (the commit-to-visible delay at a moderate rate stays as it
+ * was), one more per commit a millisecond above, up to BUSY_MAX_MS.  The
+ * delay a reader sees grows with the rate, by at most that much; who needs
+ * its own event ordered calls wait_for_pipeline(), which wakes the worker
+ * at once.
+ */
+#define BUSY_MAX_MS		4
+#define BUSY_WINDOW_MS	10
+
+static long
+busy_interval(uint64 commits, TimestampTz now)
+{
+	static uint64 window_commits;
+	static TimestampTz window_start;
+	static long interval = 1;
+	long		elapsed_ms = (long) ((now - window_start) / 1000);
+
+	if (window_start == 0 || elapsed_ms < 0 || elapsed_ms > 1000)
+	{
+		/* first time, or idle long since: start a window */
+		window_start = now;
+		window_commits = commits;
+		interval = 1;
+	}
+	else if (elapsed_ms >= BUSY_WINDOW_MS)
+	{
+		uint64		per_ms = (commits - window_commits) / (uint64) elapsed_ms;
+
+		interval = (long) Max(1, Min(per_ms, BUSY_MAX_MS));
+		window_start = now;
+		window_commits = commits;
+	}
+	return interval;
+}
+
+/*
  * Entry point of the per-database worker; arg is the database's OID.
  */
 void
@@ -1225,13 +1270,14 @@ worker_loop(void)
 		}
 
 		/*
-		 * Busy a moment ago: look again in a millisecond, unasked, so that a
-		 * stream of commits need not wake us one by one.  Otherwise sleep
+		 * Busy a moment ago: look again in a millisecond or a few, unasked,
+		 * so that a stream of commits need not wake us one by one (see
+		 * busy_interval).  Otherwise sleep
 		 * until a commit wakes us: say so, then look at the count again (a
 		 * commit between the round and the flag would not have woken us).
 		 */
 		if (!TimestampDifferenceExceeds(last_busy, now, 20))
-			timeout = 1;
+			timeout = busy_interval(commits, now);
 		else
 		{
 			my_entry->sleeping = true;
