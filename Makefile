@@ -25,7 +25,7 @@ PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\" -isystem $(shell $(PG_CONFIG) --inc
 PG_CFLAGS   = -Wall -Wextra
 
 # Every suite runs against its own throwaway cluster with the settings in test/event_store.conf.
-REGRESS      = event_log append_events read_stream bad_input append_only privileges upcasting \
+REGRESS      = event_log append_events append_insert read_stream bad_input append_only privileges upcasting \
                aggregates execute aggregate_property upcasting_paths crypto \
                decoder publish read_all projections health upgrade check privilege_matrix
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
