@@ -94,20 +94,43 @@ ALTER TABLE event_store.events ALTER COLUMN recorded_at DROP DEFAULT;
 SELECT stream_version, recorded_at = '2000-01-01 00:00:00+00' AS defaulted
   FROM event_store.events WHERE stream_id = 'ins-default' ORDER BY 1;
 
--- statement-level triggers fire once per append
-CREATE FUNCTION ins_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+-- statement-level triggers fire once per append, each on its own
+CREATE FUNCTION ins_notice() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  RAISE NOTICE '% % INSERT', TG_WHEN, TG_LEVEL;
+  IF TG_LEVEL = 'ROW' THEN
+    RAISE NOTICE '% % INSERT: % %', TG_WHEN, TG_LEVEL, NEW.stream_version, NEW.event_type;
+  ELSE
+    RAISE NOTICE '% % INSERT', TG_WHEN, TG_LEVEL;
+  END IF;
   RETURN NULL;
 END $$;
 CREATE TRIGGER ins_before_statement BEFORE INSERT ON event_store.events
-  FOR EACH STATEMENT EXECUTE FUNCTION ins_statement();
-CREATE TRIGGER ins_after_statement AFTER INSERT ON event_store.events
-  FOR EACH STATEMENT EXECUTE FUNCTION ins_statement();
-SELECT event_store.append_events('ins-statement', '[{"type": "A", "data": {}}, {"type": "B", "data": {}}]');
+  FOR EACH STATEMENT EXECUTE FUNCTION ins_notice();
+SELECT event_store.append('ins-statement', 'A', '{}');
+SELECT event_store.append_events('ins-statement', '[{"type": "B", "data": {}}, {"type": "C", "data": {}}]');
 DROP TRIGGER ins_before_statement ON event_store.events;
+CREATE TRIGGER ins_after_statement AFTER INSERT ON event_store.events
+  FOR EACH STATEMENT EXECUTE FUNCTION ins_notice();
+SELECT event_store.append('ins-statement', 'D', '{}');
+SELECT event_store.append_events('ins-statement', '[{"type": "E", "data": {}}, {"type": "F", "data": {}}]');
 DROP TRIGGER ins_after_statement ON event_store.events;
-DROP FUNCTION ins_statement();
+-- an AFTER ROW trigger (a foreign key's is one) sees every row, versioned
+CREATE TRIGGER ins_after_row AFTER INSERT ON event_store.events
+  FOR EACH ROW EXECUTE FUNCTION ins_notice();
+SELECT event_store.append('ins-statement', 'G', '{}');
+SELECT event_store.append_events('ins-statement', '[{"type": "H", "data": {}}, {"type": "I", "data": {}}]');
+DROP TRIGGER ins_after_row ON event_store.events;
+DROP FUNCTION ins_notice();
+
+-- a column changed: an identity column refuses the value an append gives
+BEGIN;
+ALTER TABLE event_store.events ALTER COLUMN schema_version ADD GENERATED ALWAYS AS IDENTITY;
+SELECT event_store.append('ins-identity', 'A', '{}');
+ROLLBACK;
+BEGIN;
+ALTER TABLE event_store.events ALTER COLUMN schema_version ADD GENERATED ALWAYS AS IDENTITY;
+SELECT event_store.append_events('ins-identity', '[{"type": "A", "data": {}}]');
+ROLLBACK;
 
 -- a deferred constraint (an exclusion constraint, as strict as a unique
 -- key: one event of each type per stream, for these streams) is checked at

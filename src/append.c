@@ -162,14 +162,40 @@ drop_statement_context(ErrorData *edata)
 }
 
 /*
+ * Are the table's columns those the extension created, of the types our
+ * values have?  (An INSERT would coerce a value to a column's new type or
+ * domain, refuse one for an identity column, or fail on a dropped one.)
+ */
+static bool
+columns_as_created(TupleDesc desc)
+{
+	static const Oid types[] = {TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID,
+	TIMESTAMPTZOID};
+	int			i;
+
+	StaticAssertStmt(lengthof(types) == Anum_events_recorded_at, "one type per column");
+	if (desc->natts != Anum_events_recorded_at)
+		return false;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->atttypid != types[i] || att->atttypmod != -1 ||
+			att->attidentity != '\0' || att->attgenerated != '\0')
+			return false;
+	}
+	return true;
+}
+
+/*
  * Whether the INSERT of an append would do nothing but fire the table's
  * BEFORE ROW triggers, check its constraints and insert each row into the
  * heap and the indexes: then insert_directly() does that itself, without
  * starting an executor for it (about a fifth of an append's CPU).  Any other
  * case (the caller lacks the table-wide INSERT right, a read-only or
- * parallel transaction, row-level security, rules, defaults or generated
- * columns, statement-level or AFTER triggers, a permission hook, deferrable
- * constraints) takes the INSERT, so that what would happen to it happens,
+ * parallel transaction, row-level security, rules, a partition, columns
+ * changed, defaults or generated columns, statement-level or AFTER
+ * triggers, a permission hook, deferrable constraints) takes the INSERT, so that what would happen to it happens,
  * down to the error (sql/append_insert.sql tries each).
  */
 static bool
@@ -180,8 +206,11 @@ direct_insert_ok(Relation rel)
 
 	if (ExecutorCheckPerms_hook != NULL || XactReadOnly || IsInParallelMode())
 		return false;
+	/* (relhasrules stays set once a rule has been dropped: the rules themselves) */
 	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relrowsecurity ||
-		rel->rd_rel->relhasrules)
+		rel->rd_rules != NULL || rel->rd_rel->relispartition)
+		return false;
+	if (!columns_as_created(RelationGetDescr(rel)))
 		return false;
 	if (constr != NULL && (constr->num_defval > 0 || constr->has_generated_stored))
 		return false;
@@ -213,7 +242,7 @@ insert_directly(text *stream_id, EsBatch *b)
 	CommandId	cid;
 	int			i;
 
-	if (RelationGetDescr(rel)->natts != Anum_events_recorded_at || !direct_insert_ok(rel))
+	if (!direct_insert_ok(rel))
 	{
 		table_close(rel, NoLock);
 		return false;
