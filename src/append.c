@@ -6,10 +6,10 @@
  * Both insert into event_store.events as an INSERT statement would, so that
  * the versioning trigger (versioning.c), the caller's privileges and any
  * other trigger apply exactly as for a plain INSERT.  When that INSERT would
- * do no more than fire the BEFORE ROW triggers, check NOT NULL and insert
- * into the heap and the indexes (direct_insert_ok: the usual case), the rows
- * are inserted here, without an executor of their own; otherwise the INSERT
- * runs through SPI, with plans prepared once per backend.  The expected
+ * do no more than fire the BEFORE ROW triggers, check the constraints and
+ * insert into the heap and the indexes (direct_insert_ok: the usual case),
+ * the rows are inserted here, without an executor of their own; otherwise
+ * the INSERT runs through SPI, with plans prepared once per backend.  The expected
  * version travels as the stream_version of the first event (expected + 1),
  * which the trigger checks under the stream's lock: there is one place where
  * versions are decided; it also reports them back through an EsAppendFrame,
@@ -191,11 +191,12 @@ columns_as_created(TupleDesc desc)
  * Whether the INSERT of an append would do nothing but fire the table's
  * BEFORE ROW triggers, check its constraints and insert each row into the
  * heap and the indexes: then insert_directly() does that itself, without
- * starting an executor for it (about a fifth of an append's CPU).  Any other
- * case (the caller lacks the table-wide INSERT right, a read-only or
- * parallel transaction, row-level security, rules, a partition, columns
- * changed, defaults or generated columns, statement-level or AFTER
- * triggers, a permission hook, deferrable constraints) takes the INSERT, so that what would happen to it happens,
+ * starting an executor for it (9-17 % more single appends a second in
+ * test/bench/compare).  Any other case (the caller lacks the table-wide
+ * INSERT right, a read-only or parallel transaction, row-level security,
+ * rules, a partition, columns changed, defaults or generated columns,
+ * statement-level or AFTER triggers, a permission hook, deferrable
+ * constraints) takes the INSERT, so that what would happen to it happens,
  * down to the error (sql/append_insert.sql tries each).
  */
 static bool
@@ -331,7 +332,7 @@ statement_args(text *stream_id, EsBatch *b, bool single, Datum *values, char *nu
 {
 	int			i;
 
-	memset(nulls, ' ', 7);
+	memset(nulls, ' ', NUM_COLS + 1);
 	values[0] = PointerGetDatum(stream_id);
 	for (i = 0; i < NUM_COLS; i++)
 	{
@@ -380,8 +381,8 @@ execute_insert(text *stream_id, EsBatch *b, bool single)
 	{
 		if (!insert_directly(stream_id, b))
 		{
-			Datum		values[7];
-			char		nulls[7];
+			Datum		values[NUM_COLS + 1];
+			char		nulls[NUM_COLS + 1];
 
 			statement_args(stream_id, b, single, values, nulls);
 			frame.level = es_statement_level + 1;	/* SPI runs the INSERT's executor */
