@@ -173,7 +173,7 @@ bench_rows() {
 	single) echo "1 append, 1 client vs INSERT floor|append_one.sql|floor_one.sql|on|1|1" ;;
 	batch10) echo "10-event append_events vs INSERT of 10 rows|append_batch10.sql|floor_batch10.sql|on off|10|" ;;
 	batch) echo "100-event append_events vs INSERT of 100 rows|append_batch100.sql|floor_batch100.sql|on off|100|" ;;
-	hot) echo "1 hot stream vs advisory lock + max()+1|append_hot.sql|baseline_hot.sql|on off|1|" ;;
+	hot) echo "1 hot stream vs advisory lock + head + 1|append_hot.sql|baseline_hot.sql|on off|1|" ;;
 	read) echo "read_stream 1,000 events vs plain SELECT|read_stream.sql|read_select.sql|on||" ;;
 	readall) echo "read_all 1,000 events vs SELECT of the join|read_all.sql|read_all_select.sql|on||" ;;
 	crypto)
