@@ -6,7 +6,7 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = event_store
 OBJS = src/event_store.o src/catalog.o src/spi.o src/locks.o \
        src/versioning.o src/stream_heads.o src/append.o \
-       src/scan.o src/read.o src/positions.o \
+       src/scan.o src/read.o src/read_node.o src/positions.o \
        src/aggregate.o src/snapshot.o src/command.o \
        src/upcast.o src/upcast_registry.o \
        src/crypto.o src/crypto_bridge.o src/crypto_keys.o src/crypto_rules.o src/crypto_paths.o \

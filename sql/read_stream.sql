@@ -83,6 +83,95 @@ SELECT count(*) AS events FROM event_store.read_stream('shape-1');
 SELECT event_store.drop_upcaster('ShapeOld', 1);
 DROP FUNCTION public.shape_v1_to_v2(jsonb);
 
+-- The scan node: FROM read_stream(...) alone is a Custom Scan that hands out each
+-- event as it reads it; a whole-row reference, WITH ORDINALITY, ROWS FROM of
+-- several functions, or the setting off keep the function scan.
+EXPLAIN (COSTS OFF) SELECT * FROM event_store.read_stream('read-1');
+EXPLAIN (COSTS OFF, VERBOSE) SELECT stream_version, data FROM event_store.read_stream('read-1') r WHERE r.event_type = 'Step';
+EXPLAIN (COSTS OFF) SELECT e FROM event_store.read_stream('read-1') e;
+EXPLAIN (COSTS OFF) SELECT stream_version FROM event_store.read_stream('read-1') e WHERE e IS NOT NULL;
+EXPLAIN (COSTS OFF) SELECT * FROM event_store.read_stream('read-1') WITH ORDINALITY;
+EXPLAIN (COSTS OFF) SELECT * FROM ROWS FROM (event_store.read_stream('read-1'), generate_series(1, 2));
+-- an UPDATE ... FROM or a locking SELECT copies the row whole for rechecks: function scan
+CREATE TABLE public.rs_target (id bigint PRIMARY KEY, x int);
+EXPLAIN (COSTS OFF) UPDATE public.rs_target SET x = 1 FROM event_store.read_stream('read-1') r WHERE rs_target.id = r.stream_version;
+EXPLAIN (COSTS OFF) SELECT * FROM public.rs_target JOIN event_store.read_stream('read-1') r ON rs_target.id = r.stream_version FOR UPDATE OF rs_target;
+DROP TABLE public.rs_target;
+SET event_store.read_stream_node = off;
+EXPLAIN (COSTS OFF) SELECT * FROM event_store.read_stream('read-1');
+-- the same rows in the same order either way, for every kind of argument
+CREATE TEMP TABLE rs_args (n int, s text, f bigint, m int, b boolean, t timestamptz);
+INSERT INTO rs_args VALUES
+  (1, 'read-1', NULL, NULL, false, NULL), (2, 'read-1', 4, 3, false, NULL), (3, 'read-1', NULL, 2, true, NULL),
+  (4, 'read-1', 4, NULL, true, NULL), (5, 'read-1', 11, NULL, false, NULL), (6, 'no-such-stream', NULL, NULL, false, NULL),
+  (7, 'account-501', NULL, NULL, false, '2026-01-03 09:59+00'), (8, 'account-501', 2, NULL, true, '2026-01-03 12:00+00'),
+  (9, 'shape-1', NULL, NULL, false, NULL), (10, 'shape-1', NULL, NULL, true, NULL), (11, 'read-1', NULL, 0, false, NULL);
+CREATE TEMP TABLE rs_function AS
+  SELECT a.n, r.* FROM rs_args a, LATERAL event_store.read_stream(a.s, a.f, a.m, a.b, a.t) WITH ORDINALITY r;
+RESET event_store.read_stream_node;
+EXPLAIN (COSTS OFF) SELECT a.n, r.* FROM rs_args a, LATERAL event_store.read_stream(a.s, a.f, a.m, a.b, a.t) r;
+CREATE TEMP SEQUENCE rs_order;
+CREATE TEMP TABLE rs_node AS
+  SELECT a.n, r.*, nextval('rs_order') AS k
+    FROM rs_args a, LATERAL event_store.read_stream(a.s, a.f, a.m, a.b, a.t) r;
+ALTER TABLE rs_node ADD ordinality bigint;
+UPDATE rs_node SET ordinality = k - (SELECT min(k) FROM rs_node o WHERE o.n = rs_node.n) + 1;
+SELECT count(*) AS rows, count(DISTINCT n) AS calls FROM rs_node;
+SELECT count(*) AS differing FROM (
+  (SELECT n, ordinality, global_position, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at FROM rs_node
+   EXCEPT ALL SELECT n, ordinality, global_position, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at FROM rs_function)
+  UNION ALL
+  (SELECT n, ordinality, global_position, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at FROM rs_function
+   EXCEPT ALL SELECT n, ordinality, global_position, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at FROM rs_node)) d;
+-- its arguments are checked as the function checks them
+SELECT * FROM event_store.read_stream(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_stream('read-1', backwards => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM event_store.read_stream('read-1', from_version => 0);
+SELECT * FROM event_store.read_stream('read-1', max_count => -1);
+-- evaluated when the scan starts: parameters, a subquery, again on each rescan
+PREPARE rs_count(text, int) AS SELECT count(*) FROM event_store.read_stream($1, max_count => $2);
+EXECUTE rs_count('read-1', 5); EXECUTE rs_count('read-1', 5); EXECUTE rs_count('read-1', 5);
+EXECUTE rs_count('read-1', 5); EXECUTE rs_count('read-1', 5); EXECUTE rs_count('read-1', 7); EXECUTE rs_count('shape-1', NULL);
+EXPLAIN (COSTS OFF) EXECUTE rs_count('read-1', 7);
+SELECT string_agg(stream_version::text, ' ') FROM event_store.read_stream((SELECT 'read-1'), max_count => 3);
+SELECT v.s, (SELECT count(*) FROM event_store.read_stream(v.s)) FROM (VALUES ('read-1'), ('shape-1'), ('read-1')) v(s);
+-- it reads no further than asked: LIMIT 1 never reaches the second event, whose
+-- upcaster fails (the function scan reads them all first)
+CREATE FUNCTION public.failing_upcast(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+  AS $$ SELECT CASE WHEN (data->>'n')::int = 2 THEN (1 / ((data->>'n')::int - 2))::text::jsonb ELSE data END $$;
+SELECT event_store.add_upcaster('Flaky', 1, 'public.failing_upcast(jsonb)');
+SELECT event_store.append('flaky-1', 'Flaky', '{"n": 1}', schema_version => 1);
+SELECT event_store.append('flaky-1', 'Flaky', '{"n": 2}', schema_version => 1);
+SELECT stream_version, data FROM event_store.read_stream('flaky-1') LIMIT 1;
+SET event_store.read_stream_node = off;
+SELECT stream_version, data FROM event_store.read_stream('flaky-1') LIMIT 1;
+RESET event_store.read_stream_node;
+SELECT event_store.drop_upcaster('Flaky', 1);
+DROP FUNCTION public.failing_upcast(jsonb);
+-- a scroll cursor scans back through a Material node above it
+BEGIN;
+DECLARE rs_cursor SCROLL CURSOR FOR SELECT stream_version FROM event_store.read_stream('read-1');
+FETCH 3 FROM rs_cursor;
+FETCH BACKWARD 2 FROM rs_cursor;
+FETCH LAST FROM rs_cursor;
+COMMIT;
+-- read_stream running as its owner or with settings of its own keeps the function
+-- scan; a cached plan follows the change
+PREPARE rs_all AS SELECT count(*) FROM event_store.read_stream('read-1');
+EXECUTE rs_all;
+ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) SECURITY DEFINER;
+EXPLAIN (COSTS OFF) EXECUTE rs_all;
+ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) SECURITY INVOKER;
+ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) SET work_mem = '1MB';
+EXPLAIN (COSTS OFF) EXECUTE rs_all;
+ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) RESET ALL;
+EXPLAIN (COSTS OFF) EXECUTE rs_all;
+EXECUTE rs_all;
+DEALLOCATE rs_all;
+DEALLOCATE rs_count;
+
 -- The read functions need SELECT on the event table; row-level security is refused, not ignored.
 CREATE ROLE regress_nosel;
 GRANT USAGE ON SCHEMA event_store TO regress_nosel;
@@ -103,6 +192,17 @@ RESET ROLE;
 ALTER TABLE event_store.events DISABLE ROW LEVEL SECURITY;
 SET ROLE regress_nosel;
 SELECT count(*) FROM event_store.read_stream('read-1');
+RESET ROLE;
+-- without EXECUTE on read_stream, its scan node is refused as its call is
+REVOKE EXECUTE ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) FROM regress_nosel;
+SET ROLE regress_nosel;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM event_store.read_stream('read-1');
+SELECT count(*) FROM event_store.read_stream('read-1');
+\echo :LAST_ERROR_SQLSTATE
+SET event_store.read_stream_node = off;
+SELECT count(*) FROM event_store.read_stream('read-1');
+\echo :LAST_ERROR_SQLSTATE
+RESET event_store.read_stream_node;
 RESET ROLE;
 REVOKE ALL ON event_store.events FROM regress_nosel;
 REVOKE ALL ON FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz),

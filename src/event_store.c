@@ -22,6 +22,7 @@
 #include "utils/timestamp.h"
 
 #include "internal.h"
+#include "read.h"
 
 PG_MODULE_MAGIC;
 
@@ -70,6 +71,7 @@ _PG_init(void)
 	es_crypto_init();			/* defines its settings: before the reservation */
 	es_pipeline_init();			/* likewise */
 	es_projection_init();		/* likewise */
+	es_read_node_init();		/* likewise; and the planner hook */
 
 	MarkGUCPrefixReserved("event_store");
 
@@ -86,7 +88,14 @@ _PG_init(void)
 void
 es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 {
-	if (PG_ARGISNULL(argno))
+	es_require_value(PG_ARGISNULL(argno), name);
+}
+
+/* The same for a value that is not a function's argument. */
+void
+es_require_value(bool isnull, const char *name)
+{
+	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", name)));

@@ -38,6 +38,7 @@ extern char *es_correlation_id;
 extern char *es_causation_id;
 
 extern void es_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
+extern void es_require_value(bool isnull, const char *name);
 extern text *es_check_identifier(Datum value, bool isnull, const char *what);
 extern text *es_identifier_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 extern int	es_name_array(ArrayType *arr, const char *what, text ***names);

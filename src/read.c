@@ -4,7 +4,9 @@
  *	  The read functions: read_stream(), stream_version() and read_all().
  *
  * They hand the scans of scan.c to the executor: each event goes into the
- * function's tuplestore as the scan presents it.  read_all() reads the
+ * function's tuplestore as the scan presents it.  (In FROM, read_stream is
+ * mostly not called at all: read_node.c's scan node runs the same scan,
+ * started by es_read_stream_begin below, without the tuplestore.)  read_all() reads the
  * global log, which the pipeline orders; it makes sure the database has a
  * pipeline worker first.
  *
@@ -44,16 +46,43 @@ Datum
 event_store_read_stream(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		args[ES_READ_STREAM_NARGS];
+	bool		nulls[ES_READ_STREAM_NARGS];
+	EsStreamScan *s;
+	int			i;
+
+	for (i = 0; i < ES_READ_STREAM_NARGS; i++)
+	{
+		args[i] = PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i);
+	}
+	InitMaterializedSRF(fcinfo, 0);
+	s = es_read_stream_begin(args, nulls, GetActiveSnapshot());
+	if (s == NULL)
+		return (Datum) 0;
+	while (es_stream_scan_next(s))
+		es_stream_scan_put(s, rsinfo->setResult, rsinfo->setDesc);
+	es_stream_scan_end(s);
+	return (Datum) 0;
+}
+
+/*
+ * read_stream's arguments, checked, and the stream scan they ask for; NULL
+ * when they ask for no event (max_count 0).  The function above and its
+ * scan node (read_node.c) both start here.
+ */
+EsStreamScan *
+es_read_stream_begin(const Datum *args, const bool *nulls, Snapshot snapshot)
+{
 	int64		from = 0;
 	int64		max_count = -1;
 	TimestampTz as_of = 0;
-	EsStreamScan *s;
 
-	es_require_arg(fcinfo, 0, "stream_id");
-	es_require_arg(fcinfo, 3, "backwards");
-	if (!PG_ARGISNULL(1))
+	es_require_value(nulls[0], "stream_id");
+	es_require_value(nulls[3], "backwards");
+	if (!nulls[1])
 	{
-		from = PG_GETARG_INT64(1);
+		from = DatumGetInt64(args[1]);
 		if (from < 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -61,28 +90,21 @@ event_store_read_stream(PG_FUNCTION_ARGS)
 					 errdetail("Got " INT64_FORMAT ".", from),
 					 errhint("A stream's first event has version 1; pass NULL to start at the first (or, backwards, the newest) event.")));
 	}
-	if (!PG_ARGISNULL(2))
+	if (!nulls[2])
 	{
-		max_count = PG_GETARG_INT32(2);
+		max_count = DatumGetInt32(args[2]);
 		es_check_not_negative(max_count, "max_count", "Pass NULL to read every event.");
 	}
-	if (!PG_ARGISNULL(4))
-		as_of = PG_GETARG_TIMESTAMPTZ(4);
-
-	InitMaterializedSRF(fcinfo, 0);
+	if (!nulls[4])
+		as_of = DatumGetTimestampTz(args[4]);
 	if (max_count == 0)
-		return (Datum) 0;
+		return NULL;
 
-	if (PG_GETARG_BOOL(3))
-		s = es_stream_scan_begin(PG_GETARG_TEXT_PP(0), 0, from, true,
-								 PG_ARGISNULL(4) ? NULL : &as_of, max_count, GetActiveSnapshot());
-	else
-		s = es_stream_scan_begin(PG_GETARG_TEXT_PP(0), from, 0, false,
-								 PG_ARGISNULL(4) ? NULL : &as_of, max_count, GetActiveSnapshot());
-	while (es_stream_scan_next(s))
-		es_stream_scan_put(s, rsinfo->setResult, rsinfo->setDesc);
-	es_stream_scan_end(s);
-	return (Datum) 0;
+	if (DatumGetBool(args[3]))
+		return es_stream_scan_begin(DatumGetTextPP(args[0]), 0, from, true,
+									nulls[4] ? NULL : &as_of, max_count, snapshot);
+	return es_stream_scan_begin(DatumGetTextPP(args[0]), from, 0, false,
+								nulls[4] ? NULL : &as_of, max_count, snapshot);
 }
 
 /*

@@ -66,6 +66,14 @@ extern bool es_stream_scan_next(EsStreamScan *s);
 extern void es_stream_scan_put(EsStreamScan *s, struct Tuplestorestate *store, TupleDesc desc);
 extern void es_stream_scan_end(EsStreamScan *s);
 
+/* read.c: read_stream(stream_id, from_version, max_count, backwards, as_of) */
+#define ES_READ_STREAM_NARGS 5
+extern EsStreamScan *es_read_stream_begin(const Datum *args, const bool *nulls, Snapshot snapshot);
+
+/* read_node.c: the scan node of FROM read_stream(...) */
+extern bool es_read_stream_node;
+extern void es_read_node_init(void);
+
 /* scan.c: the log scan, through the global log's indexes */
 typedef struct EsLogScan
 {
