@@ -92,6 +92,13 @@ EXPLAIN (COSTS OFF) SELECT e FROM event_store.read_stream('read-1') e;
 EXPLAIN (COSTS OFF) SELECT stream_version FROM event_store.read_stream('read-1') e WHERE e IS NOT NULL;
 EXPLAIN (COSTS OFF) SELECT * FROM event_store.read_stream('read-1') WITH ORDINALITY;
 EXPLAIN (COSTS OFF) SELECT * FROM ROWS FROM (event_store.read_stream('read-1'), generate_series(1, 2));
+-- volatile arguments: a function scan evaluates them once and reuses its rows on a rescan
+EXPLAIN (COSTS OFF) SELECT * FROM event_store.read_stream('read-1', max_count => (random() * 3)::int);
+-- each member of a UNION ALL gets its node
+EXPLAIN (COSTS OFF) SELECT stream_version FROM event_store.read_stream('read-1')
+  UNION ALL SELECT stream_version FROM event_store.read_stream('read-1', backwards => true);
+SELECT string_agg(stream_version::text, ' ') FROM (SELECT stream_version FROM event_store.read_stream('read-1', max_count => 3)
+  UNION ALL SELECT stream_version FROM event_store.read_stream('read-1', backwards => true, max_count => 3)) u;
 -- an UPDATE ... FROM or a locking SELECT copies the row whole for rechecks: function scan
 CREATE TABLE public.rs_target (id bigint PRIMARY KEY, x int);
 EXPLAIN (COSTS OFF) UPDATE public.rs_target SET x = 1 FROM event_store.read_stream('read-1') r WHERE rs_target.id = r.stream_version;
@@ -148,17 +155,46 @@ SELECT stream_version, data FROM event_store.read_stream('flaky-1') LIMIT 1;
 SET event_store.read_stream_node = off;
 SELECT stream_version, data FROM event_store.read_stream('flaky-1') LIMIT 1;
 RESET event_store.read_stream_node;
+-- a cursor keeps the function scan, which presents every row at the first fetch
+-- (even under a LIMIT): a WITH HOLD cursor's error comes at that fetch, not at
+-- COMMIT, where the cursor is run again and the error would lose the work ...
+CREATE TABLE public.rs_work (n int);
+BEGIN;
+INSERT INTO public.rs_work VALUES (1);
+DECLARE rs_held CURSOR WITH HOLD FOR SELECT stream_version FROM event_store.read_stream('flaky-1');
+FETCH 1 FROM rs_held;
+ROLLBACK;
+BEGIN;
+INSERT INTO public.rs_work VALUES (2);
+DECLARE rs_held CURSOR WITH HOLD FOR SELECT stream_version FROM event_store.read_stream('flaky-1') LIMIT 1;
+FETCH 1 FROM rs_held;
+COMMIT;
+SELECT n FROM public.rs_work;
+DROP TABLE public.rs_work;
 SELECT event_store.drop_upcaster('Flaky', 1);
 DROP FUNCTION public.failing_upcast(jsonb);
--- a scroll cursor scans back through a Material node above it
+-- ... and one declared without SCROLL can still go back, as a function scan can
 BEGIN;
-DECLARE rs_cursor SCROLL CURSOR FOR SELECT stream_version FROM event_store.read_stream('read-1');
+DECLARE rs_cursor CURSOR FOR SELECT stream_version FROM event_store.read_stream('read-1');
 FETCH 3 FROM rs_cursor;
 FETCH BACKWARD 2 FROM rs_cursor;
 FETCH LAST FROM rs_cursor;
 COMMIT;
--- read_stream running as its owner or with settings of its own keeps the function
--- scan; a cached plan follows the change
+BEGIN;
+DECLARE rs_cursor SCROLL CURSOR FOR SELECT stream_version FROM event_store.read_stream('read-1');
+FETCH 3 FROM rs_cursor;
+FETCH BACKWARD 2 FROM rs_cursor;
+COMMIT;
+-- a PL/pgSQL FOR loop is no cursor: it gets the node (EXPLAIN inside the loop's function)
+DO $$
+DECLARE r record; n int := 0; plan text;
+BEGIN
+  FOR r IN SELECT * FROM event_store.read_stream('read-1') LOOP n := n + 1; END LOOP;
+  EXECUTE 'EXPLAIN (COSTS OFF) SELECT * FROM event_store.read_stream(''read-1'')' INTO plan;
+  RAISE NOTICE '% rows; %', n, plan;
+END $$;
+-- read_stream running as its owner, with settings of its own or made STRICT keeps
+-- the function scan; a cached plan follows the change
 PREPARE rs_all AS SELECT count(*) FROM event_store.read_stream('read-1');
 EXECUTE rs_all;
 ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) SECURITY DEFINER;
@@ -166,6 +202,10 @@ EXPLAIN (COSTS OFF) EXECUTE rs_all;
 ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) SECURITY INVOKER;
 ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) SET work_mem = '1MB';
 EXPLAIN (COSTS OFF) EXECUTE rs_all;
+ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) RESET ALL;
+ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) STRICT;
+EXPLAIN (COSTS OFF) EXECUTE rs_all;
+ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) CALLED ON NULL INPUT;
 ALTER FUNCTION event_store.read_stream(text, bigint, integer, boolean, timestamptz) RESET ALL;
 EXPLAIN (COSTS OFF) EXECUTE rs_all;
 EXECUTE rs_all;

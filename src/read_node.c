@@ -21,11 +21,24 @@
  * EXECUTE right on read_stream when the executor starts (as a function scan
  * does), and the plan depends on the function, so replacing or dropping it
  * invalidates cached plans.  A read_stream altered to run as SECURITY
- * DEFINER or with its own settings (SET ...) keeps its function scan: the
- * node could not switch identity or settings around the scan.  The node
- * reads one event ahead of nothing: a LIMIT stops the scan.  It does not
- * scan backwards (a SCROLL cursor gets a Material node above it) and is not
- * run by parallel workers (read_stream is PARALLEL RESTRICTED).
+ * DEFINER, with settings of its own (SET ...), STRICT or to another
+ * signature keeps its function scan: the node could not switch identity or
+ * settings around the scan, nor skip it as a strict call would.  So do
+ * volatile arguments (a function scan evaluates them once, and reuses its
+ * rows when rescanned with the same parameters; the node evaluates them, and
+ * reads the stream, on each rescan).
+ *
+ * The node reads one event ahead of nothing: a LIMIT stops the scan, and each
+ * event is presented (decrypted, upcast) when it is read.  A cursor is where
+ * that could show: fetched row by row, in a transaction that registers an
+ * upcaster or forgets a subject between fetches, later rows would follow the
+ * change where a function scan presented them all at the first fetch; a
+ * WITH HOLD cursor is run again from the start at commit, where a function
+ * scan rewinds its rows; and a cursor declared without SCROLL scrolls only
+ * where its plan can scan backwards, which the node cannot.  So a cursor
+ * (DECLARE, PL/pgSQL's cursors: the planner is told, cursorOptions) keeps the
+ * function scan, and the node serves everything else.  It is not run by
+ * parallel workers (read_stream is PARALLEL RESTRICTED).
  *
  * The hook runs for every base relation the planner plans, in every
  * database of a server that preloads the library: for any other than a
@@ -41,6 +54,8 @@
 #include "catalog/objectaccess.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "commands/explain.h"
 #include "executor/executor.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -50,12 +65,14 @@
 #include "optimizer/pathnode.h"
 #include "optimizer/paths.h"
 #include "optimizer/planmain.h"
+#include "optimizer/planner.h"
 #include "optimizer/restrictinfo.h"
 #include "parser/parsetree.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/ruleutils.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
@@ -68,6 +85,14 @@
 bool		es_read_stream_node = true;
 
 static set_rel_pathlist_hook_type prev_set_rel_pathlist_hook = NULL;
+static planner_hook_type prev_planner_hook = NULL;
+
+/* The cursorOptions of the statement being planned (read_node_planner). */
+static int	planning_cursor_options = 0;
+
+/* What a statement planned for a cursor has among its cursorOptions. */
+#define CURSOR_OPTIONS (CURSOR_OPT_FAST_PLAN | CURSOR_OPT_SCROLL | CURSOR_OPT_NO_SCROLL | \
+						CURSOR_OPT_HOLD | CURSOR_OPT_BINARY | CURSOR_OPT_INSENSITIVE)
 
 /* The executor state: the scan, made at the first fetch (and again after a rescan). */
 typedef struct ReadNodeState
@@ -87,6 +112,7 @@ static void begin_read_node(CustomScanState *node, EState *estate, int eflags);
 static TupleTableSlot *exec_read_node(CustomScanState *node);
 static void end_read_node(CustomScanState *node);
 static void rescan_read_node(CustomScanState *node);
+static void explain_read_node(CustomScanState *node, List *ancestors, ExplainState *es);
 
 static const CustomPathMethods read_path_methods = {
 	.CustomName = NODE_NAME,
@@ -104,12 +130,14 @@ static const CustomExecMethods read_exec_methods = {
 	.ExecCustomScan = exec_read_node,
 	.EndCustomScan = end_read_node,
 	.ReScanCustomScan = rescan_read_node,
+	.ExplainCustomScan = explain_read_node,
 };
 
 /*
  * Is funcid our read_stream: a C function whose symbol is read_stream's in
- * this library, of the five arguments and the result it was created with,
- * not SECURITY DEFINER and without settings of its own?
+ * this library, of the five arguments and the composite result it was
+ * created with, not strict, not SECURITY DEFINER and without settings of
+ * its own?
  */
 static bool
 is_read_stream(Oid funcid)
@@ -122,8 +150,12 @@ is_read_stream(Oid funcid)
 	if (!HeapTupleIsValid(tup))
 		return false;
 	proc = (Form_pg_proc) GETSTRUCT(tup);
-	if (proc->prolang == ClanguageId && proc->proretset && !proc->prosecdef &&
+	if (proc->prolang == ClanguageId && proc->proretset && !proc->prosecdef && !proc->proisstrict &&
 		proc->pronargs == ES_READ_STREAM_NARGS &&
+		proc->proargtypes.values[0] == TEXTOID && proc->proargtypes.values[1] == INT8OID &&
+		proc->proargtypes.values[2] == INT4OID && proc->proargtypes.values[3] == BOOLOID &&
+		proc->proargtypes.values[4] == TIMESTAMPTZOID &&
+		get_typtype(proc->prorettype) == TYPTYPE_COMPOSITE &&
 		heap_attisnull(tup, Anum_pg_proc_proconfig, NULL) &&
 		!heap_attisnull(tup, Anum_pg_proc_probin, NULL))
 	{
@@ -175,14 +207,15 @@ read_node_pathlist(PlannerInfo *root, RelOptInfo *rel, Index rti, RangeTblEntry 
 		prev_set_rel_pathlist_hook(root, rel, rti, rte);
 
 	if (rte->rtekind != RTE_FUNCTION || !es_read_stream_node || rte->funcordinality ||
-		list_length(rte->functions) != 1 || rel->reloptkind != RELOPT_BASEREL ||
-		IS_DUMMY_REL(rel) || list_length(rel->pathlist) != 1)
+		list_length(rte->functions) != 1 || !IS_SIMPLE_REL(rel) || IS_DUMMY_REL(rel) ||
+		list_length(rel->pathlist) != 1 || (planning_cursor_options & CURSOR_OPTIONS) != 0)
 		return;
 	rtfunc = linitial_node(RangeTblFunction, rte->functions);
 	if (!IsA(rtfunc->funcexpr, FuncExpr))
 		return;
 	fexpr = (FuncExpr *) rtfunc->funcexpr;
-	if (list_length(fexpr->args) != ES_READ_STREAM_NARGS || !is_read_stream(fexpr->funcid))
+	if (list_length(fexpr->args) != ES_READ_STREAM_NARGS || !is_read_stream(fexpr->funcid) ||
+		contain_volatile_functions((Node *) fexpr->args))
 		return;
 	/* the columns the node produces: those of event_store.event, none dropped */
 	desc = lookup_rowtype_tupdesc(fexpr->funcresulttype, -1);
@@ -215,7 +248,7 @@ read_node_pathlist(PlannerInfo *root, RelOptInfo *rel, Index rti, RangeTblEntry 
 	cpath->path.startup_cost = 0;
 	cpath->path.total_cost = fscan->total_cost;
 	cpath->path.pathkeys = NIL;
-	cpath->flags = 0;
+	cpath->flags = CUSTOMPATH_SUPPORT_PROJECTION;	/* ExecScan projects */
 	cpath->methods = &read_path_methods;
 	rel->pathlist = NIL;
 	add_path(rel, &cpath->path);
@@ -332,16 +365,18 @@ read_next(ScanState *ss)
 }
 
 /*
- * Never called: a query that can recheck rows (UPDATE ... FROM, SELECT ...
- * FOR UPDATE) copies each row of a function whole for the recheck, and a
- * whole-row reference keeps the function scan (uses_whole_row).
+ * A recheck of the row in the slot.  Since 15.15 (and 16.11, 17.7), an
+ * EvalPlanQual recheck calls this only for a node that scans a relation or
+ * a join, which this one does not; a query that rechecks rows copies the
+ * function's row whole for it, which keeps the function scan.  Before, it
+ * was called instead of fetching the next row for any scan of no relation,
+ * in a subplan re-run for a recheck: there it fetches the next row.
  */
 static bool
 read_recheck(ScanState *ss, TupleTableSlot *slot)
 {
-	(void) ss;
 	(void) slot;
-	return true;
+	return !TupIsNull(read_next(ss));
 }
 
 static TupleTableSlot *
@@ -363,14 +398,58 @@ stop_read(ReadNodeState *state)
 static void
 end_read_node(CustomScanState *node)
 {
+	ExecClearTuple(node->ss.ss_ScanTupleSlot);
 	stop_read((ReadNodeState *) node);
+}
+
+/* Note the cursorOptions of the statement while it is planned (read_node_pathlist). */
+static PlannedStmt *
+read_node_planner(Query *parse, const char *query_string, int cursor_options, ParamListInfo params)
+{
+	int			saved = planning_cursor_options;
+	PlannedStmt *result;
+
+	planning_cursor_options = cursor_options;
+	PG_TRY();
+	{
+		if (prev_planner_hook)
+			result = prev_planner_hook(parse, query_string, cursor_options, params);
+		else
+			result = standard_planner(parse, query_string, cursor_options, params);
+	}
+	PG_FINALLY();
+	{
+		planning_cursor_options = saved;
+	}
+	PG_END_TRY();
+	return result;
 }
 
 /* A rescan (new lateral values or parameters) evaluates the arguments again. */
 static void
 rescan_read_node(CustomScanState *node)
 {
+	ExecClearTuple(node->ss.ss_ScanTupleSlot);
 	stop_read((ReadNodeState *) node);
+	ExecScanReScan(&node->ss);
+}
+
+/* EXPLAIN VERBOSE: the call the node stands for, as a function scan shows it. */
+static void
+explain_read_node(CustomScanState *node, List *ancestors, ExplainState *es)
+{
+	ReadNodeState *state = (ReadNodeState *) node;
+	CustomScan *cscan = (CustomScan *) node->ss.ps.plan;
+	FuncExpr   *call;
+	List	   *context;
+
+	if (!es->verbose)
+		return;
+	call = makeFuncExpr(state->funcid, get_func_rettype(state->funcid), cscan->custom_exprs,
+						InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+	call->funcretset = true;
+	context = set_deparse_context_plan(es->deparse_cxt, &cscan->scan.plan, ancestors);
+	ExplainPropertyText("Function Call", deparse_expression((Node *) call, context, true, false), es);
 }
 
 void
@@ -386,4 +465,6 @@ es_read_node_init(void)
 	RegisterCustomScanMethods(&read_scan_methods);
 	prev_set_rel_pathlist_hook = set_rel_pathlist_hook;
 	set_rel_pathlist_hook = read_node_pathlist;
+	prev_planner_hook = planner_hook;
+	planner_hook = read_node_planner;
 }
