@@ -31,7 +31,8 @@ REGRESS      = event_log append_events append_insert read_stream bad_input appen
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=test/event_store.conf
 
 ISOLATION      = append_conflict append_no_expected upcaster_cache execute_conflict crypto_forget \
-                 read_all_order event_id_race projection_wait projection_rebuild projection_inline stream_head_cache type_index_checkxmin
+                 read_all_order event_id_race projection_wait projection_rebuild projection_inline stream_head_cache type_index_checkxmin \
+                 read_stream_node
 ISOLATION_OPTS = --inputdir=test --outputdir=output_iso \
                  --temp-instance=./tmp_check_iso --temp-config=test/event_store.conf
 
