@@ -68,6 +68,7 @@ struct EsLogWriter
 	ResultRelInfo *rri;
 	BulkInsertState bistate;
 	CommandId	cid;
+	TupleDesc	desc;			/* the log's columns, not reference-counted (below) */
 	TupleTableSlot *slots[BATCH_ROWS];
 	int			nslots;			/* slots made so far */
 	int			nbuffered;		/* rows in the batch */
@@ -102,6 +103,16 @@ es_log_writer_begin(int64 next)
 						RelationGetDescr(w->log)->natts, Natts_log),
 				 errhint("Reinstall the extension; its tables must not be altered.")));
 	w->event_key = index_open(cat->log_event_key, RowExclusiveLock);
+
+	/*
+	 * The batch's slots share a copy of the log's descriptor, which is not
+	 * reference-counted: a slot made with the relation's own descriptor pins
+	 * it in the transaction's resource owner, once per slot, and a resource
+	 * owner files up to BATCH_ROWS entries of the same pointer into one
+	 * chain of its hash table, walked to its end by every new entry (1.9 %
+	 * of the worker's time with single appends by 8 clients, perf).
+	 */
+	w->desc = CreateTupleDescCopy(RelationGetDescr(w->log));
 	w->estate = CreateExecutorState();
 	rte = makeNode(RangeTblEntry);
 	rte->rtekind = RTE_RELATION;
@@ -186,7 +197,7 @@ es_log_writer_add(EsLogWriter *w, text *stream_id, int64 stream_version,
 	if (w->nbuffered == w->nslots)
 	{
 		old = MemoryContextSwitchTo(w->context);
-		w->slots[w->nslots++] = table_slot_create(w->log, NULL);
+		w->slots[w->nslots++] = MakeSingleTupleTableSlot(w->desc, table_slot_callbacks(w->log));
 		MemoryContextSwitchTo(old);
 	}
 	slot = w->slots[w->nbuffered++];
@@ -231,6 +242,7 @@ es_log_writer_end(EsLogWriter *w)
 	}
 	for (i = 0; i < w->nslots; i++)
 		ExecDropSingleTupleTableSlot(w->slots[i]);
+	FreeTupleDesc(w->desc);
 	FreeBulkInsertState(w->bistate);
 	table_finish_bulk_insert(w->log, 0);
 	ExecCloseIndices(w->rri);
