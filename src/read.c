@@ -6,9 +6,9 @@
  * They hand the scans of scan.c to the executor: each event goes into the
  * function's tuplestore as the scan presents it.  (In FROM, read_stream is
  * mostly not called at all: read_node.c's scan node runs the same scan,
- * started by es_read_stream_begin below, without the tuplestore.)  read_all() reads the
- * global log, which the pipeline orders; it makes sure the database has a
- * pipeline worker first.
+ * started by es_read_stream_begin below, without the tuplestore.)
+ * read_all() reads the global log, which the pipeline orders; it makes sure
+ * the database has a pipeline worker first.
  *
  * Locking: that of the scans (AccessShareLock, as a SELECT takes).
  *
