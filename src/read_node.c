@@ -200,6 +200,7 @@ read_node_pathlist(PlannerInfo *root, RelOptInfo *rel, Index rti, RangeTblEntry 
 	RangeTblFunction *rtfunc;
 	FuncExpr   *fexpr;
 	TupleDesc	desc;
+	bool		columns_ok;
 	CustomPath *cpath;
 	Path	   *fscan;
 
@@ -219,19 +220,11 @@ read_node_pathlist(PlannerInfo *root, RelOptInfo *rel, Index rti, RangeTblEntry 
 		return;
 	/* the columns the node produces: those of event_store.event, none dropped */
 	desc = lookup_rowtype_tupdesc(fexpr->funcresulttype, -1);
-	if (desc->natts != Natts_event)
-	{
-		ReleaseTupleDesc(desc);
-		return;
-	}
-	for (int i = 0; i < desc->natts; i++)
-		if (TupleDescAttr(desc, i)->attisdropped)
-		{
-			ReleaseTupleDesc(desc);
-			return;
-		}
+	columns_ok = (desc->natts == Natts_event);
+	for (int i = 0; columns_ok && i < desc->natts; i++)
+		columns_ok = !TupleDescAttr(desc, i)->attisdropped;
 	ReleaseTupleDesc(desc);
-	if (uses_whole_row(rel))
+	if (!columns_ok || uses_whole_row(rel))
 		return;
 
 	fscan = linitial(rel->pathlist);
@@ -321,7 +314,10 @@ begin_read_node(CustomScanState *node, EState *estate, int eflags)
 											ALLOCSET_DEFAULT_SIZES);
 }
 
-/* Evaluate the arguments (per-tuple memory) and start the scan (in scan_cxt). */
+/*
+ * Evaluate the arguments (in per-tuple memory, which ExecScan resets before
+ * each fetch) and start the scan (in scan_cxt).
+ */
 static void
 start_read(ReadNodeState *state)
 {
@@ -332,7 +328,6 @@ start_read(ReadNodeState *state)
 	ListCell   *lc;
 	int			i = 0;
 
-	ResetExprContext(econtext);
 	foreach(lc, state->args)
 	{
 		args[i] = ExecEvalExprSwitchContext(lfirst(lc), econtext, &nulls[i]);
@@ -385,9 +380,11 @@ exec_read_node(CustomScanState *node)
 	return ExecScan(&node->ss, read_next, read_recheck);
 }
 
+/* End the scan; the slot's values point into its memory, so it is emptied first. */
 static void
 stop_read(ReadNodeState *state)
 {
+	ExecClearTuple(state->css.ss.ss_ScanTupleSlot);
 	if (state->scan != NULL)
 		es_stream_scan_end(state->scan);
 	state->scan = NULL;
@@ -398,7 +395,6 @@ stop_read(ReadNodeState *state)
 static void
 end_read_node(CustomScanState *node)
 {
-	ExecClearTuple(node->ss.ss_ScanTupleSlot);
 	stop_read((ReadNodeState *) node);
 }
 
@@ -429,7 +425,6 @@ read_node_planner(Query *parse, const char *query_string, int cursor_options, Pa
 static void
 rescan_read_node(CustomScanState *node)
 {
-	ExecClearTuple(node->ss.ss_ScanTupleSlot);
 	stop_read((ReadNodeState *) node);
 	ExecScanReScan(&node->ss);
 }
