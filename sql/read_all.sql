@@ -377,3 +377,36 @@ SELECT count(*) AS differing FROM (
    EXCEPT ALL
    SELECT * FROM event_store.read_all(0, 100000, event_types => '{Plain,Blob}') WHERE stream_id LIKE 'shapeall-%')) d;
 SELECT count(*) AS events FROM event_store.read_all(0, 100000, categories => '{shapeall}');
+
+-- Runs of one stream's versions of every length from 1 to 40, each followed by one event of
+-- another stream, then a run of 700 (over several pages of the event table's key): each
+-- descent into the key reads a run's versions only so far ahead (twice as far as the last
+-- while the run goes on).  read_all returns every event, in order, as the join does, read from
+-- the start and from positions inside the runs.
+BEGIN;
+SELECT count(*) AS appended FROM (
+  SELECT event_store.append_events('runall-1', (SELECT jsonb_agg(jsonb_build_object('type', 'R', 'data', jsonb_build_object('k', k, 'i', i)))
+                                                  FROM generate_series(1, k) i)),
+         event_store.append('runall-2', 'S', jsonb_build_object('k', k))
+    FROM generate_series(1, 40) k) a;
+SELECT event_store.append_events('runall-3', (SELECT jsonb_agg(jsonb_build_object('type', 'R', 'data', jsonb_build_object('i', i)))
+                                                FROM generate_series(1, 700) i));
+COMMIT;
+SELECT event_store.wait_for_pipeline('30 s');
+CREATE TEMP TABLE runall_joined AS
+SELECT g.global_position, e.stream_id, e.stream_version, e.data
+  FROM event_store.global_log g
+  JOIN event_store.events e ON e.stream_id = g.stream_id AND e.stream_version = g.stream_version
+ WHERE g.category = 'runall';
+SELECT count(*) AS events, count(DISTINCT stream_id) AS streams FROM runall_joined;
+SELECT count(*) AS starts,
+       count(*) FILTER (WHERE (SELECT array_agg(ROW(r.global_position, r.stream_id, r.stream_version, r.data)::text
+                                                ORDER BY r.global_position)
+                                 FROM event_store.read_all(s.after, 100000, categories => '{runall}') r)
+                        IS NOT DISTINCT FROM
+                              (SELECT array_agg(ROW(j.global_position, j.stream_id, j.stream_version, j.data)::text
+                                                ORDER BY j.global_position)
+                                 FROM runall_joined j WHERE j.global_position > s.after)) AS same
+  FROM (SELECT 0::bigint AS after
+        UNION ALL
+        SELECT global_position FROM runall_joined WHERE global_position % 37 = 0) s;

@@ -96,6 +96,7 @@ typedef struct EsLogScan
 	bool		run_open;		/* event_scan is at (run_stream, run_version) */
 	text	   *run_stream;		/* a copy: the scan's key */
 	int64		run_version;
+	int64		run_ahead;		/* how many versions the last descent read ahead */
 	bool		started;
 	bool		ended;
 	bool		blocked;		/* ended before a position whose event it cannot see */

@@ -295,6 +295,9 @@ es_stream_scan_end(EsStreamScan *s)
 }
 
 /* Columns of event_store.global_log (1-based). */
+/* A bound on how far ahead one descent of the event table's key reads a run (es_log_scan_next). */
+#define RUN_AHEAD_MAX	(INT64CONST(1) << 40)
+
 #define Anum_log_global_position	1
 #define Anum_log_stream_id			2
 #define Anum_log_stream_version		3
@@ -456,7 +459,7 @@ es_log_scan_begin(int64 after, ArrayType *categories, ArrayType *event_types,
 		index_rescan(sub->scan, keys, nkeys, NULL, 0);
 		sub->slot = table_slot_create(s->log, NULL);
 	}
-	s->event_scan = index_beginscan(s->events, s->events_index, snapshot, 2, 0);
+	s->event_scan = index_beginscan(s->events, s->events_index, snapshot, 3, 0);
 	s->event_slot = table_slot_create(s->events, NULL);
 	s->values[0] = Int64GetDatum(0);
 	return s;
@@ -635,8 +638,9 @@ es_log_scan_next(EsLogScan *s)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	LogSubScan *best = NULL;
-	ScanKeyData keys[2];
+	ScanKeyData keys[3];
 	bool		isnull;
+	bool		continuing;
 	bool		found;
 	text	   *stream;
 	int			i;
@@ -688,18 +692,38 @@ es_log_scan_next(EsLogScan *s)
 	 * without a descent from the root.  Anything else (or, should it ever
 	 * be, another entry there) starts again from the root.  The key's
 	 * stream is a copy: the scan compares it with every entry it returns.
+	 *
+	 * The versions are bounded above: a btree scan reads every matching
+	 * entry of the leaf page it lands on at once, and without a bound that
+	 * is the rest of the stream on the page (up to a few hundred entries,
+	 * each compared with both keys) for every event of a log whose streams
+	 * interleave -- 47,000 instructions an event in a category read of
+	 * 100-event streams (callgrind), where the descent itself is about
+	 * 10,000.  So a descent for a new run reads one version ahead, and one
+	 * that continues a run twice as far as the last: a run of n events
+	 * costs about log2(n) descents, and what a descent reads beyond the run
+	 * is never more than the run so far.  Measured per event read_all returns
+	 * (callgrind): of 100-event streams interleaved, 52,900 -> 21,900
+	 * instructions; of one stream, 4,650 -> 4,990.
 	 */
-	found = s->run_open && s->current.stream_version == s->run_version + 1 &&
-		es_same_text(stream, s->run_stream) && next_event_is(s, s->current.stream_version);
+	continuing = s->run_open && s->current.stream_version == s->run_version + 1 &&
+		es_same_text(stream, s->run_stream);
+	found = continuing && next_event_is(s, s->current.stream_version);
 	if (!found)
 	{
+		int64		ahead = continuing ? Min(s->run_ahead * 2, RUN_AHEAD_MAX) : 1;
+		int64		upper = s->current.stream_version > PG_INT64_MAX - ahead ?
+			PG_INT64_MAX : s->current.stream_version + ahead;
+
 		if (s->run_stream != NULL)
 			pfree(s->run_stream);
 		s->run_stream = (text *) pg_detoast_datum_copy((struct varlena *) stream);
 		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(s->run_stream));
 		ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE,
 					Int64GetDatum(s->current.stream_version));
-		index_rescan(s->event_scan, keys, 2, NULL, 0);
+		ScanKeyInit(&keys[2], 2, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(upper));
+		index_rescan(s->event_scan, keys, 3, NULL, 0);
+		s->run_ahead = ahead;
 		found = next_event_is(s, s->current.stream_version);
 	}
 	s->run_open = found;
