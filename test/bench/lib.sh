@@ -175,7 +175,9 @@ bench_rows() {
 	batch) echo "100-event append_events vs INSERT of 100 rows|append_batch100.sql|floor_batch100.sql|on off|100|" ;;
 	hot) echo "1 hot stream vs advisory lock + head + 1|append_hot.sql|baseline_hot.sql|on off|1|" ;;
 	read) echo "read_stream 1,000 events vs plain SELECT|read_stream.sql|read_select.sql|on||" ;;
-	readall) echo "read_all 1,000 events vs SELECT of the join|read_all.sql|read_all_select.sql|on||" ;;
+	readall)
+		echo "read_all 1,000 events vs SELECT of the join|read_all.sql|read_all_select.sql|on||"
+		echo "  100 of 200 interleaved streams' events|read_all_mix.sql|read_all_mix_select.sql|on||" ;;
 	crypto)
 		echo "append, 2 protected fields vs unprotected|append_protected.sql|append_unprotected.sql|on off|1|"
 		echo "read_stream 1,000 protected vs unprotected|read_protected.sql|read_unprotected.sql|on||" ;;
@@ -188,21 +190,28 @@ bench_rows() {
 	esac
 }
 
-# bench_each_row CASE MEASURE [SETUP]: what CASE of bench_rows needs beyond
-# setup.sql (done as "SETUP FILE.sql", default bench_sql), then "MEASURE
-# label our-script baseline-script synchronous_commit" for each row and
-# setting.  Exits on a case that bench_rows does not have.
+# bench_each_row CASE MEASURE [SETUP [QUERY]]: what CASE of bench_rows needs
+# beyond setup.sql (done as "SETUP FILE.sql", default bench_sql; the
+# positions of readall's interleaved category asked with "QUERY SQL",
+# default q, and given to pgbench as mlo and mhi), then "MEASURE label
+# our-script baseline-script synchronous_commit" for each row and setting.
+# Exits on a case that bench_rows does not have.
 bench_each_row() {
-	local rows row label ours base syncs events cl s
+	local rows row label ours base syncs events cl s saved=$bench_pgbench_opts
 	mapfile -t rows < <(bench_rows "$1")
 	((${#rows[@]})) || { echo "unknown case: $1" >&2; exit 2; }
 	[[ $1 == crypto ]] && ${3:-bench_sql} crypto_setup.sql
+	if [[ $1 == readall ]]; then
+		${3:-bench_sql} readall_setup.sql
+		bench_pgbench_opts+=" $(${4:-q} "SELECT format('-D mlo=%s -D mhi=%s', min(global_position), max(global_position) - 100) FROM event_store.global_log WHERE category = 'mix'")"
+	fi
 	for row in "${rows[@]}"; do
 		IFS='|' read -r label ours base syncs events cl <<<"$row"
 		for s in $syncs; do
 			bench_clients=$cl "$2" "$label" "$ours" "$base" "$s" "$events"
 		done
 	done
+	bench_pgbench_opts=$saved
 }
 
 # bench_flat_out DONE WAIT [BACKLOG]: $clients clients append flat out for
