@@ -14,7 +14,7 @@ OBJS = src/event_store.o src/catalog.o src/spi.o src/locks.o \
        src/decoder.o src/publish.o \
        src/shmem.o src/launcher.o src/worker.o src/worker_buffer.o src/worker_log.o src/pipeline_status.o src/restore.o src/health.o \
        src/projection.o src/projection_handler.o src/projection_parked.o src/projector.o \
-       src/check.o
+       src/check.o src/message_db.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 HEADERS_event_store = src/event_store.h

@@ -164,8 +164,9 @@ SET message_store.sql_condition = 'off';
 SELECT pg_temp.err($$SELECT * FROM get_category_messages('cat', 1, 10, condition => 'true')$$);
 RESET message_store.sql_condition;
 
--- the read path: one read_all, the consumer group in event_store's scan;
--- the chunked, filtered read only for what read_all cannot filter
+-- the read path: get_category_messages scans the log itself (event_store's
+-- C: no call of read_all), the consumer group in that scan; the chunked,
+-- filtered read through read_all only for what the scan cannot filter
 SET track_functions = 'all';
 SELECT mod(abs(hash_64('grp')), 3) AS member_of_grp_natively;
 BEGIN;
