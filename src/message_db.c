@@ -250,8 +250,9 @@ event_store_mdb_get_category_messages(PG_FUNCTION_ARGS)
 	s = es_log_scan_begin(after, categories, NULL, count, GetActiveSnapshot());
 	if (size > 0)
 		es_log_scan_set_group(s, member, size);
+	/* (a row's texts take more than the small sizes' first block: a malloc a row) */
 	row_context = AllocSetContextCreate(CurrentMemoryContext, "get_category_messages row",
-										ALLOCSET_SMALL_SIZES);
+										ALLOCSET_DEFAULT_SIZES);
 	while (es_log_scan_next(s))
 	{
 		old = MemoryContextSwitchTo(row_context);

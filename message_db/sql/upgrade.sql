@@ -40,7 +40,7 @@ INSERT INTO calls VALUES
   ($$'grp', 1, 100, 'corr'$$), ($$'cat', 1, 10, condition => 'position >= 1'$$), ($$'nothing'$$), ($$''$$),
   ($$NULL$$), ($$'cat-1'$$), ($$'cat', 1, -2$$), ($$'grp', 1, 10, NULL, 0$$), ($$'grp', 1, 10, NULL, 0, 0$$),
   ($$'grp', 1, 10, NULL, 3, 3$$), ($$'grp', 1, 10, NULL, 0, 40000$$), ($$'grp', 1, 10, 'corr-1'$$),
-  ($$repeat('c', 2000)$$);
+  ($$repeat('c', 2000)$$), ($$'cat', NULL, 2$$), ($$'cat', 2, 3000000000$$), ($$'cat', 9223372036854775807, 1$$);
 -- each call's rows in their order (or its error), and how many
 CREATE FUNCTION pg_temp.answers() RETURNS TABLE (call text, answer text, rows bigint) LANGUAGE plpgsql AS $$
 DECLARE
