@@ -108,12 +108,10 @@ plain_call(FunctionCallInfo fcinfo)
 	return len >= 1 && len <= MAX_CATEGORY_BYTES && memchr(VARDATA_ANY(category), '-', len) == NULL;
 }
 
-/* The value of SQL statement st (one row, one column) for the call's arguments. */
-static Datum
-ask(EsStatement *st, FunctionCallInfo fcinfo, bool *isnull)
+/* The call's arguments as SPI parameters. */
+static void
+call_args(FunctionCallInfo fcinfo, Datum *values, char *nulls)
 {
-	Datum		values[NARGS];
-	char		nulls[NARGS];
 	int			i;
 
 	for (i = 0; i < NARGS; i++)
@@ -121,9 +119,24 @@ ask(EsStatement *st, FunctionCallInfo fcinfo, bool *isnull)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
 	}
+}
+
+/* The value (never NULL) of SQL statement st, one row and column, for the call's arguments. */
+static Datum
+ask(EsStatement *st, FunctionCallInfo fcinfo)
+{
+	Datum		values[NARGS];
+	char		nulls[NARGS];
+	bool		isnull;
+	Datum		result;
+
+	call_args(fcinfo, values, nulls);
 	if (es_run(st, values, nulls, ES_RUN_READ_ONLY, 0, SPI_OK_SELECT) != 1)
 		elog(ERROR, "\"%s\" returned " UINT64_FORMAT " rows", st->sql, SPI_processed);
-	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "\"%s\" returned NULL", st->sql);
+	return result;
 }
 
 /* Refuse a caller without EXECUTE on event_store.read_all, as calling it would. */
@@ -198,25 +211,17 @@ event_store_mdb_get_category_messages(PG_FUNCTION_ARGS)
 		after = Max(PG_ARGISNULL(ARG_POSITION) ? 1 : PG_GETARG_INT64(ARG_POSITION), 1) - 1;
 	else
 	{
-		bool		isnull;
-		bool		direct;
-
 		SPI_connect();
-		after = DatumGetInt64(ask(&start_sql, fcinfo, &isnull));
-		direct = DatumGetBool(ask(&direct_sql, fcinfo, &isnull));
-		if (!direct)
+		after = DatumGetInt64(ask(&start_sql, fcinfo));
+		if (!DatumGetBool(ask(&direct_sql, fcinfo)))
 		{
 			Datum		values[NARGS];
 			char		nulls[NARGS];
-			int			i;
+			uint64		i;
 
-			for (i = 0; i < NARGS; i++)
-			{
-				values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-				nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-			}
+			call_args(fcinfo, values, nulls);
 			es_run(&filtered_sql, values, nulls, ES_RUN_READ_ONLY, 0, SPI_OK_SELECT);
-			for (i = 0; i < (int) SPI_processed; i++)
+			for (i = 0; i < SPI_processed; i++)
 				tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
 			SPI_finish();
 			return (Datum) 0;
@@ -229,6 +234,7 @@ event_store_mdb_get_category_messages(PG_FUNCTION_ARGS)
 			size = (int32) PG_GETARG_INT64(ARG_SIZE);
 		}
 	}
+
 	/* message_store._batch_count */
 	batch_size = PG_ARGISNULL(ARG_BATCH_SIZE) ? 1000 : PG_GETARG_INT64(ARG_BATCH_SIZE);
 	count = (batch_size < 0 || batch_size > PG_INT32_MAX) ? PG_INT32_MAX : (int32) batch_size;
