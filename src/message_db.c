@@ -91,21 +91,31 @@ ES_STATEMENT("SELECT message_store._category_direct($1, $4, $5, $6, $7)", NARGS,
 static EsStatement filtered_sql =
 ES_STATEMENT("SELECT * FROM message_store._category_messages($1, $2, $3, $4, $5, $6, $7)", NARGS, CATEGORY_ARGTYPES);
 
-/* Can the call be answered by the log scan with no check that could fail? */
-static bool
-plain_call(FunctionCallInfo fcinfo)
+/*
+ * The category to read, as message_store._category_filter passes it on:
+ * NULL for none (no name, or one of no or more than 1,024 bytes).
+ */
+static text *
+category_arg(FunctionCallInfo fcinfo)
 {
 	text	   *category;
 	int			len;
 
-	if (PG_ARGISNULL(ARG_CATEGORY) || PG_ARGISNULL(ARG_BATCH_SIZE) ||
-		!PG_ARGISNULL(ARG_CORRELATION) || !PG_ARGISNULL(ARG_MEMBER) ||
-		!PG_ARGISNULL(ARG_SIZE) || !PG_ARGISNULL(ARG_CONDITION) ||
-		PG_GETARG_INT64(ARG_BATCH_SIZE) < -1)
-		return false;
+	if (PG_ARGISNULL(ARG_CATEGORY))
+		return NULL;
 	category = PG_GETARG_TEXT_PP(ARG_CATEGORY);
 	len = VARSIZE_ANY_EXHDR(category);
-	return len >= 1 && len <= MAX_CATEGORY_BYTES && memchr(VARDATA_ANY(category), '-', len) == NULL;
+	return (len >= 1 && len <= MAX_CATEGORY_BYTES) ? category : NULL;
+}
+
+/* Can the call be answered by the log scan with no check that could fail? */
+static bool
+plain_call(FunctionCallInfo fcinfo, text *category)
+{
+	return category != NULL && memchr(VARDATA_ANY(category), '-', VARSIZE_ANY_EXHDR(category)) == NULL &&
+		!PG_ARGISNULL(ARG_BATCH_SIZE) && PG_GETARG_INT64(ARG_BATCH_SIZE) >= -1 &&
+		PG_ARGISNULL(ARG_CORRELATION) && PG_ARGISNULL(ARG_MEMBER) &&
+		PG_ARGISNULL(ARG_SIZE) && PG_ARGISNULL(ARG_CONDITION);
 }
 
 /* The call's arguments as SPI parameters. */
@@ -150,7 +160,17 @@ check_read_all(void)
 	es_check_execute(fn);
 }
 
-/* The event the scan is at, as a message, into the tuplestore. */
+/* A value as the text its type's output function writes (data::text, event_id::varchar). */
+static Datum
+as_text(PGFunction out, Datum value)
+{
+	return CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(out, value)));
+}
+
+/*
+ * The event the scan is at, as a message, into the tuplestore.  The texts
+ * are made in the scan's memory of the current event, freed with it.
+ */
 static void
 put_message(EsLogScan *s, ReturnSetInfo *rsinfo)
 {
@@ -158,19 +178,20 @@ put_message(EsLogScan *s, ReturnSetInfo *rsinfo)
 	bool		nulls[NCOLS];
 	const Datum *ev = s->values;
 	const bool *evnull = s->nulls;
+	MemoryContext old = MemoryContextSwitchTo(s->row_context);
 
 	memset(nulls, 0, sizeof(nulls));
-	values[COL_ID] = CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(uuid_out, ev[Anum_events_event_id])));
+	values[COL_ID] = as_text(uuid_out, ev[Anum_events_event_id]);
 	values[COL_STREAM_NAME] = ev[Anum_events_stream_id];
 	values[COL_TYPE] = ev[Anum_events_event_type];
 	values[COL_POSITION] = Int64GetDatum(DatumGetInt64(ev[Anum_events_stream_version]) - 1);
 	values[COL_GLOBAL_POSITION] = ev[0];
 	nulls[COL_DATA] = evnull[Anum_events_data];
 	if (!nulls[COL_DATA])
-		values[COL_DATA] = CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(jsonb_out, ev[Anum_events_data])));
+		values[COL_DATA] = as_text(jsonb_out, ev[Anum_events_data]);
 	nulls[COL_METADATA] = evnull[Anum_events_metadata];
 	if (!nulls[COL_METADATA])
-		values[COL_METADATA] = CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(jsonb_out, ev[Anum_events_metadata])));
+		values[COL_METADATA] = as_text(jsonb_out, ev[Anum_events_metadata]);
 
 	/*
 	 * recorded_at AT TIME ZONE 'UTC': a timestamptz counts microseconds from
@@ -179,6 +200,7 @@ put_message(EsLogScan *s, ReturnSetInfo *rsinfo)
 	 */
 	values[COL_TIME] = ev[Anum_events_recorded_at];
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -196,10 +218,9 @@ event_store_mdb_get_category_messages(PG_FUNCTION_ARGS)
 	int32		count;
 	int32		member = 0;
 	int32		size = 0;
+	text	   *category;
 	ArrayType  *categories;
 	EsLogScan  *s;
-	MemoryContext row_context;
-	MemoryContext old;
 
 	if (PG_NARGS() != NARGS)
 		elog(ERROR, "message_store.get_category_messages must be declared with %d arguments", NARGS);
@@ -207,7 +228,8 @@ event_store_mdb_get_category_messages(PG_FUNCTION_ARGS)
 	if (rsinfo->setDesc->natts != NCOLS)
 		elog(ERROR, "message_store.message must have %d columns", NCOLS);
 
-	if (plain_call(fcinfo))
+	category = category_arg(fcinfo);
+	if (plain_call(fcinfo, category))
 		after = Max(PG_ARGISNULL(ARG_POSITION) ? 1 : PG_GETARG_INT64(ARG_POSITION), 1) - 1;
 	else
 	{
@@ -239,14 +261,12 @@ event_store_mdb_get_category_messages(PG_FUNCTION_ARGS)
 	batch_size = PG_ARGISNULL(ARG_BATCH_SIZE) ? 1000 : PG_GETARG_INT64(ARG_BATCH_SIZE);
 	count = (batch_size < 0 || batch_size > PG_INT32_MAX) ? PG_INT32_MAX : (int32) batch_size;
 
-	/* message_store._category_filter: no category of more than 1,024 bytes */
-	if (PG_ARGISNULL(ARG_CATEGORY) ||
-		VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(ARG_CATEGORY)) < 1 ||
-		VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(ARG_CATEGORY)) > MAX_CATEGORY_BYTES)
+	/* message_store._category_filter: none, or that one */
+	if (category == NULL)
 		categories = construct_empty_array(TEXTOID);
 	else
 	{
-		Datum		name = PointerGetDatum(PG_GETARG_TEXT_PP(ARG_CATEGORY));
+		Datum		name = PointerGetDatum(category);
 
 		categories = construct_array(&name, 1, TEXTOID, -1, false, TYPALIGN_INT);
 	}
@@ -256,17 +276,8 @@ event_store_mdb_get_category_messages(PG_FUNCTION_ARGS)
 	s = es_log_scan_begin(after, categories, NULL, count, GetActiveSnapshot());
 	if (size > 0)
 		es_log_scan_set_group(s, member, size);
-	/* (a row's texts take more than the small sizes' first block: a malloc a row) */
-	row_context = AllocSetContextCreate(CurrentMemoryContext, "get_category_messages row",
-										ALLOCSET_DEFAULT_SIZES);
 	while (es_log_scan_next(s))
-	{
-		old = MemoryContextSwitchTo(row_context);
 		put_message(s, rsinfo);
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(row_context);
-	}
 	es_log_scan_end(s);
-	MemoryContextDelete(row_context);
 	return (Datum) 0;
 }
