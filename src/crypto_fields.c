@@ -67,6 +67,9 @@ typedef struct PlainEntry
 
 #define PLAIN_CACHE_BYTES	(8 * 1024 * 1024)
 
+/* How many of a ciphertext's last characters its cache entry is hashed by. */
+#define CT_HASH_CHARS	16
+
 static MemoryContext plain_cxt = NULL;
 static HTAB *plain_cache = NULL;
 static Size plain_bytes = 0;
@@ -170,7 +173,14 @@ decrypt_field(const uint8 *key, const pg_uuid_t *key_id, const char *path, Jsonb
 			plain_cache = hash_create("event_store decrypted values", 1024, &ctl,
 									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		}
-		h = hash_bytes_extended((const unsigned char *) v->val.string.val, v->val.string.len, 0);
+		/*
+		 * The hash of the ciphertext's last characters: the base64 of its
+		 * tag, random, so as good a hash as the whole (1,000 instructions
+		 * fewer per field read); an entry still matches only the whole.
+		 */
+		h = hash_bytes_extended((const unsigned char *) v->val.string.val +
+								Max(v->val.string.len - CT_HASH_CHARS, 0),
+								Min(v->val.string.len, CT_HASH_CHARS), 0);
 		pe = hash_search(plain_cache, &h, HASH_FIND, &found);
 		if (found && pe->ctlen == v->val.string.len &&
 			memcmp(pe->ct, v->val.string.val, pe->ctlen) == 0 &&
