@@ -105,6 +105,17 @@ SELECT count(DISTINCT data->>'email') AS distinct_ciphertexts
   FROM event_store.events WHERE stream_id = 'user-3';
 SELECT count(DISTINCT data->>'email') AS distinct_plaintexts
   FROM event_store.read_stream('user-3');
+-- ... also 100 times in one statement: the IVs come from a pool refilled every 32
+-- IVs, and every one differs (rolled back: later tests count user-3's events)
+BEGIN;
+SELECT event_store.append_events('user-3',
+       (SELECT jsonb_agg(jsonb_build_object('type', 'UserRegistered',
+                                            'data', '{"user_id": "u3", "email": "carol@example.com"}'::jsonb))
+          FROM generate_series(1, 100)));
+SELECT count(*) AS events, count(DISTINCT data->>'email') AS distinct_ciphertexts,
+       count(DISTINCT substr(decode(data->>'email', 'base64'), 1, 16)) AS distinct_ivs
+  FROM event_store.events WHERE stream_id = 'user-3';
+ROLLBACK;
 
 -- a re-sent protected event is recognised (compared in clear), by append and by INSERT
 SELECT event_store.append('user-3', 'UserRegistered', '{"user_id": "u3", "email": "carol@example.net"}',

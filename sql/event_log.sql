@@ -113,3 +113,15 @@ SELECT category, count(*), sum(version) FROM event_store.streams GROUP BY catego
 SELECT count(*) = count(DISTINCT event_id) AS unique_ids,
        bool_and(substr(event_id::text, 15, 1) = '7') AS version_7
   FROM event_store.events WHERE stream_id <> 'order-7';
+-- ... also when many are made at once: their random part comes from a pool that
+-- pg_strong_random() refills every 51 ids; 300 ids of one statement (five refills)
+-- have 300 different random parts, each with the version and the variant set
+-- (rolled back: later suites count the events)
+BEGIN;
+SELECT event_store.append_events('ids-1', (SELECT jsonb_agg(jsonb_build_object('type', 'T', 'data', '{}'::jsonb))
+                                             FROM generate_series(1, 300)));
+SELECT count(*) AS ids, count(DISTINCT substr(event_id::text, 16)) AS distinct_random_parts,
+       bool_and(substr(event_id::text, 15, 1) = '7') AS version_7,
+       bool_and(substr(event_id::text, 20, 1) IN ('8', '9', 'a', 'b')) AS variant_rfc_9562
+  FROM event_store.events WHERE stream_id = 'ids-1';
+ROLLBACK;

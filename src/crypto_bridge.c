@@ -192,7 +192,7 @@ crypto_seal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *plain, in
 	bytea	   *p = crypto_bytea(plain, len);
 	bytea	   *k = crypto_bytea(key, HALF_KEY);
 
-	crypto_random_bytes(iv, IV_BYTES);
+	es_random_bytes(iv, IV_BYTES);	/* public in the ciphertext: from the pool */
 	ct = DatumGetByteaPP(FunctionCall4Coll(&pgcrypto()->encrypt_iv, InvalidOid,
 										   PointerGetDatum(p), PointerGetDatum(k),
 										   PointerGetDatum(crypto_bytea(iv, IV_BYTES)),

@@ -222,3 +222,52 @@ es_check_not_negative(int64 value, const char *what, const char *hint)
 				 errdetail("Got " INT64_FORMAT ".", value),
 				 hint ? errhint("%s", hint) : 0));
 }
+
+/*
+ * Random bytes for values that are public once used -- the random part of
+ * an event id, a ciphertext's IV -- drawn from a pool of the process's own,
+ * refilled by pg_strong_random() RANDOM_POOL_BYTES at a time.  Each call of
+ * pg_strong_random() costs about 8,500 instructions whatever it returns
+ * (OpenSSL 3 takes its generator's lock and checks its state), which was 8 %
+ * of a single append and more of a batch, one event id per event.  Bytes
+ * are handed out once and zeroed in the pool; a pool filled in another
+ * process (a parent before fork) is thrown away.  Key material does not
+ * come from here (crypto_random_bytes).
+ */
+#define RANDOM_POOL_BYTES	512
+
+void
+es_random_bytes(uint8 *p, int len)
+{
+	static uint8 pool[RANDOM_POOL_BYTES];
+	static int	left = 0;
+	static int	filled_by = 0;
+
+	if (filled_by != MyProcPid)
+	{
+		explicit_bzero(pool, sizeof(pool));
+		left = 0;
+		filled_by = MyProcPid;
+	}
+	if (len > RANDOM_POOL_BYTES || left < len)
+	{
+		bool		ok;
+
+		if (len > RANDOM_POOL_BYTES)
+			ok = pg_strong_random(p, len);
+		else
+		{
+			ok = pg_strong_random(pool, RANDOM_POOL_BYTES);
+			left = ok ? RANDOM_POOL_BYTES : 0;
+		}
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random values")));
+		if (len > RANDOM_POOL_BYTES)
+			return;
+	}
+	memcpy(p, pool + RANDOM_POOL_BYTES - left, len);
+	explicit_bzero(pool + RANDOM_POOL_BYTES - left, len);
+	left -= len;
+}

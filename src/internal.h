@@ -54,6 +54,9 @@ es_same_text(const text *a, const text *b)
 extern int64 es_interval_ms(Interval *interval, const char *what);
 extern void es_check_not_negative(int64 value, const char *what, const char *hint);
 
+/* Random bytes for values public once used (event ids, IVs), from a pool: not for keys. */
+extern void es_random_bytes(uint8 *p, int len);
+
 /* Each module's start-up, called once per process from _PG_init. */
 extern void es_catalog_init(void);
 extern void es_locks_init(void);

@@ -296,10 +296,7 @@ new_event_id(void)
 
 	unix_ms = (uint64) (GetCurrentTimestamp() / 1000) +
 		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-	if (!pg_strong_random(uuid->data + 6, UUID_LEN - 6))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random values")));
+	es_random_bytes(uuid->data + 6, UUID_LEN - 6);
 	for (i = 0; i < 6; i++)
 		uuid->data[i] = (unsigned char) (unix_ms >> (40 - 8 * i));
 	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x70;	/* version 7 */
