@@ -435,16 +435,16 @@ INSERT INTO shapes VALUES
        "a": "not an object", "n": false}'),
  (5, '{"sub": "s5", "a": {"b": [1]}, "n": {}, "s": [], "o": ""}'),
  (6, '{"sub": "s6", "x": 1}');
-SELECT event_store.append('shape-' || i, 'Shape', d) FROM shapes ORDER BY i;
+SELECT event_store.append('pdshape-' || i, 'Shape', d) FROM shapes ORDER BY i;
 SELECT i, r.data = d AS equal, r.data::text = d::text AS same_text,
        CASE WHEN i < 6 THEN pg_column_size(r.data) = pg_column_size(d::text::jsonb) END AS same_size,
        (SELECT bool_and(r.data -> k = v) AND count(*) = (SELECT count(*) FROM jsonb_each(r.data))
           FROM jsonb_each(d) AS e(k, v)) AS each_key,
        r.data #> '{a,b,c}' AS abc, r.data #> '{deep,l1,l2}' AS l2, r.data -> 'k40' AS k40
-  FROM shapes, event_store.read_stream('shape-' || i) r ORDER BY i;
+  FROM shapes, event_store.read_stream('pdshape-' || i) r ORDER BY i;
 SELECT i, e.data = d AS stored_equal, e.data ->> 's' ~ '^[A-Za-z0-9+/]{60,}={0,2}$' AS s_is_ciphertext,
        e.data -> 'z' AS z, e.data -> 'k2' AS k2
-  FROM shapes JOIN event_store.events e ON e.stream_id = 'shape-' || i ORDER BY i;
+  FROM shapes JOIN event_store.events e ON e.stream_id = 'pdshape-' || i ORDER BY i;
 
 -- forget refuses to run where commit could still fail after destroying the key
 BEGIN ISOLATION LEVEL SERIALIZABLE;
