@@ -55,14 +55,6 @@
 /* Rows per multi-insert. */
 #define BATCH_ROWS	1000
 
-/*
- * The log's bulk-write ring of buffers, made once per process and kept
- * across transactions, as VACUUM keeps its own: GetBulkInsertState() makes
- * one per call, 2,048 buffer numbers zeroed, 8,700 instructions per wakeup
- * of the worker (callgrind), more than its ordering of a single event.
- */
-static BufferAccessStrategy log_strategy = NULL;
-
 /* Columns of event_store.global_log: 0.1.0 has no event_id (the 7th). */
 #define Natts_log_0_1	6
 #define Natts_log	7
@@ -76,7 +68,7 @@ struct EsLogWriter
 	TupleTableSlot *probe_slot;
 	EState	   *estate;
 	ResultRelInfo *rri;
-	BulkInsertStateData bistate;	/* the process's ring (log_strategy), the target page */
+	BulkInsertStateData bistate;	/* the target page; a ring once the batch is large */
 	CommandId	cid;
 	TupleDesc	desc;			/* the log's columns, not reference-counted (below) */
 	int			nslots;			/* slots made so far */
@@ -143,14 +135,19 @@ es_log_writer_begin(int64 next)
 	ExecOpenIndices(w->rri, false);
 	w->cid = GetCurrentCommandId(true);
 	w->estate->es_output_cid = w->cid;
-	if (log_strategy == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-		log_strategy = GetAccessStrategy(BAS_BULKWRITE);
-		MemoryContextSwitchTo(old);
-	}
-	w->bistate.strategy = log_strategy;
+	/*
+	 * The heap's target page is kept pinned from one multi-insert to the
+	 * next, as GetBulkInsertState() does, but a bulk-write ring of buffers
+	 * is made only once a transaction writes a full batch of BATCH_ROWS (a
+	 * rebuild, a backlog): GetBulkInsertState() makes one per call, 2,048
+	 * buffer numbers zeroed, 8,700 instructions per wakeup of the worker
+	 * (callgrind), more than its ordering of a single event, for a ring
+	 * that a wakeup's few pages never go round.  (A ring kept for the
+	 * process would go round as the log grows, the worker writing out each
+	 * page it takes back.)
+	 */
+	w->bistate.strategy = NULL;
 	w->bistate.current_buf = InvalidBuffer;
 	w->batch_context = AllocSetContextCreate(CurrentMemoryContext, "event_store log batch",
 											 ALLOCSET_DEFAULT_SIZES);
@@ -193,6 +190,13 @@ flush(EsLogWriter *w)
 
 	if (w->nbuffered == 0)
 		return;
+	if (w->bistate.strategy == NULL && w->nbuffered == BATCH_ROWS)
+	{
+		MemoryContext old = MemoryContextSwitchTo(w->context);
+
+		w->bistate.strategy = GetAccessStrategy(BAS_BULKWRITE);
+		MemoryContextSwitchTo(old);
+	}
 	table_multi_insert(w->log, w->slots, w->nbuffered, w->cid, 0, &w->bistate);
 	for (i = 0; i < w->nbuffered; i++)
 	{
@@ -271,6 +275,8 @@ es_log_writer_end(EsLogWriter *w)
 	FreeTupleDesc(w->desc);
 	if (w->bistate.current_buf != InvalidBuffer)
 		ReleaseBuffer(w->bistate.current_buf);
+	if (w->bistate.strategy != NULL)
+		FreeAccessStrategy(w->bistate.strategy);
 	table_finish_bulk_insert(w->log, 0);
 	ExecCloseIndices(w->rri);
 	ExecResetTupleTable(w->estate->es_tupleTable, false);
