@@ -82,8 +82,6 @@ extern char *crypto_format_uuid(const pg_uuid_t *u);
 extern bytea *crypto_bytea(const uint8 *p, int len);
 extern void crypto_zero_bytea(bytea *b);
 extern void crypto_hmac256(const uint8 *mac_key, const uint8 *msg, int len, uint8 *tag);
-/* Random bytes straight from pg_strong_random(), for keys (IVs come from es_random_bytes). */
-extern void crypto_random_bytes(uint8 *p, int len);
 extern uint8 *crypto_seal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *plain,
 						  int len, int *outlen);
 extern bytea *crypto_unseal(const uint8 *key, const uint8 *ad, int adlen, const uint8 *in,

@@ -168,15 +168,6 @@ crypto_hmac256(const uint8 *mac_key, const uint8 *msg, int len, uint8 *tag)
 	memcpy(tag, VARDATA_ANY(r), TAG_BYTES);
 }
 
-void
-crypto_random_bytes(uint8 *p, int len)
-{
-	if (!pg_strong_random(p, len))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random values")));
-}
-
 /*
  * Encrypt-then-MAC: iv || AES-256-CBC(plain) || HMAC-SHA256(ad || iv || ct).
  * key is KEY_BYTES: the AES key, then the HMAC key.  Returns palloc'd bytes.

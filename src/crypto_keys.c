@@ -602,10 +602,10 @@ crypto_subject_key(text *subject, const uint8 *hash, pg_uuid_t *key_id)
 		Kek		   *kek = current_kek();
 		Datum		args[4];
 
-		crypto_random_bytes(key_id->data, UUID_LEN);
+		es_strong_random(key_id->data, UUID_LEN);
 		key_id->data[6] = (key_id->data[6] & 0x0f) | 0x40;
 		key_id->data[8] = (key_id->data[8] & 0x3f) | 0x80;
-		crypto_random_bytes(k, KEY_BYTES);
+		es_strong_random(k, KEY_BYTES);
 		args[0] = UUIDPGetDatum(key_id);
 		args[1] = PointerGetDatum(subject);
 		args[2] = PointerGetDatum(wrap_key(kek, key_id, k));

@@ -181,6 +181,14 @@ put_replacement(StringInfo out, const Jsonb *value)
 #define CHILD_END(entry, start) \
 	(JBE_HAS_OFF(entry) ? JBE_OFFLENFLD(entry) : (start) + JBE_OFFLENFLD(entry))
 
+/* Does path p go through the key (of keylen bytes) at depth `depth`? */
+static inline bool
+through_key(const JsonPath *p, int depth, const char *key, uint32 keylen)
+{
+	return p->depth > depth && strlen(p->keys[depth]) == keylen &&
+		memcmp(p->keys[depth], key, keylen) == 0;
+}
+
 /* Fill entry i of the container whose entries begin at `at`. */
 static void
 set_entry(StringInfo out, int at, int i, uint32 type, uint32 *totallen, uint32 len)
@@ -242,6 +250,9 @@ rewrite_object(StringInfo out, const JsonbContainer *c, int depth, int n,
 		uint32		keylen = kend - keyoff;
 		uint32		entry = c->children[npairs + i];
 		uint32		end = CHILD_END(entry, valoff);
+
+		/* the value as a container, where its entry says it is one */
+		const JsonbContainer *child = (const JsonbContainer *) (base + INTALIGN(valoff));
 		int			replace = -1;
 		int			deeper = 0;
 		int			start = out->len;
@@ -249,22 +260,16 @@ rewrite_object(StringInfo out, const JsonbContainer *c, int depth, int n,
 		int			j;
 
 		for (j = 0; j < n; j++)
-		{
-			const JsonPath *p = paths[j];
-
-			if (p->depth > depth && strlen(p->keys[depth]) == keylen &&
-				memcmp(p->keys[depth], key, keylen) == 0)
+			if (through_key(paths[j], depth, key, keylen))
 			{
-				if (p->depth == depth + 1)
+				if (paths[j]->depth == depth + 1)
 					replace = j;
 				else
 					deeper++;
 			}
-		}
 		if (replace >= 0)
 			type = put_replacement(out, vals[replace]);
-		else if (deeper > 0 && JBE_ISCONTAINER(entry) &&
-				 JsonContainerIsObject((const JsonbContainer *) (base + INTALIGN(valoff))))
+		else if (deeper > 0 && JBE_ISCONTAINER(entry) && JsonContainerIsObject(child))
 		{
 			/* only the paths going through this key, one level down */
 			const JsonPath **sub = palloc(sizeof(JsonPath *) * deeper);
@@ -272,15 +277,13 @@ rewrite_object(StringInfo out, const JsonbContainer *c, int depth, int n,
 			int			m = 0;
 
 			for (j = 0; j < n; j++)
-				if (paths[j]->depth > depth + 1 && strlen(paths[j]->keys[depth]) == keylen &&
-					memcmp(paths[j]->keys[depth], key, keylen) == 0)
+				if (paths[j]->depth > depth + 1 && through_key(paths[j], depth, key, keylen))
 				{
 					sub[m] = paths[j];
 					subv[m++] = vals[j];
 				}
 			pad_to_int(out);
-			rewrite_object(out, (const JsonbContainer *) (base + INTALIGN(valoff)), depth + 1,
-						   m, sub, subv);
+			rewrite_object(out, child, depth + 1, m, sub, subv);
 			type = JENTRY_ISCONTAINER;
 			pfree(sub);
 			pfree(subv);

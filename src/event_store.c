@@ -223,6 +223,16 @@ es_check_not_negative(int64 value, const char *what, const char *hint)
 				 hint ? errhint("%s", hint) : 0));
 }
 
+/* Random bytes straight from pg_strong_random() (keys, and the pool below). */
+void
+es_strong_random(uint8 *p, int len)
+{
+	if (!pg_strong_random(p, len))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+}
+
 /*
  * Random bytes for values that are public once used -- the random part of
  * an event id, a ciphertext's IV -- drawn from a pool of the process's own,
@@ -232,7 +242,7 @@ es_check_not_negative(int64 value, const char *what, const char *hint)
  * of a single append and more of a batch, one event id per event.  Bytes
  * are handed out once and zeroed in the pool; a pool filled in another
  * process (a parent before fork) is thrown away.  Key material does not
- * come from here (crypto_random_bytes).
+ * come from here (es_strong_random).
  */
 #define RANDOM_POOL_BYTES	512
 
@@ -243,29 +253,21 @@ es_random_bytes(uint8 *p, int len)
 	static int	left = 0;
 	static int	filled_by = 0;
 
+	if (len > RANDOM_POOL_BYTES)
+	{
+		es_strong_random(p, len);
+		return;
+	}
 	if (filled_by != MyProcPid)
 	{
 		explicit_bzero(pool, sizeof(pool));
 		left = 0;
 		filled_by = MyProcPid;
 	}
-	if (len > RANDOM_POOL_BYTES || left < len)
+	if (left < len)
 	{
-		bool		ok;
-
-		if (len > RANDOM_POOL_BYTES)
-			ok = pg_strong_random(p, len);
-		else
-		{
-			ok = pg_strong_random(pool, RANDOM_POOL_BYTES);
-			left = ok ? RANDOM_POOL_BYTES : 0;
-		}
-		if (!ok)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate random values")));
-		if (len > RANDOM_POOL_BYTES)
-			return;
+		es_strong_random(pool, RANDOM_POOL_BYTES);
+		left = RANDOM_POOL_BYTES;
 	}
 	memcpy(p, pool + RANDOM_POOL_BYTES - left, len);
 	explicit_bzero(pool + RANDOM_POOL_BYTES - left, len);

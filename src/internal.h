@@ -54,7 +54,11 @@ es_same_text(const text *a, const text *b)
 extern int64 es_interval_ms(Interval *interval, const char *what);
 extern void es_check_not_negative(int64 value, const char *what, const char *hint);
 
-/* Random bytes for values public once used (event ids, IVs), from a pool: not for keys. */
+/*
+ * Random bytes: straight from pg_strong_random (keys), or from a pool of the
+ * process's own for values public once used (event ids, IVs).
+ */
+extern void es_strong_random(uint8 *p, int len);
 extern void es_random_bytes(uint8 *p, int len);
 
 /* Each module's start-up, called once per process from _PG_init. */
